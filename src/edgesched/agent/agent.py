@@ -1,0 +1,434 @@
+"""The agent: dials the master, keeps the link, runs what it is given, returns every result.
+
+One link at a time; when it breaks the agent dials again with capped, jittered backoff.
+Results finished while the link is down wait in the outbox and go first on the next link.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import random
+import socket
+import time
+import urllib.request
+from collections import deque
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import grpc
+
+from edgesched import __version__
+from edgesched.agent.backends import Backend, BackendResult, make_backend
+from edgesched.agent.emulation import Profile, SlotMeter, get_profile
+from edgesched.agent.identity import Identity
+from edgesched.agent.probe import PsutilProbe
+from edgesched.config import Settings
+from edgesched.errors import BadInputError, TransportError, UnknownPluginError
+from edgesched.v1 import agent_pb2, agent_pb2_grpc, common_pb2
+
+log = logging.getLogger("edgesched.agent")
+
+PROTOCOL = agent_pb2.ProtocolVersion(major=1, minor=0)
+DEVICE_ALIASES = {"ATLAS_I": "atlas310", "RK3588": "rk3588", "ORIN": "orin"}
+DEVICE_TYPES = ("auto", "cpu", "atlas310", "rk3588", "orin", "nvidia")
+BACKOFF_MIN_S = 0.2
+BACKOFF_MAX_S = 5.0
+
+
+class Refused(Exception):
+    """The master refused this agent; retrying with the same settings cannot help."""
+
+
+@dataclass
+class _Inbound:
+    assignment: agent_pb2.Assignment
+    parts: list[bytes] = field(default_factory=list)
+    received: int = 0
+    first_at: float = 0.0
+    arrived_at: float = 0.0
+
+
+def discover_link_port(host: str, http_port: int, timeout: float = 3.0) -> int:
+    """Asks the gateway which port the link runs on; the agent dials the host it was given."""
+    url = f"http://{host}:{http_port}/api/v1/link"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return int(json.loads(response.read())["link_port"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise TransportError(f"cannot reach the gateway at {url}: {exc}") from exc
+
+
+class Agent:
+    def __init__(self, settings: Settings, rng: random.Random | None = None) -> None:
+        self.settings = settings
+        a = settings.agent
+        self.profile: Profile | None = get_profile(a.emulate) if a.emulate else None
+        requested = DEVICE_ALIASES.get(a.device_type, a.device_type)
+        if requested not in DEVICE_TYPES:
+            raise UnknownPluginError("device type", a.device_type, [*DEVICE_TYPES, *DEVICE_ALIASES])
+        if self.profile is not None:
+            self.device_type = self.profile.name
+        else:
+            self.device_type = "cpu" if requested == "auto" else requested
+        self.slots = a.slots or (self.profile.slots if self.profile else 1)
+        self.identity = Identity.load(a.data_dir)
+        self.rng = rng or random.Random(a.seed or None)
+        self.backend: Backend = make_backend(settings)
+        self.probe = PsutilProbe()
+        self.meter = SlotMeter(self.slots, time.monotonic())
+        self.pool = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="infer")
+        self.running: dict[str, tuple[int, asyncio.Task[None]]] = {}
+        self.outbox: deque[agent_pb2.AgentMessage] = deque()
+        self._send_q: asyncio.Queue[agent_pb2.AgentMessage] | None = None
+        self._inbound: dict[tuple[str, int], _Inbound] = {}
+        self._hb_sent: dict[int, float] = {}
+        self._hb_seq = 0
+        self._echo = 0
+        self.latency_ms = 0.0
+        self.bandwidth_mbps = 0.0
+        self.session_no = 0
+        self.connected = asyncio.Event()
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Keeps a link to the master until ``stop`` is set."""
+        await asyncio.to_thread(self.backend.warm)
+        delay = BACKOFF_MIN_S
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                await self._link(stop)
+            except Refused:
+                raise
+            except (TransportError, grpc.aio.AioRpcError, OSError) as exc:
+                log.warning("link to master failed: %s", _short(exc))
+            self.connected.clear()
+            if stop.is_set():
+                break
+            if time.monotonic() - started > 10:
+                delay = BACKOFF_MIN_S  # the link had been up: start the backoff again
+            wait = self.rng.uniform(delay / 2, delay)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait)
+            delay = min(BACKOFF_MAX_S, delay * 2)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def _register(self) -> agent_pb2.AgentMessage:
+        caps = agent_pb2.Capabilities(
+            task_types=self.backend.task_types(),
+            model_formats=list(self.profile.formats if self.profile else self.backend.formats),
+            sub_devices=[
+                agent_pb2.SubDevice(name=s.name, kind=s.kind, slots=s.slots)
+                for s in (self.profile.sub_devices if self.profile else ())
+            ]
+            or [agent_pb2.SubDevice(name="cpu", kind="cpu", slots=self.slots)],
+            slots=self.slots,
+            backends=[self.backend.name],
+        )
+        return agent_pb2.AgentMessage(
+            register=agent_pb2.Register(
+                protocol=PROTOCOL,
+                join_token=self.settings.agent.token,
+                agent_id=self.identity.agent_id,
+                credential=self.identity.credential,
+                hostname=socket.gethostname(),
+                device_type=self.device_type,
+                emulated=self.profile is not None,
+                emulation_profile=self.profile.name if self.profile else "",
+                time_scale=self.settings.agent.time_scale,
+                capabilities=caps,
+                running_task_ids=sorted(self.running),
+                finished_task_ids=sorted(
+                    m.result.task_id for m in self.outbox if m.HasField("result")
+                ),
+                agent_version=__version__,
+                static_info={"probe": self.probe.name, "backend": self.backend.name},
+                session=self.session_no,
+            )
+        )
+
+    async def _link(self, stop: asyncio.Event) -> None:
+        a = self.settings.agent
+        port = a.link_port or await asyncio.to_thread(
+            discover_link_port, a.master_ip, a.master_port
+        )
+        target = f"{a.master_ip}:{port}"
+        options = [
+            ("grpc.keepalive_time_ms", 10_000),
+            ("grpc.keepalive_timeout_ms", 5_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+        ]
+        self.session_no += 1
+        async with grpc.aio.insecure_channel(target, options=options) as channel:
+            stub = agent_pb2_grpc.AgentLinkStub(channel)
+            send_q: asyncio.Queue[agent_pb2.AgentMessage] = asyncio.Queue()
+            self._send_q = send_q
+            send_q.put_nowait(self._register())
+            call = stub.Connect(self._outgoing(send_q))
+            heartbeats: asyncio.Task[None] | None = None
+            stopper = asyncio.create_task(stop.wait())
+            try:
+                reader = call.__aiter__()  # not aiter(): agents run on Python 3.9
+                while True:
+                    next_msg = asyncio.ensure_future(reader.__anext__())
+                    done, _ = await asyncio.wait(
+                        {next_msg, stopper}, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if stopper in done:
+                        next_msg.cancel()
+                        send_q.put_nowait(
+                            agent_pb2.AgentMessage(goodbye=agent_pb2.Goodbye(reason="stopping"))
+                        )
+                        await asyncio.sleep(0.05)  # let the goodbye leave
+                        call.cancel()
+                        return
+                    try:
+                        message = next_msg.result()
+                    except StopAsyncIteration:
+                        raise TransportError("the master closed the link") from None
+                    kind = message.WhichOneof("kind")
+                    if kind == "registered":
+                        heartbeats = self._on_registered(message.registered, send_q)
+                    elif kind == "refused":
+                        raise Refused(f"{message.refused.code}: {message.refused.message}")
+                    else:
+                        self._on_message(message)
+            finally:
+                stopper.cancel()
+                self._send_q = None
+                if heartbeats is not None:
+                    heartbeats.cancel()
+
+    def _on_registered(
+        self, reply: agent_pb2.RegisterReply, send_q: asyncio.Queue[agent_pb2.AgentMessage]
+    ) -> asyncio.Task[None]:
+        if (reply.agent_id, reply.credential) != (self.identity.agent_id, self.identity.credential):
+            self.identity = Identity(reply.agent_id, reply.credential)
+            self.identity.save(self.settings.agent.data_dir)
+        for task_id in reply.drop_task_ids:
+            self._cancel(task_id, "the master moved it elsewhere")
+        log.info("joined the master as %s (%d slots)", reply.agent_id, self.slots)
+        while self.outbox:
+            send_q.put_nowait(self.outbox.popleft())
+        self.connected.set()
+        interval = max(0.05, reply.heartbeat_interval_ms / 1000.0)
+        return asyncio.create_task(self._heartbeats(interval, send_q))
+
+    async def _outgoing(
+        self, send_q: asyncio.Queue[agent_pb2.AgentMessage]
+    ) -> AsyncIterator[agent_pb2.AgentMessage]:
+        while True:
+            yield await send_q.get()
+
+    def _send(self, message: agent_pb2.AgentMessage) -> None:
+        """Sends now, or keeps the result for the next link if there is none."""
+        if self._send_q is not None and self.connected.is_set():
+            self._send_q.put_nowait(message)
+        elif message.HasField("result") or message.HasField("failure"):
+            self.outbox.append(message)
+
+    # ---- heartbeats --------------------------------------------------------------------
+
+    async def _heartbeats(
+        self, interval: float, send_q: asyncio.Queue[agent_pb2.AgentMessage]
+    ) -> None:
+        while True:
+            send_q.put_nowait(self._heartbeat())
+            await asyncio.sleep(interval * self.rng.uniform(0.95, 1.0))
+
+    def _heartbeat(self) -> agent_pb2.AgentMessage:
+        now = time.monotonic()
+        host = self.probe.sample()
+        xpu = self.meter.utilisation(now) if self.profile else -1.0
+        self._hb_seq += 1
+        self._hb_sent[self._hb_seq] = now
+        for old in [s for s in self._hb_sent if s < self._hb_seq - 16]:
+            del self._hb_sent[old]
+        metrics = agent_pb2.DeviceMetrics(
+            cpu=host.cpu,
+            memory=host.memory,
+            xpu=xpu,
+            xpu_memory=-1.0,
+            temperature_c=float("nan"),
+            power_w=float("nan"),
+            bandwidth_mbps=self.bandwidth_mbps,
+            latency_ms=self.latency_ms,
+            probe=f"emulated:{self.profile.name}" if self.profile else self.probe.name,
+        )
+        return agent_pb2.AgentMessage(
+            heartbeat=agent_pb2.Heartbeat(
+                seq=self._hb_seq,
+                metrics=metrics,
+                free_slots=max(0, self.slots - len(self.running)),
+                running_task_ids=sorted(self.running),
+                agent_time_unix_ms=int(time.time() * 1000),
+                echo_seq=self._echo,
+                outbox=len(self.outbox),
+            )
+        )
+
+    # ---- messages from the master ------------------------------------------------------
+
+    def _on_message(self, message: agent_pb2.MasterMessage) -> None:
+        kind = message.WhichOneof("kind")
+        now = time.monotonic()
+        if kind == "heartbeat_ack":
+            sent = self._hb_sent.pop(message.heartbeat_ack.seq, None)
+            self._echo = message.heartbeat_ack.seq
+            if sent is not None:
+                rtt = (now - sent) * 1000
+                self.latency_ms = rtt if self.latency_ms == 0 else 0.8 * self.latency_ms + 0.2 * rtt
+        elif kind == "assignment":
+            a = message.assignment
+            self._inbound[(a.task_id, a.attempt)] = _Inbound(a, arrived_at=now)
+        elif kind == "chunk":
+            self._on_chunk(message.chunk, now)
+        elif kind == "cancel":
+            self._cancel(message.cancel.task_id, message.cancel.reason)
+
+    def _on_chunk(self, chunk: agent_pb2.PayloadChunk, now: float) -> None:
+        inbound = self._inbound.get((chunk.task_id, chunk.attempt))
+        if inbound is None:
+            return
+        if not inbound.parts:
+            inbound.first_at = now
+        inbound.parts.append(chunk.data)
+        inbound.received += len(chunk.data)
+        if not chunk.last:
+            return
+        del self._inbound[(chunk.task_id, chunk.attempt)]
+        payload = b"".join(inbound.parts)
+        receive_ms = (now - inbound.arrived_at) * 1000
+        if len(payload) >= 64 * 1024 and now > inbound.arrived_at:
+            mbps = len(payload) * 8 / (now - inbound.arrived_at) / 1e6
+            self.bandwidth_mbps = (
+                mbps if not self.bandwidth_mbps else (0.8 * self.bandwidth_mbps + 0.2 * mbps)
+            )
+        a = inbound.assignment
+        if a.payload_sha256 and hashlib.sha256(payload).hexdigest() != a.payload_sha256:
+            self._fail(a, "transfer", "payload checksum mismatch", retryable=True)
+            return
+        old = self.running.pop(a.task_id, None)
+        if old is not None:
+            old[1].cancel()
+        task = asyncio.create_task(self._execute(a, payload, receive_ms, now))
+        self.running[a.task_id] = (a.attempt, task)
+        self._send(
+            agent_pb2.AgentMessage(
+                started=agent_pb2.TaskStarted(
+                    task_id=a.task_id, attempt=a.attempt, receive_ms=receive_ms
+                )
+            )
+        )
+
+    def _cancel(self, task_id: str, reason: str) -> None:
+        entry = self.running.pop(task_id, None)
+        if entry is None:
+            return
+        attempt, task = entry
+        task.cancel()
+        log.info("task %s attempt %d cancelled: %s", task_id, attempt, reason)
+        self._send(
+            agent_pb2.AgentMessage(
+                failure=agent_pb2.TaskFailed(
+                    task_id=task_id, attempt=attempt, kind="cancelled", message=reason
+                )
+            )
+        )
+
+    def _fail(
+        self, a: agent_pb2.Assignment, kind: str, message: str, retryable: bool = False
+    ) -> None:
+        self._send(
+            agent_pb2.AgentMessage(
+                failure=agent_pb2.TaskFailed(
+                    task_id=a.task_id,
+                    attempt=a.attempt,
+                    kind=kind,
+                    message=message,
+                    retryable=retryable,
+                )
+            )
+        )
+
+    # ---- running a task ----------------------------------------------------------------
+
+    async def _execute(
+        self, a: agent_pb2.Assignment, payload: bytes, receive_ms: float, arrived: float
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        start = time.monotonic()
+        self.meter.start(start)
+        try:
+            result: BackendResult = await loop.run_in_executor(
+                self.pool, self.backend.run, a.task_type, payload
+            )
+            paced_ms = 0.0
+            if self.profile is not None:
+                target = self.profile.sample_ms(self.rng) * self.settings.agent.time_scale / 1000
+                remaining = target - (time.monotonic() - start)
+                if remaining > 0:
+                    await asyncio.sleep(remaining)
+                    paced_ms = remaining * 1000
+        except asyncio.CancelledError:
+            raise
+        except BadInputError as exc:
+            self._fail(a, "bad_input", str(exc))
+            return
+        except Exception as exc:
+            log.exception("task %s failed in the backend", a.task_id)
+            self._fail(a, "backend", f"{type(exc).__name__}: {exc}", retryable=True)
+            return
+        finally:
+            self.meter.stop(time.monotonic())
+            if self.running.get(a.task_id, (None,))[0] == a.attempt:
+                del self.running[a.task_id]
+        end = time.monotonic()
+        timings = common_pb2.BoardTimings(
+            receive_ms=receive_ms,
+            queue_ms=max(0.0, (start - arrived) * 1000),
+            decode_ms=result.timings.get("decode_ms", 0.0),
+            inference_ms=result.timings.get("inference_ms", 0.0),
+            postprocess_ms=result.timings.get("postprocess_ms", 0.0),
+            paced_ms=paced_ms,
+            total_ms=(end - arrived) * 1000 + receive_ms,
+        )
+        detections = [
+            common_pb2.Detection(
+                class_id=d.class_id,
+                class_name=d.class_name,
+                x1=d.x1,
+                y1=d.y1,
+                x2=d.x2,
+                y2=d.y2,
+                confidence=d.confidence,
+            )
+            for d in result.detections
+        ]
+        self._send(
+            agent_pb2.AgentMessage(
+                result=agent_pb2.TaskDone(
+                    task_id=a.task_id,
+                    attempt=a.attempt,
+                    label=result.label,
+                    detections=detections,
+                    timings=timings,
+                    backend=self.backend.name,
+                    payload_bytes=len(payload),
+                )
+            )
+        )
+
+
+def _short(exc: BaseException) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return str(exc)

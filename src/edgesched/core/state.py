@@ -1,0 +1,159 @@
+"""Task and device state, and the legal transitions between task states."""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class TaskState(str, enum.Enum):
+    QUEUED = "queued"
+    ASSIGNED = "assigned"
+    RUNNING = "running"
+    DONE = "done"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self in FINAL_STATES
+
+
+FINAL_STATES = frozenset({TaskState.DONE, TaskState.DEAD, TaskState.CANCELLED})
+
+#: (from, to) pairs the core may take. DEAD → QUEUED is an operator's retry.
+LEGAL_TRANSITIONS: frozenset[tuple[TaskState, TaskState]] = frozenset(
+    {
+        (TaskState.QUEUED, TaskState.ASSIGNED),
+        (TaskState.QUEUED, TaskState.DEAD),
+        (TaskState.QUEUED, TaskState.CANCELLED),
+        (TaskState.ASSIGNED, TaskState.RUNNING),
+        (TaskState.ASSIGNED, TaskState.QUEUED),
+        (TaskState.ASSIGNED, TaskState.DONE),
+        (TaskState.ASSIGNED, TaskState.DEAD),
+        (TaskState.ASSIGNED, TaskState.CANCELLED),
+        (TaskState.RUNNING, TaskState.QUEUED),
+        (TaskState.RUNNING, TaskState.DONE),
+        (TaskState.RUNNING, TaskState.DEAD),
+        (TaskState.RUNNING, TaskState.CANCELLED),
+        (TaskState.DEAD, TaskState.QUEUED),
+    }
+)
+
+
+class IllegalTransition(RuntimeError):
+    """A bug: the core tried a transition that is not in LEGAL_TRANSITIONS."""
+
+
+class DeviceState(str, enum.Enum):
+    ONLINE = "online"
+    SUSPECT = "suspect"  #: missed beats or a broken link; takes no new tasks
+    DEAD = "dead"  #: past the grace; its tasks were queued again
+    LEFT = "left"  #: said goodbye
+
+
+@dataclass
+class AttemptError:
+    attempt: int
+    device_id: str
+    kind: str
+    message: str
+    at: float
+    counted: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "attempt": self.attempt,
+            "device_id": self.device_id,
+            "kind": self.kind,
+            "message": self.message,
+            "at": self.at,
+            "counted": self.counted,
+        }
+
+
+@dataclass
+class Task:
+    """What the core knows of a task. The journal holds the rest (payload, result)."""
+
+    id: str
+    task_type: str
+    size_bytes: int
+    submitted_at: float
+    client_id: str = ""
+    state: TaskState = TaskState.QUEUED
+    attempt: int = 0  #: dispatch epoch: increases with every assignment
+    failures: int = 0  #: failures of the task itself, counted against max_attempts
+    device_id: str = ""  #: device of the newest attempt
+    live: dict[int, str] = field(default_factory=dict)  #: attempt → device, still outstanding
+    not_before: float = 0.0  #: retry backoff: not dispatched before this time
+    queued_at: float = 0.0
+    assigned_at: float = 0.0
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    errors: list[AttemptError] = field(default_factory=list)
+    error: str = ""  #: the final reason when dead or cancelled
+
+    def move(self, to: TaskState) -> None:
+        if (self.state, to) not in LEGAL_TRANSITIONS:
+            raise IllegalTransition(f"task {self.id}: {self.state.value} → {to.value}")
+        self.state = to
+
+
+@dataclass
+class Metrics:
+    cpu: float = 0.0
+    memory: float = 0.0
+    xpu: float = -1.0  #: negative: the device has no XPU figure
+    xpu_memory: float = -1.0
+    temperature_c: float = math.nan
+    power_w: float = math.nan
+    bandwidth_mbps: float = 0.0  #: 0: not measured yet
+    latency_ms: float = 0.0
+    probe: str = ""
+
+
+def clean_fraction(value: float, *, unknown: float = 0.0) -> float:
+    """Clamps a reported utilisation into [0, 1]; NaN and infinities become ``unknown``."""
+    if not math.isfinite(value):
+        return unknown
+    return min(1.0, max(0.0, value))
+
+
+@dataclass
+class Device:
+    id: str
+    device_type: str
+    slots: int
+    task_types: frozenset[str]
+    emulated: bool = False
+    hostname: str = ""
+    state: DeviceState = DeviceState.ONLINE
+    draining: bool = False
+    metrics: Metrics = field(default_factory=Metrics)
+    last_seen: float = 0.0
+    joined_at: float = 0.0
+    session: int = 0
+    link_up: bool = True
+    #: (task id, attempt) the master sent and has not heard the end of
+    inflight: set[tuple[str, int]] = field(default_factory=set)
+    sent_since_heartbeat: int = 0  #: optimistic accounting between heartbeats
+    tasks_done: int = 0
+    service_ms_total: float = 0.0
+    heartbeats: int = 0
+    suspect_since: float = 0.0
+    info: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def free_slots(self) -> int:
+        return max(0, self.slots - len(self.inflight))
+
+    @property
+    def mean_service_ms(self) -> float:
+        return self.service_ms_total / self.tasks_done if self.tasks_done else 0.0
+
+    @property
+    def schedulable(self) -> bool:
+        return self.state is DeviceState.ONLINE and self.link_up and not self.draining

@@ -1,0 +1,161 @@
+"""A cluster of edgesched processes on loopback: used by the demo, the benchmarks and tests."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from edgesched.errors import TransportError
+
+
+@dataclass
+class LocalCluster:
+    root: Path  #: everything the cluster writes lives under here
+    strategy: str = "load"
+    log_level: str = "warning"
+    extra_master_args: list[str] = field(default_factory=list)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    grpc_port: int = 0
+    http_port: int = 0
+    token: str = ""
+
+    @property
+    def master_dir(self) -> Path:
+        return self.root / "master"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
+        log_path = self.root / "logs" / f"{name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log_file:
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "edgesched", *args],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
+                start_new_session=True,
+            )
+
+    def start_master(self, timeout: float = 30.0) -> None:
+        endpoints = self.master_dir / "endpoints.json"
+        with contextlib.suppress(FileNotFoundError):
+            endpoints.unlink()
+        self._spawn(
+            "master",
+            [
+                "master",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.grpc_port),
+                "--http-port",
+                str(self.http_port),
+                "--data-dir",
+                str(self.master_dir),
+                "--strategy",
+                self.strategy,
+                "--log-level",
+                self.log_level,
+                *self.extra_master_args,
+            ],
+        )
+        deadline = time.monotonic() + timeout
+        while not endpoints.exists():
+            self._check_alive("master")
+            if time.monotonic() > deadline:
+                raise TransportError("the master did not start in time")
+            time.sleep(0.05)
+        data = json.loads(endpoints.read_text())
+        self.grpc_port, self.http_port = data["grpc_port"], data["http_port"]
+        self.token = (self.master_dir / "join-token").read_text().strip()
+
+    def start_agent(self, name: str, args: list[str]) -> None:
+        self._spawn(
+            name,
+            [
+                "agent",
+                "--master-ip",
+                "127.0.0.1",
+                "--master-port",
+                str(self.http_port),
+                "--data-dir",
+                str(self.root / name),
+                "--log-level",
+                self.log_level,
+                *args,
+            ],
+            env={"EDGESCHED_TOKEN": self.token},
+        )
+
+    def _check_alive(self, name: str) -> None:
+        proc = self.procs[name]
+        if proc.poll() is not None:
+            log = (self.root / "logs" / f"{name}.log").read_text(errors="replace")[-2000:]
+            raise TransportError(f"{name} exited with {proc.returncode}:\n{log}")
+
+    def devices(self) -> list[dict[str, Any]]:
+        response = httpx.get(f"{self.http_url}/api/v1/devices", timeout=5)
+        response.raise_for_status()
+        devices: list[dict[str, Any]] = response.json()["devices"]
+        return devices
+
+    def wait_for_devices(self, count: int, timeout: float = 60.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            for name in self.procs:
+                self._check_alive(name)
+            online = [d for d in self.devices() if d["state"] == "online"]
+            if len(online) >= count:
+                return online
+            if time.monotonic() > deadline:
+                raise TransportError(f"only {len(online)} of {count} devices joined in time")
+            time.sleep(0.1)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs.get(name)
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(sig)
+            proc.wait(timeout=30)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM everything (agents first), SIGKILL what is still there after ``timeout``."""
+        order = [n for n in self.procs if n != "master"] + (
+            ["master"] if "master" in self.procs else []
+        )
+        for name in order:
+            proc = self.procs[name]
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for name in order:
+            proc = self.procs[name]
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+        self.procs.clear()
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,90 @@
+"""The one exception tree of edgesched.
+
+::
+
+    EdgeschedError
+    ├── ConfigError            a setting is missing, malformed or names an unknown plugin
+    │   └── UnknownPluginError  a strategy / backend / profile name that is not registered
+    ├── BadInputError          a task's input can never succeed (corrupt picture, bad name, ...)
+    │   └── UnknownTaskTypeError  the task type has no model in the configuration
+    ├── LimitExceededError     an upload or a request is over a configured limit
+    ├── NotFoundError          a task or device id that does not exist
+    ├── ConflictError          the request contradicts the current state (cancel a finished task)
+    ├── JournalError           the journal cannot be opened or written
+    │   └── DiskFullError       no space left: nothing was half-written
+    ├── AuthError              missing or wrong join token / credential / API token
+    ├── BackendError           the inference backend failed for reasons other than the input
+    └── TransportError         a link or a connection failed
+
+gRPC and HTTP map these to status codes in one place each (``edgesched.master.errmap``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class EdgeschedError(Exception):
+    """Root of every error edgesched raises on purpose."""
+
+
+class ConfigError(EdgeschedError):
+    """A setting is missing or malformed."""
+
+
+class UnknownPluginError(ConfigError):
+    """A plugin name (strategy, backend, profile) that is not registered."""
+
+    def __init__(self, kind: str, name: str, known: Iterable[str]) -> None:
+        self.kind = kind
+        self.name = name
+        self.known = sorted(known)
+        super().__init__(f"unknown {kind} {name!r}; known: {', '.join(self.known)}")
+
+
+class BadInputError(EdgeschedError):
+    """The task's input is wrong and retrying it cannot help."""
+
+
+class UnknownTaskTypeError(BadInputError):
+    """A task type that the configuration does not map to a model."""
+
+    def __init__(self, task_type: str, known: Iterable[str]) -> None:
+        self.task_type = task_type
+        configured = ", ".join(sorted(known)) or "none"
+        super().__init__(
+            f"unknown task type {task_type!r}: set [tasktypes.{task_type}] in edgesched.toml "
+            f"(config key tasktypes.{task_type}.model); configured: {configured}"
+        )
+
+
+class LimitExceededError(EdgeschedError):
+    """An upload or a request is over a configured limit."""
+
+
+class NotFoundError(EdgeschedError):
+    """A task or device id that does not exist."""
+
+
+class ConflictError(EdgeschedError):
+    """The request contradicts the current state."""
+
+
+class JournalError(EdgeschedError):
+    """The journal cannot be opened or written."""
+
+
+class DiskFullError(JournalError):
+    """No space left on the device; nothing was half-written."""
+
+
+class AuthError(EdgeschedError):
+    """A missing or wrong join token, credential or API token."""
+
+
+class BackendError(EdgeschedError):
+    """The inference backend failed for reasons other than the input."""
+
+
+class TransportError(EdgeschedError):
+    """A link or a connection failed."""

@@ -1,0 +1,95 @@
+"""What a journal stores (TaskRow) and the interface every journal implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, Protocol
+
+
+@dataclass
+class TaskRow:
+    """One task as the journal keeps it. Times are Unix milliseconds of the master's clock."""
+
+    id: str
+    client_id: str
+    idem_key: str
+    task_type: str
+    filename: str
+    payload_path: str
+    payload_size: int
+    submitted_ms: int
+    state: str = "queued"
+    payload_sha256: str = ""
+    attempt: int = 0
+    failures: int = 0
+    device_id: str = ""
+    device_type: str = ""
+    updated_ms: int = 0
+    finished_ms: int = 0
+    label: str = ""
+    detections: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, Any] = field(default_factory=dict)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    error: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    origin: str = "native"  #: "native" (client API) or "seed" (ImageUpload, /schedule)
+    strategy: str = ""
+    deadline_ms: int = 0
+    client_addr: str = ""  #: where a seed client's /recv_rst lives
+    delivery: str = ""  #: seed push: "", "pending", "delivered", "undeliverable"
+
+    @classmethod
+    def columns(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+#: Fields that change after submission (what an update writes).
+MUTABLE_FIELDS = (
+    "state",
+    "attempt",
+    "failures",
+    "device_id",
+    "device_type",
+    "updated_ms",
+    "finished_ms",
+    "label",
+    "detections",
+    "timings",
+    "errors",
+    "error",
+    "delivery",
+)
+
+
+class Journal(Protocol):
+    """Durable task storage. ``insert`` is durable when it returns; updates are ordered."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def insert(self, row: TaskRow) -> tuple[TaskRow, bool]:
+        """Stores a new task; returns (the stored row, True if it was a duplicate key)."""
+        ...
+
+    def update(self, task_id: str, values: dict[str, Any]) -> None:
+        """Queues an update of mutable fields; applied in order, committed soon."""
+        ...
+
+    async def flush(self) -> None:
+        """Returns when every queued update is committed."""
+        ...
+
+    async def get(self, task_id: str) -> TaskRow | None: ...
+
+    async def find_key(self, client_id: str, idem_key: str) -> TaskRow | None: ...
+
+    async def list_tasks(self, state: str | None, limit: int, offset: int = 0) -> list[TaskRow]: ...
+
+    async def unfinished(self) -> list[TaskRow]: ...
+
+    async def counts(self) -> dict[str, int]: ...
+
+    async def next_counter(self, name: str, floor: int = 0) -> int:
+        """Increments and returns a named counter (the seed's per-client file numbers)."""
+        ...

@@ -1,0 +1,68 @@
+"""An in-memory journal for tests and throwaway runs. Same behaviour, nothing on disk."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from edgesched.journal.base import TaskRow
+
+FINAL = ("done", "dead", "cancelled")
+
+
+class MemoryJournal:
+    def __init__(self) -> None:
+        self.rows: dict[str, TaskRow] = {}
+        self.keys: dict[tuple[str, str], str] = {}
+        self.counters: dict[str, int] = {}
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def insert(self, row: TaskRow) -> tuple[TaskRow, bool]:
+        existing = self.keys.get((row.client_id, row.idem_key))
+        if existing is not None:
+            return copy.deepcopy(self.rows[existing]), True
+        self.rows[row.id] = copy.deepcopy(row)
+        self.keys[(row.client_id, row.idem_key)] = row.id
+        return copy.deepcopy(row), False
+
+    def update(self, task_id: str, values: dict[str, Any]) -> None:
+        row = self.rows.get(task_id)
+        if row is not None:
+            for key, value in values.items():
+                setattr(row, key, copy.deepcopy(value))
+
+    async def flush(self) -> None:
+        return None
+
+    async def get(self, task_id: str) -> TaskRow | None:
+        row = self.rows.get(task_id)
+        return copy.deepcopy(row) if row else None
+
+    async def find_key(self, client_id: str, idem_key: str) -> TaskRow | None:
+        task_id = self.keys.get((client_id, idem_key))
+        return await self.get(task_id) if task_id else None
+
+    async def list_tasks(self, state: str | None, limit: int, offset: int = 0) -> list[TaskRow]:
+        rows = [r for r in self.rows.values() if state is None or r.state == state]
+        rows.sort(key=lambda r: (r.submitted_ms, r.id), reverse=True)
+        return [copy.deepcopy(r) for r in rows[offset : offset + limit]]
+
+    async def unfinished(self) -> list[TaskRow]:
+        rows = [copy.deepcopy(r) for r in self.rows.values() if r.state not in FINAL]
+        return sorted(rows, key=lambda r: (r.submitted_ms, r.id))
+
+    async def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for row in self.rows.values():
+            out[row.state] = out.get(row.state, 0) + 1
+        return out
+
+    async def next_counter(self, name: str, floor: int = 0) -> int:
+        value = max(self.counters.get(name, 0), floor) + 1
+        self.counters[name] = value
+        return value

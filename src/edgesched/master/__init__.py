@@ -1,0 +1,1 @@
+"""The master: the asyncio shell around the scheduling core (intake, link, gateway, journal)."""

@@ -1,0 +1,47 @@
+"""The one place where edgesched errors become gRPC status codes and HTTP statuses."""
+
+from __future__ import annotations
+
+import grpc
+
+from edgesched import errors
+
+_GRPC: list[tuple[type[Exception], grpc.StatusCode]] = [
+    (errors.UnknownPluginError, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.BadInputError, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.LimitExceededError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.NotFoundError, grpc.StatusCode.NOT_FOUND),
+    (errors.ConflictError, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.DiskFullError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.JournalError, grpc.StatusCode.UNAVAILABLE),
+    (errors.AuthError, grpc.StatusCode.UNAUTHENTICATED),
+    (errors.ConfigError, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.TransportError, grpc.StatusCode.UNAVAILABLE),
+]
+
+_HTTP: list[tuple[type[Exception], int]] = [
+    (errors.UnknownPluginError, 400),
+    (errors.BadInputError, 400),
+    (errors.LimitExceededError, 413),
+    (errors.NotFoundError, 404),
+    (errors.ConflictError, 409),
+    (errors.DiskFullError, 507),
+    (errors.JournalError, 503),
+    (errors.AuthError, 401),
+    (errors.ConfigError, 400),
+    (errors.TransportError, 503),
+]
+
+
+def grpc_code(exc: BaseException) -> grpc.StatusCode:
+    for kind, code in _GRPC:
+        if isinstance(exc, kind):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def http_status(exc: BaseException) -> int:
+    for kind, status in _HTTP:
+        if isinstance(exc, kind):
+            return status
+    return 500

@@ -1,0 +1,150 @@
+"""The HTTP gateway: REST API under /api/v1, health, and the link discovery the agents use."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from edgesched import __version__
+from edgesched.errors import EdgeschedError
+from edgesched.master.errmap import http_status
+from edgesched.master.master import Master
+from edgesched.master.views import device_json, task_json
+
+TaskStateName = Literal["queued", "assigned", "running", "done", "dead", "cancelled"]
+
+
+class ErrorOut(BaseModel):
+    status: str = "error"
+    msg: str
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    devices_online: int
+    tasks_pending: int
+
+
+class LinkInfo(BaseModel):
+    link_port: int
+    protocol: str
+
+
+class DeviceOut(BaseModel):
+    id: str
+    type: str
+    emulated: bool
+    hostname: str
+    state: str
+    draining: bool
+    cpu: float
+    memory: float
+    xpu: float | None
+    xpu_memory: float | None
+    temperature_c: float | None
+    power_w: float | None
+    bandwidth_mbps: float
+    latency_ms: float
+    probe: str
+    slots: int
+    free_slots: int
+    running: int
+    task_types: list[str]
+    tasks_done: int
+    mean_service_ms: float
+    heartbeat_age_s: float
+    info: dict[str, str]
+
+
+class DeviceList(BaseModel):
+    devices: list[DeviceOut]
+
+
+class TaskResultOut(BaseModel):
+    label: str
+    detections: list[dict[str, Any]]
+
+
+class TaskOut(BaseModel):
+    id: str
+    idempotency_key: str
+    client_id: str
+    state: str
+    task_type: str
+    filename: str
+    size_bytes: int
+    attempts: int
+    failures: int
+    device_id: str
+    device_type: str
+    submitted_unix_ms: int
+    finished_unix_ms: int
+    timings: dict[str, Any]
+    result: TaskResultOut | None
+    errors: list[dict[str, Any]]
+    error: str
+    origin: str
+    delivery: str
+
+
+class TaskList(BaseModel):
+    tasks: list[TaskOut]
+    count: int
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut, "description": "not found"},
+    409: {"model": ErrorOut, "description": "conflicts with the task's state"},
+}
+
+
+def make_http_app(master: Master, link_port: int) -> FastAPI:
+    app = FastAPI(title="edgesched gateway", version=__version__)
+
+    @app.exception_handler(EdgeschedError)
+    async def _edgesched_error(request: Request, exc: EdgeschedError) -> JSONResponse:
+        return JSONResponse({"status": "error", "msg": str(exc)}, status_code=http_status(exc))
+
+    @app.get("/healthz", response_model=Health)
+    async def healthz() -> dict[str, Any]:
+        online = sum(1 for d in master.core.devices.values() if d.state.value == "online")
+        return {
+            "status": "ok",
+            "version": __version__,
+            "devices_online": online,
+            "tasks_pending": len(master.core.tasks),
+        }
+
+    @app.get("/api/v1/link", response_model=LinkInfo)
+    async def link() -> dict[str, Any]:
+        """Where agents open their link (the master's gRPC port)."""
+        return {"link_port": link_port, "protocol": "1.0"}
+
+    @app.get("/api/v1/devices", response_model=DeviceList)
+    async def devices() -> dict[str, Any]:
+        now = master.clock.monotonic()
+        listed = sorted(master.core.devices.values(), key=lambda d: d.id)
+        return {"devices": [device_json(d, now) for d in listed]}
+
+    @app.get("/api/v1/tasks", response_model=TaskList)
+    async def tasks(
+        state: TaskStateName | None = None,
+        limit: int = Query(100, ge=1, le=1000),
+        offset: int = Query(0, ge=0),
+    ) -> dict[str, Any]:
+        rows = await master.journal.list_tasks(state, limit, offset)
+        return {"tasks": [task_json(r) for r in rows], "count": len(rows)}
+
+    @app.get("/api/v1/tasks/{task_id}", response_model=TaskOut, responses=ERRORS)
+    async def task(task_id: str) -> dict[str, Any]:
+        return task_json(await master.get_task(task_id))
+
+    @app.post("/api/v1/tasks/{task_id}/cancel", response_model=TaskOut, responses=ERRORS)
+    async def cancel(task_id: str) -> dict[str, Any]:
+        return task_json(await master.cancel(task_id, "cancelled through the API"))
+
+    return app

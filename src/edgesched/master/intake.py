@@ -1,0 +1,133 @@
+"""The client API (TaskService): thin, wire → Master → wire. Errors map in one place."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from edgesched.errors import EdgeschedError, NotFoundError
+from edgesched.journal.base import TaskRow
+from edgesched.master.errmap import grpc_code
+from edgesched.master.master import Master, Submission
+from edgesched.master.views import PB_STATE, result_pb
+from edgesched.v1 import client_pb2, client_pb2_grpc, common_pb2
+
+log = logging.getLogger("edgesched.intake")
+
+
+def peer_host(peer: str) -> str:
+    """``ipv4:1.2.3.4:5`` → ``1.2.3.4``; ``ipv6:[::1]:5`` → ``::1``; else ``unknown``."""
+    if peer.startswith("ipv4:"):
+        return peer[5:].rsplit(":", 1)[0]
+    if peer.startswith("ipv6:"):
+        return peer[5:].rsplit(":", 1)[0].strip("[]")
+    return "unknown"
+
+
+def _submission(request: client_pb2.SubmitRequest, context: grpc.aio.ServicerContext) -> Submission:
+    return Submission(
+        client_id=request.client_id or peer_host(context.peer()),
+        idem_key=request.idempotency_key,
+        task_type=request.task_type,
+        filename=request.filename,
+        payload=request.payload,
+        metadata=dict(request.metadata),
+        deadline_ms=request.deadline_ms,
+        strategy=request.strategy,
+    )
+
+
+def _reply(row: TaskRow, duplicate: bool) -> client_pb2.SubmitReply:
+    return client_pb2.SubmitReply(
+        task_id=row.id,
+        idempotency_key=row.idem_key,
+        duplicate=duplicate,
+        state=PB_STATE.get(row.state, common_pb2.TASK_STATE_UNSPECIFIED),
+    )
+
+
+class TaskServicer(client_pb2_grpc.TaskServiceServicer):
+    def __init__(self, master: Master) -> None:
+        self.master = master
+
+    async def _abort(self, context: grpc.aio.ServicerContext, exc: Exception) -> None:
+        await context.abort(grpc_code(exc), str(exc))
+
+    async def Submit(
+        self, request: client_pb2.SubmitRequest, context: grpc.aio.ServicerContext
+    ) -> client_pb2.SubmitReply:
+        try:
+            row, duplicate = await self.master.submit(_submission(request, context))
+        except EdgeschedError as exc:
+            await self._abort(context, exc)
+            raise  # unreachable: abort raises
+        return _reply(row, duplicate)
+
+    async def SubmitStream(
+        self,
+        request_iterator: AsyncIterator[client_pb2.SubmitRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[client_pb2.SubmitReply]:
+        async for request in request_iterator:
+            try:
+                row, duplicate = await self.master.submit(_submission(request, context))
+            except EdgeschedError as exc:
+                yield client_pb2.SubmitReply(
+                    idempotency_key=request.idempotency_key,
+                    error_code=grpc_code(exc).name,
+                    error=str(exc),
+                )
+                continue
+            yield _reply(row, duplicate)
+
+    async def WatchResults(
+        self, request: client_pb2.WatchRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[common_pb2.TaskResult]:
+        hub = self.master.hub
+        queue: asyncio.Queue[TaskRow] = asyncio.Queue()
+        pending = set(request.task_ids)
+        try:
+            if not pending:
+                hub.watch_client(request.client_id or peer_host(context.peer()), queue)
+                while True:
+                    yield result_pb(await queue.get())
+            hub.watch_tasks(list(pending), queue)
+            for task_id in list(pending):
+                if task_id in self.master.rows:
+                    continue
+                row = await self.master.journal.get(task_id)
+                if row is None:
+                    await self._abort(context, NotFoundError(f"no task {task_id}"))
+                    return
+                if task_id in pending and row.state in ("done", "dead", "cancelled"):
+                    pending.discard(task_id)
+                    yield result_pb(row)
+            while pending:
+                row = await queue.get()
+                if row.id in pending:
+                    pending.discard(row.id)
+                    yield result_pb(row)
+        finally:
+            hub.unwatch(queue)
+
+    async def GetTask(
+        self, request: client_pb2.GetTaskRequest, context: grpc.aio.ServicerContext
+    ) -> common_pb2.TaskResult:
+        try:
+            return result_pb(await self.master.get_task(request.task_id))
+        except EdgeschedError as exc:
+            await self._abort(context, exc)
+            raise
+
+    async def CancelTask(
+        self, request: client_pb2.CancelTaskRequest, context: grpc.aio.ServicerContext
+    ) -> common_pb2.TaskResult:
+        try:
+            reason = request.reason or "cancelled by the client"
+            return result_pb(await self.master.cancel(request.task_id, reason))
+        except EdgeschedError as exc:
+            await self._abort(context, exc)
+            raise

@@ -1,0 +1,298 @@
+"""The master's end of the agent link: one session per connected agent.
+
+Outgoing frames go through two queues: control (registration reply, heartbeat acks, cancels,
+drain) and payload. The sender always empties the control queue first, and a payload travels in
+chunks of at most 1 MiB, so a heartbeat ack never waits behind a big picture on a slow uplink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import secrets
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from edgesched.core.state import Device, Metrics
+from edgesched.journal.base import TaskRow
+from edgesched.master.master import Master
+from edgesched.master.token import tokens_equal
+from edgesched.v1 import agent_pb2, agent_pb2_grpc
+
+log = logging.getLogger("edgesched.link")
+
+PROTOCOL_MAJOR = 1
+PROTOCOL_MINOR = 0
+CHUNK_BYTES = 1024 * 1024
+REGISTER_TIMEOUT_S = 10.0
+
+
+@dataclass
+class _Outgoing:
+    row: TaskRow
+    attempt: int
+
+
+class AgentSession:
+    def __init__(self, device_id: str, peer: str) -> None:
+        self.device_id = device_id
+        self.peer = peer
+        self._control: deque[agent_pb2.MasterMessage] = deque()
+        self._payloads: deque[_Outgoing] = deque()
+        self._wake = asyncio.Event()
+        self.closed = asyncio.Event()
+        self.close_reason = ""
+        self.on_unreadable: Any = None  #: called with (task id, attempt, message)
+
+    def send_control(self, message: agent_pb2.MasterMessage) -> None:
+        self._control.append(message)
+        self._wake.set()
+
+    def send_assignment(self, row: TaskRow, attempt: int) -> None:
+        self._payloads.append(_Outgoing(row, attempt))
+        self._wake.set()
+
+    def send_cancel(self, task_id: str, attempt: int, reason: str) -> None:
+        self._payloads = deque(
+            p for p in self._payloads if not (p.row.id == task_id and p.attempt == attempt)
+        )
+        cancel = agent_pb2.CancelTask(task_id=task_id, attempt=attempt, reason=reason)
+        self.send_control(agent_pb2.MasterMessage(cancel=cancel))
+
+    def close(self, reason: str) -> None:
+        self.close_reason = reason
+        self.closed.set()
+        self._wake.set()
+
+    async def outgoing(self) -> AsyncIterator[agent_pb2.MasterMessage]:
+        while not self.closed.is_set():
+            if self._control:
+                yield self._control.popleft()
+                continue
+            if self._payloads:
+                job = self._payloads.popleft()
+                async for message in self._frames(job):
+                    yield message
+                    while self._control:  # control frames overtake the rest of the payload
+                        yield self._control.popleft()
+                continue
+            self._wake.clear()
+            await self._wake.wait()
+
+    async def _frames(self, job: _Outgoing) -> AsyncIterator[agent_pb2.MasterMessage]:
+        row = job.row
+        try:
+            data = await asyncio.to_thread(Path(row.payload_path).read_bytes)
+        except OSError as exc:
+            if self.on_unreadable is not None:
+                self.on_unreadable(row.id, job.attempt, f"payload unreadable: {exc.strerror}")
+            return
+        yield agent_pb2.MasterMessage(
+            assignment=agent_pb2.Assignment(
+                task_id=row.id,
+                attempt=job.attempt,
+                task_type=row.task_type,
+                filename=row.filename,
+                payload_size=len(data),
+                payload_sha256=row.payload_sha256,
+                deadline_ms=row.deadline_ms,
+                metadata=row.metadata,
+            )
+        )
+        offset = 0
+        while True:
+            piece = data[offset : offset + CHUNK_BYTES]
+            last = offset + len(piece) >= len(data)
+            yield agent_pb2.MasterMessage(
+                chunk=agent_pb2.PayloadChunk(
+                    task_id=row.id, attempt=job.attempt, offset=offset, data=piece, last=last
+                )
+            )
+            offset += len(piece)
+            if last:
+                return
+
+
+def _metrics(m: agent_pb2.DeviceMetrics) -> Metrics:
+    def finite(value: float, default: float) -> float:
+        return value if math.isfinite(value) else default
+
+    return Metrics(
+        cpu=finite(m.cpu, 0.0),
+        memory=finite(m.memory, 0.0),
+        xpu=finite(m.xpu, -1.0),
+        xpu_memory=finite(m.xpu_memory, -1.0),
+        temperature_c=m.temperature_c,
+        power_w=m.power_w,
+        bandwidth_mbps=max(0.0, finite(m.bandwidth_mbps, 0.0)),
+        latency_ms=max(0.0, finite(m.latency_ms, 0.0)),
+        probe=m.probe,
+    )
+
+
+class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
+    def __init__(self, master: Master) -> None:
+        self.master = master
+
+    async def Connect(
+        self,
+        request_iterator: AsyncIterator[agent_pb2.AgentMessage],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[agent_pb2.MasterMessage]:
+        try:
+            first = await asyncio.wait_for(anext(request_iterator), REGISTER_TIMEOUT_S)
+        except (TimeoutError, StopAsyncIteration):
+            return
+        refusal = self._check(first)
+        if refusal is not None:
+            log.warning("agent refused from %s: %s", context.peer(), refusal.message)
+            yield agent_pb2.MasterMessage(refused=refusal)
+            return
+        session, reply = self._admit(first.register, context.peer())
+        yield agent_pb2.MasterMessage(registered=reply)
+        reader = asyncio.create_task(self._read(request_iterator, session))
+        reader.add_done_callback(lambda _: session.close("link closed"))
+        try:
+            async for message in session.outgoing():
+                yield message
+        finally:
+            reader.cancel()
+            try:
+                await reader
+            except asyncio.CancelledError:
+                pass
+            except Exception as exc:  # a broken stream ends the session, nothing more
+                log.debug("agent %s stream ended: %r", session.device_id, exc)
+            self._gone(session)
+
+    def _check(self, first: agent_pb2.AgentMessage) -> agent_pb2.Refused | None:
+        if not first.HasField("register"):
+            return agent_pb2.Refused(code="protocol", message="the first message must register")
+        reg = first.register
+        if reg.protocol.major != PROTOCOL_MAJOR or reg.protocol.minor + 1 < PROTOCOL_MINOR:
+            return agent_pb2.Refused(
+                code="version",
+                message=f"protocol {reg.protocol.major}.{reg.protocol.minor} not supported; "
+                f"this master speaks {PROTOCOL_MAJOR}.{PROTOCOL_MINOR}",
+            )
+        if not reg.join_token or not tokens_equal(reg.join_token, self.master.token):
+            return agent_pb2.Refused(
+                code="unauthenticated", message="missing or wrong join token (--token)"
+            )
+        return None
+
+    def _admit(
+        self, reg: agent_pb2.Register, peer: str
+    ) -> tuple[AgentSession, agent_pb2.RegisterReply]:
+        master = self.master
+        agent_id = reg.agent_id or f"{reg.device_type or 'cpu'}-{uuid.uuid4().hex[:8]}"
+        old = master.sessions.pop(agent_id, None)
+        if old is not None:
+            old.close("replaced by a new session")
+        caps = reg.capabilities
+        slots = caps.slots or sum(s.slots for s in caps.sub_devices) or 1
+        info = dict(reg.static_info)
+        if reg.emulated:
+            info.setdefault("emulation_profile", reg.emulation_profile)
+            info.setdefault("time_scale", f"{reg.time_scale:g}")
+        device = Device(
+            id=agent_id,
+            device_type=reg.device_type or "cpu",
+            slots=slots,
+            task_types=frozenset(caps.task_types),
+            emulated=reg.emulated,
+            hostname=reg.hostname,
+            session=reg.session,
+            info=info,
+        )
+        now = master.clock.monotonic()
+        reconciled, commands = master.core.register(
+            device, reg.running_task_ids, reg.finished_task_ids, now
+        )
+        session = AgentSession(agent_id, peer)
+        session.on_unreadable = lambda task_id, attempt, msg: master.task_failed(
+            agent_id, task_id, attempt, "bad_input", msg
+        )
+        master.sessions[agent_id] = session
+        log.info(
+            "agent %s joined from %s: type=%s slots=%d task types=%s",
+            agent_id,
+            peer,
+            device.device_type,
+            slots,
+            ",".join(sorted(device.task_types)),
+        )
+        master.apply(commands)
+        reply = agent_pb2.RegisterReply(
+            agent_id=agent_id,
+            credential=reg.credential or secrets.token_urlsafe(24),
+            heartbeat_interval_ms=int(master.settings.scheduling.heartbeat_interval_s * 1000),
+            protocol=agent_pb2.ProtocolVersion(major=PROTOCOL_MAJOR, minor=PROTOCOL_MINOR),
+            keep_task_ids=reconciled.keep,
+            drop_task_ids=reconciled.drop,
+            max_chunk_bytes=CHUNK_BYTES,
+        )
+        master.pump()
+        return session, reply
+
+    async def _read(
+        self, request_iterator: AsyncIterator[agent_pb2.AgentMessage], session: AgentSession
+    ) -> None:
+        master, device_id = self.master, session.device_id
+        async for message in request_iterator:
+            if session.closed.is_set():
+                return
+            kind = message.WhichOneof("kind")
+            now = master.clock.monotonic()
+            master.core.seen(device_id, now)
+            if kind == "heartbeat":
+                hb = message.heartbeat
+                master.apply(master.core.heartbeat(device_id, _metrics(hb.metrics), now))
+                session.send_control(
+                    agent_pb2.MasterMessage(
+                        heartbeat_ack=agent_pb2.HeartbeatAck(
+                            seq=hb.seq, master_time_unix_ms=master.clock.wall_ms()
+                        )
+                    )
+                )
+                master.pump()
+            elif kind == "started":
+                master.task_started(device_id, message.started.task_id, message.started.attempt)
+            elif kind == "result":
+                r = message.result
+                detections = [
+                    {
+                        "class_id": d.class_id,
+                        "class_name": d.class_name,
+                        "x1": d.x1,
+                        "y1": d.y1,
+                        "x2": d.x2,
+                        "y2": d.y2,
+                        "confidence": round(d.confidence, 6),
+                    }
+                    for d in r.detections
+                ]
+                board = {f.name: v for f, v in r.timings.ListFields()}
+                master.task_done(device_id, r.task_id, r.attempt, r.label, detections, board)
+            elif kind == "failure":
+                f = message.failure
+                master.task_failed(device_id, f.task_id, f.attempt, f.kind, f.message)
+            elif kind == "goodbye":
+                log.info("agent %s left: %s", device_id, message.goodbye.reason)
+                master.apply(master.core.leave(device_id, now))
+                master.pump()
+                return
+
+    def _gone(self, session: AgentSession) -> None:
+        master = self.master
+        if master.sessions.get(session.device_id) is session:
+            del master.sessions[session.device_id]
+            master.core.link_lost(session.device_id, master.clock.monotonic())
+            log.warning("agent %s link lost (%s)", session.device_id, session.close_reason)

@@ -1,0 +1,378 @@
+"""The master's state machine shell: carries out the core's commands, feeds it what happens.
+
+It owns the journal, the core, the agent sessions and the result hub; the gRPC servicers and
+the HTTP routes are thin layers that call it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import random
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgesched.clock import Clock, SystemClock
+from edgesched.config import Settings
+from edgesched.core.scheduler import (
+    Assign,
+    CancelAttempt,
+    Command,
+    Core,
+    Finished,
+    Persist,
+)
+from edgesched.core.state import Task, TaskState
+from edgesched.core.strategies import make_strategy
+from edgesched.errors import (
+    BadInputError,
+    ConflictError,
+    DiskFullError,
+    LimitExceededError,
+    NotFoundError,
+    TransportError,
+    UnknownTaskTypeError,
+)
+from edgesched.journal.base import Journal, TaskRow
+from edgesched.master.hub import ResultHub
+from edgesched.master.token import load_or_create_token
+from edgesched.names import safe_component, safe_extension
+
+if TYPE_CHECKING:
+    from edgesched.master.link import AgentSession
+
+log = logging.getLogger("edgesched.master")
+
+
+@dataclass
+class Submission:
+    client_id: str
+    idem_key: str
+    task_type: str
+    filename: str
+    payload: bytes
+    metadata: dict[str, str] = field(default_factory=dict)
+    deadline_ms: int = 0
+    origin: str = "native"
+    client_addr: str = ""
+    strategy: str = ""
+    payload_path: str = ""  #: where the payload already lies (seed uploads); else the master's
+
+
+def write_payload(path: Path, data: bytes, durable: bool) -> None:
+    """Writes atomically (temp file + rename); with ``durable`` also fsyncs file and directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        if durable:
+            fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if exc.errno == 28:  # ENOSPC
+            raise DiskFullError(f"no space left to store the upload ({exc.strerror})") from exc
+        raise
+
+
+def check_picture(data: bytes, max_bytes: int, max_pixels: int) -> None:
+    """The master's cheap checks: size, a recognisable image header, the pixel count."""
+    from edgesched.inference.images import sniff_image_header
+
+    if not data:
+        raise BadInputError("empty picture")
+    if len(data) > max_bytes:
+        raise LimitExceededError(
+            f"picture of {len(data)} bytes is over the upload limit of {max_bytes} bytes "
+            "(master.max_upload_bytes)"
+        )
+    sniff_image_header(data, max_pixels=max_pixels)
+
+
+class Master:
+    def __init__(
+        self,
+        settings: Settings,
+        journal: Journal,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.journal = journal
+        self.clock = clock or SystemClock()
+        self.rng = rng or random.Random()
+        strategy = make_strategy(settings.scheduling.strategy, settings.scheduling, self.rng)
+        self.core = Core(settings.scheduling, strategy, self.rng)
+        self.data_dir = Path(settings.master.data_dir)
+        self.upload_dir = self.data_dir / "upload"
+        self.token, self.token_created = load_or_create_token(self.data_dir)
+        self.rows: dict[str, TaskRow] = {}  #: unfinished tasks, as journaled
+        self.sessions: dict[str, AgentSession] = {}
+        self.hub = ResultHub()
+        self.finished_total: dict[str, int] = {}
+        self.stopping = False
+
+    # ---- start -------------------------------------------------------------------------
+
+    async def restore(self) -> int:
+        """Takes back every unfinished task from the journal. Returns how many."""
+        now = self.clock.monotonic()
+        rows = await self.journal.unfinished()
+        for row in rows:
+            task = Task(
+                id=row.id,
+                task_type=row.task_type,
+                size_bytes=row.payload_size,
+                submitted_at=now,
+                client_id=row.client_id,
+                state=TaskState(row.state),
+                attempt=row.attempt,
+                failures=row.failures,
+                device_id=row.device_id,
+                queued_at=now,
+                assigned_at=now,
+            )
+            self.rows[row.id] = row
+            self.core.restore(task, now)
+        self.pump()
+        return len(rows)
+
+    # ---- intake ------------------------------------------------------------------------
+
+    async def submit(self, sub: Submission) -> tuple[TaskRow, bool]:
+        """Journals a task (payload first), then queues it. Durable when it returns."""
+        if self.stopping:
+            raise TransportError("master is shutting down")
+        if sub.task_type not in self.settings.tasktypes:
+            raise UnknownTaskTypeError(sub.task_type, self.settings.tasktypes)
+        if not sub.idem_key:
+            raise BadInputError("idempotency_key is required")
+        m = self.settings.master
+        existing = await self.journal.find_key(sub.client_id, sub.idem_key)
+        if existing is not None:
+            return existing, True
+        await asyncio.to_thread(check_picture, sub.payload, m.max_upload_bytes, m.max_pixels)
+        task_id = uuid.uuid4().hex
+        durable = m.durability == "full"
+        if sub.payload_path:
+            path = Path(sub.payload_path)
+        else:
+            ext = safe_extension(sub.filename)
+            path = self.upload_dir / safe_component(sub.client_id) / f"{task_id}{ext}"
+            await asyncio.to_thread(write_payload, path, sub.payload, durable)
+        now_ms = self.clock.wall_ms()
+        row = TaskRow(
+            id=task_id,
+            client_id=sub.client_id,
+            idem_key=sub.idem_key,
+            task_type=sub.task_type,
+            filename=sub.filename,
+            payload_path=str(path),
+            payload_size=len(sub.payload),
+            payload_sha256=hashlib.sha256(sub.payload).hexdigest(),
+            submitted_ms=now_ms,
+            updated_ms=now_ms,
+            metadata=dict(sub.metadata),
+            origin=sub.origin,
+            strategy=sub.strategy,
+            deadline_ms=sub.deadline_ms,
+            client_addr=sub.client_addr,
+            delivery="pending" if sub.origin == "seed" else "",
+        )
+        stored, duplicate = await self.journal.insert(row)
+        if duplicate:
+            if not sub.payload_path:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            return stored, True
+        self.rows[task_id] = stored
+        now = self.clock.monotonic()
+        self.core.submit(
+            Task(
+                id=task_id,
+                task_type=sub.task_type,
+                size_bytes=len(sub.payload),
+                submitted_at=now,
+                client_id=sub.client_id,
+            ),
+            now,
+        )
+        log.info("task %s submitted type=%s size=%d", task_id, sub.task_type, len(sub.payload))
+        self.pump()
+        return stored, False
+
+    # ---- commands ----------------------------------------------------------------------
+
+    def pump(self) -> None:
+        """Dispatches whatever can be dispatched now."""
+        self.apply(self.core.dispatch(self.clock.monotonic()))
+
+    def tick(self) -> None:
+        self.apply(self.core.tick(self.clock.monotonic()))
+        self.pump()
+
+    def apply(self, commands: list[Command]) -> None:
+        for command in commands:
+            if isinstance(command, Assign):
+                self._send_assignment(command)
+            elif isinstance(command, Persist):
+                self._persist(command.task)
+            elif isinstance(command, Finished):
+                self._finished(command.task)
+            elif isinstance(command, CancelAttempt):
+                session = self.sessions.get(command.device_id)
+                if session is not None:
+                    session.send_cancel(command.task_id, command.attempt, command.reason)
+
+    def _send_assignment(self, command: Assign) -> None:
+        row = self.rows[command.task.id]
+        session = self.sessions.get(command.device_id)
+        if session is None:  # cannot happen: only devices with a live session are schedulable
+            self.apply(
+                self.core.failed(
+                    row.id,
+                    command.attempt,
+                    command.device_id,
+                    "rejected",
+                    "no session",
+                    self.clock.monotonic(),
+                )
+            )
+            return
+        device = self.core.devices[command.device_id]
+        row.device_type = device.device_type
+        session.send_assignment(row, command.attempt)
+        log.info("task %s assigned to %s attempt %d", row.id, command.device_id, command.attempt)
+
+    def _persist(self, task: Task) -> None:
+        row = self.rows.get(task.id)
+        if row is None:
+            return
+        row.state = task.state.value
+        row.attempt = task.attempt
+        row.failures = task.failures
+        row.device_id = task.device_id
+        row.updated_ms = self.clock.wall_ms()
+        row.errors = [self._error_json(e.to_dict()) for e in task.errors]
+        row.error = task.error
+        values: dict[str, Any] = {
+            "state": row.state,
+            "attempt": row.attempt,
+            "failures": row.failures,
+            "device_id": row.device_id,
+            "device_type": row.device_type,
+            "updated_ms": row.updated_ms,
+            "errors": row.errors,
+            "error": row.error,
+        }
+        if task.state.final:
+            row.finished_ms = row.updated_ms
+            row.timings.setdefault("end_to_end_ms", float(row.finished_ms - row.submitted_ms))
+            values.update(
+                finished_ms=row.finished_ms,
+                timings=row.timings,
+                label=row.label,
+                detections=row.detections,
+            )
+        self.journal.update(task.id, values)
+
+    def _error_json(self, error: dict[str, Any]) -> dict[str, Any]:
+        # the core's times are monotonic; the journal keeps wall-clock milliseconds
+        at = error.pop("at")
+        error["at_unix_ms"] = self.clock.wall_ms() - int((self.clock.monotonic() - at) * 1000)
+        return error
+
+    def _finished(self, task: Task) -> None:
+        row = self.rows.pop(task.id, None)
+        if row is None:
+            return
+        self.finished_total[row.state] = self.finished_total.get(row.state, 0) + 1
+        if task.state is TaskState.DONE:
+            log.info("task %s done on %s", task.id, task.device_id)
+        else:
+            log.warning("task %s %s: %s", task.id, row.state, row.error)
+        if not self.settings.master.keep_upload and row.origin != "seed":
+            with contextlib.suppress(OSError):
+                Path(row.payload_path).unlink()
+        self.hub.publish(row)
+
+    # ---- results from agents -----------------------------------------------------------
+
+    def task_started(self, device_id: str, task_id: str, attempt: int) -> None:
+        self.core.seen(device_id, self.clock.monotonic())
+        self.apply(self.core.started(task_id, attempt, self.clock.monotonic()))
+
+    def task_done(
+        self,
+        device_id: str,
+        task_id: str,
+        attempt: int,
+        label: str,
+        detections: list[dict[str, Any]],
+        board: dict[str, float],
+    ) -> bool:
+        now = self.clock.monotonic()
+        task = self.core.tasks.get(task_id)
+        service_ms = board.get("total_ms", 0.0) - board.get("queue_ms", 0.0)
+        service_ms -= board.get("receive_ms", 0.0)
+        accepted, commands = self.core.done(task_id, attempt, device_id, service_ms, now)
+        if not accepted or task is None:
+            log.info("discarded result of task %s attempt %d from %s", task_id, attempt, device_id)
+            self.pump()
+            return False
+        row = self.rows[task_id]
+        turnaround_ms = (now - task.assigned_at) * 1000
+        network_ms = max(0.0, turnaround_ms - board.get("total_ms", 0.0))
+        row.label = label
+        row.detections = detections
+        row.timings = {
+            "queue_wait_ms": round((task.assigned_at - task.queued_at) * 1000, 3),
+            "transfer_ms": round(board.get("receive_ms", 0.0) + network_ms / 2, 3),
+            "inference_ms": round(board.get("inference_ms", 0.0), 3),
+            "result_return_ms": round(network_ms / 2, 3),
+            "delivery_ms": 0.0,
+            "board": board,
+        }
+        device = self.core.devices.get(device_id)
+        if device is not None:
+            row.device_type = device.device_type
+        self.apply(commands)
+        self.pump()
+        return True
+
+    def task_failed(self, device_id: str, task_id: str, attempt: int, kind: str, msg: str) -> None:
+        log.warning(
+            "task %s attempt %d failed on %s: %s: %s", task_id, attempt, device_id, kind, msg
+        )
+        self.apply(self.core.failed(task_id, attempt, device_id, kind, msg, self.clock.monotonic()))
+        self.pump()
+
+    # ---- API ---------------------------------------------------------------------------
+
+    async def get_task(self, task_id: str) -> TaskRow:
+        row = self.rows.get(task_id) or await self.journal.get(task_id)
+        if row is None:
+            raise NotFoundError(f"no task {task_id}")
+        return row
+
+    async def cancel(self, task_id: str, reason: str = "cancelled by request") -> TaskRow:
+        row = await self.get_task(task_id)
+        if task_id not in self.core.tasks:
+            raise ConflictError(f"task {task_id} is already {row.state}")
+        self.apply(self.core.cancel(task_id, self.clock.monotonic(), reason))
+        self.pump()
+        return await self.get_task(task_id)

@@ -1,0 +1,124 @@
+"""Runs the master: journal, core, gRPC server (client API + agent link), HTTP gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import uvicorn
+
+from edgesched.config import Settings
+from edgesched.journal.sqlite import SQLiteJournal
+from edgesched.master.http import make_http_app
+from edgesched.master.intake import TaskServicer
+from edgesched.master.link import AgentLinkServicer
+from edgesched.master.master import Master
+from edgesched.v1 import agent_pb2_grpc, client_pb2_grpc
+
+log = logging.getLogger("edgesched.master")
+
+TICK_S = 0.1
+
+
+def grpc_options(max_message_bytes: int) -> list[tuple[str, Any]]:
+    """Message limits that fit the upload limit; keepalive both ways, pings permitted."""
+    size = max_message_bytes + 1024 * 1024
+    return [
+        ("grpc.max_receive_message_length", size),
+        ("grpc.max_send_message_length", size),
+        ("grpc.keepalive_time_ms", 10_000),
+        ("grpc.keepalive_timeout_ms", 5_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the master decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class MasterServer:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        data_dir = Path(settings.master.data_dir)
+        self.journal = SQLiteJournal(data_dir / "edgesched.db", settings.master.durability)
+        self.master: Master | None = None
+        self.grpc_server: grpc.aio.Server | None = None
+        self.http_server: _QuietServer | None = None
+        self.grpc_port = 0
+        self.http_port = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        s = self.settings.master
+        await self.journal.start()
+        master = Master(self.settings, self.journal)
+        self.master = master
+        restored = await master.restore()
+        if restored:
+            log.info("restored %d unfinished tasks from the journal", restored)
+        server = grpc.aio.server(options=grpc_options(s.max_upload_bytes))
+        client_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(master), server)
+        agent_pb2_grpc.add_AgentLinkServicer_to_server(AgentLinkServicer(master), server)
+        self.grpc_port = server.add_insecure_port(f"{_host(s.bind)}:{s.port}")
+        await server.start()
+        self.grpc_server = server
+        sock = socket.socket(socket.AF_INET6 if ":" in s.bind else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((s.bind, s.http_port))
+        sock.listen(128)
+        sock.setblocking(False)
+        self.http_port = sock.getsockname()[1]
+        app = make_http_app(master, self.grpc_port)
+        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+        self.http_server = _QuietServer(config)
+        self._tasks.append(asyncio.create_task(self.http_server.serve(sockets=[sock])))
+        self._tasks.append(asyncio.create_task(self._ticker()))
+        self._write_endpoints()
+
+    def _write_endpoints(self) -> None:
+        """Writes the ports actually bound (useful with port 0) next to the journal."""
+        path = Path(self.settings.master.data_dir) / "endpoints.json"
+        data = {"grpc_port": self.grpc_port, "http_port": self.http_port}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(path)
+
+    async def _ticker(self) -> None:
+        assert self.master is not None
+        while True:
+            await asyncio.sleep(TICK_S)
+            self.master.tick()
+
+    async def stop(self) -> None:
+        if self.master is not None:
+            self.master.stopping = True
+            for session in list(self.master.sessions.values()):
+                session.close("master stopping")
+        if self.http_server is not None:
+            self.http_server.should_exit = True
+        if self.grpc_server is not None:
+            await self.grpc_server.stop(grace=1.0)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.journal.close()
+
+
+def _host(bind: str) -> str:
+    return f"[{bind}]" if ":" in bind else bind

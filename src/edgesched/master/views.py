@@ -1,0 +1,134 @@
+"""How tasks and devices look on the wire (protobuf) and in the REST API (JSON)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from edgesched.core.state import Device, TaskState
+from edgesched.journal.base import TaskRow
+from edgesched.v1 import common_pb2
+
+PB_STATE = {
+    TaskState.QUEUED.value: common_pb2.TASK_STATE_QUEUED,
+    TaskState.ASSIGNED.value: common_pb2.TASK_STATE_ASSIGNED,
+    TaskState.RUNNING.value: common_pb2.TASK_STATE_RUNNING,
+    TaskState.DONE.value: common_pb2.TASK_STATE_DONE,
+    TaskState.DEAD.value: common_pb2.TASK_STATE_DEAD,
+    TaskState.CANCELLED.value: common_pb2.TASK_STATE_CANCELLED,
+}
+
+BOARD_FIELDS = (
+    "receive_ms",
+    "queue_ms",
+    "decode_ms",
+    "inference_ms",
+    "postprocess_ms",
+    "paced_ms",
+    "total_ms",
+)
+STAGE_FIELDS = (
+    "queue_wait_ms",
+    "transfer_ms",
+    "inference_ms",
+    "result_return_ms",
+    "delivery_ms",
+    "end_to_end_ms",
+)
+
+
+def result_pb(row: TaskRow) -> common_pb2.TaskResult:
+    timings = row.timings or {}
+    board = timings.get("board") or {}
+    return common_pb2.TaskResult(
+        task_id=row.id,
+        idempotency_key=row.idem_key,
+        state=PB_STATE.get(row.state, common_pb2.TASK_STATE_UNSPECIFIED),
+        task_type=row.task_type,
+        filename=row.filename,
+        device_id=row.device_id,
+        device_type=row.device_type,
+        attempts=row.attempt,
+        label=row.label,
+        detections=[common_pb2.Detection(**d) for d in row.detections],
+        errors=[
+            common_pb2.AttemptError(
+                attempt=e.get("attempt", 0),
+                device_id=e.get("device_id", ""),
+                kind=e.get("kind", ""),
+                message=e.get("message", ""),
+                at_unix_ms=int(e.get("at_unix_ms", 0)),
+                counted=bool(e.get("counted", False)),
+            )
+            for e in row.errors
+        ],
+        timings=common_pb2.StageTimings(
+            **{k: float(timings.get(k, 0.0)) for k in STAGE_FIELDS},
+            board=common_pb2.BoardTimings(**{k: float(board.get(k, 0.0)) for k in BOARD_FIELDS}),
+        ),
+        error=row.error,
+        submitted_unix_ms=row.submitted_ms,
+        finished_unix_ms=row.finished_ms,
+        metadata=row.metadata,
+    )
+
+
+def task_json(row: TaskRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "idempotency_key": row.idem_key,
+        "client_id": row.client_id,
+        "state": row.state,
+        "task_type": row.task_type,
+        "filename": row.filename,
+        "size_bytes": row.payload_size,
+        "attempts": row.attempt,
+        "failures": row.failures,
+        "device_id": row.device_id,
+        "device_type": row.device_type,
+        "submitted_unix_ms": row.submitted_ms,
+        "finished_unix_ms": row.finished_ms,
+        "timings": row.timings,
+        "result": {"label": row.label, "detections": row.detections}
+        if row.state == TaskState.DONE.value
+        else None,
+        "errors": row.errors,
+        "error": row.error,
+        "origin": row.origin,
+        "delivery": row.delivery,
+    }
+
+
+def _num(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def device_json(device: Device, now: float) -> dict[str, Any]:
+    m = device.metrics
+    return {
+        "id": device.id,
+        "type": device.device_type,
+        "emulated": device.emulated,
+        "hostname": device.hostname,
+        "state": "draining"
+        if device.draining and device.state.value == "online"
+        else (device.state.value),
+        "draining": device.draining,
+        "cpu": m.cpu,
+        "memory": m.memory,
+        "xpu": m.xpu if m.xpu >= 0 else None,
+        "xpu_memory": m.xpu_memory if m.xpu_memory >= 0 else None,
+        "temperature_c": _num(m.temperature_c),
+        "power_w": _num(m.power_w),
+        "bandwidth_mbps": m.bandwidth_mbps,
+        "latency_ms": m.latency_ms,
+        "probe": m.probe,
+        "slots": device.slots,
+        "free_slots": device.free_slots,
+        "running": len(device.inflight),
+        "task_types": sorted(device.task_types),
+        "tasks_done": device.tasks_done,
+        "mean_service_ms": round(device.mean_service_ms, 3),
+        "heartbeat_age_s": round(max(0.0, now - device.last_seen), 3),
+        "info": device.info,
+    }
