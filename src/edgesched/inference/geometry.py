@@ -1,0 +1,92 @@
+"""Coordinates shared by every decoder: from model-input pixels back to the original picture."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from edgesched.inference.labels import Detection
+
+__all__ = ["DecodeMeta", "InputTransform", "boxes_to_detections"]
+
+FloatArray = npt.NDArray[np.floating]
+IntArray = npt.NDArray[np.integer]
+
+
+@dataclass(frozen=True)
+class InputTransform:
+    """How the original picture became the model input: ``input = original * scale + pad``.
+
+    A plain resize has different x and y scales and no pad; a letterbox has one scale and a pad.
+    """
+
+    orig_width: int
+    orig_height: int
+    scale_x: float
+    scale_y: float
+    pad_x: float = 0.0
+    pad_y: float = 0.0
+
+    def to_original(self, boxes: FloatArray) -> FloatArray:
+        """Map ``[N, 4]`` x1,y1,x2,y2 boxes in input pixels to original pixels (not clipped)."""
+        out = np.asarray(boxes, dtype=np.float64).copy()
+        out[:, 0::2] = (out[:, 0::2] - self.pad_x) / self.scale_x
+        out[:, 1::2] = (out[:, 1::2] - self.pad_y) / self.scale_y
+        return out
+
+    def to_input(self, boxes: FloatArray) -> FloatArray:
+        """The inverse of :meth:`to_original` (used by tests and by drawing code)."""
+        out = np.asarray(boxes, dtype=np.float64).copy()
+        out[:, 0::2] = out[:, 0::2] * self.scale_x + self.pad_x
+        out[:, 1::2] = out[:, 1::2] * self.scale_y + self.pad_y
+        return out
+
+
+@dataclass(frozen=True)
+class DecodeMeta:
+    """Everything a pure decode function needs besides the raw model output."""
+
+    transform: InputTransform
+    class_names: tuple[str, ...] = ()
+    score_threshold: float = 0.5
+    iou_threshold: float = 0.5
+    max_detections: int = 300
+
+
+def boxes_to_detections(
+    boxes: FloatArray, scores: FloatArray, class_ids: IntArray, meta: DecodeMeta
+) -> list[Detection]:
+    """Map input-pixel boxes to the original picture, round, clip and name them.
+
+    The result is in descending confidence; boxes that become empty after clipping (entirely in
+    the letterbox pad, say) are dropped because they cover no pixel of the picture.
+    """
+    if len(boxes) == 0:
+        return []
+    width, height = meta.transform.orig_width, meta.transform.orig_height
+    mapped = np.rint(meta.transform.to_original(boxes))
+    mapped[:, 0::2] = np.clip(mapped[:, 0::2], 0, width)
+    mapped[:, 1::2] = np.clip(mapped[:, 1::2], 0, height)
+    coords = mapped.astype(np.int64).tolist()
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    names = meta.class_names
+    dets: list[Detection] = []
+    for i in order.tolist():
+        x1, y1, x2, y2 = coords[i]
+        if x2 <= x1 or y2 <= y1:
+            continue
+        cid = int(class_ids[i])
+        dets.append(
+            Detection(
+                class_id=cid,
+                x1=x1,
+                y1=y1,
+                x2=x2,
+                y2=y2,
+                confidence=float(scores[i]),
+                class_name=names[cid] if 0 <= cid < len(names) else "",
+            )
+        )
+    return dets
