@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +54,8 @@ def run_demo(options: DemoOptions) -> int:
     console.print(f"generating {options.tasks} document pages into {req_dir} …")
     truth = write_pages(req_dir, options.tasks, seed=options.seed)
     cluster = LocalCluster(root=root, strategy=options.strategy)
+    # SIGTERM (a supervisor, `timeout`) must stop the cluster too, not orphan its processes
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         cluster.start_master()
         for profile in PROFILES:

@@ -1,0 +1,134 @@
+"""The CLI in processes: the demo, a master killed with SIGKILL, the client against bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+
+from edgesched.demo.cluster import LocalCluster
+from edgesched.v1 import client_pb2, client_pb2_grpc, common_pb2
+from tests.harness import png_bytes
+
+EDGESCHED = [sys.executable, "-m", "edgesched"]
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*EDGESCHED, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_a_small_demo_finishes_every_task_over_three_emulated_boards(tmp_path: Path) -> None:
+    done = run_cli(
+        "demo", "--tasks", "6", "--json", "--time-scale", "10", "--workspace", "ws", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["tasks"] == 6 and summary["done"] == 6 and summary["failed"] == 0
+    assert summary["correct"] >= 0.8
+    assert {d["type"] for d in summary["devices"].values()} <= {"atlas310", "rk3588", "orin"}
+    assert sum(d["tasks"] for d in summary["devices"].values()) == 6
+    assert sorted(p.name for p in (tmp_path / "ws/client/data/rst").iterdir())[:2] == [
+        "1.txt",
+        "2.txt",
+    ]
+
+
+def test_a_master_killed_right_after_acknowledging_a_task_finishes_it_after_restart(
+    cluster: LocalCluster,
+) -> None:
+    cluster.start_master()
+    with grpc.insecure_channel(cluster.grpc_target) as channel:
+        reply = client_pb2_grpc.TaskServiceStub(channel).Submit(
+            client_pb2.SubmitRequest(
+                client_id="c",
+                idempotency_key="k1",
+                task_type="layout",
+                filename="a.png",
+                payload=png_bytes(),
+            ),
+            timeout=10,
+        )
+    cluster.kill("master", signal.SIGKILL)  # acknowledged, never dispatched: only on disk
+    cluster.grpc_port = cluster.http_port = 0
+    cluster.start_master()
+    cluster.start_agent("agent", ["--backend", "sleep"])
+    with grpc.insecure_channel(cluster.grpc_target) as channel:
+        stub = client_pb2_grpc.TaskServiceStub(channel)
+        results = list(
+            stub.WatchResults(client_pb2.WatchRequest(task_ids=[reply.task_id]), timeout=60)
+        )
+        again = stub.Submit(
+            client_pb2.SubmitRequest(
+                client_id="c",
+                idempotency_key="k1",
+                task_type="layout",
+                filename="a.png",
+                payload=png_bytes(),
+            ),
+            timeout=10,
+        )
+    assert [r.state for r in results] == [common_pb2.TASK_STATE_DONE]
+    assert again.duplicate and again.task_id == reply.task_id
+
+
+def test_client_send_reports_a_corrupt_picture_and_writes_the_other_labels(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    cluster.start_master()
+    cluster.start_agent("agent", ["--backend", "onnx"])
+    cluster.wait_for_devices(1)
+    pictures = tmp_path / "req"
+    pictures.mkdir()
+    for i in (1, 2):
+        (pictures / f"{i}.png").write_bytes(png_bytes(300 + i, 200))
+    (pictures / "3.png").write_bytes(png_bytes(300, 200)[:150])
+    out = tmp_path / "rst"
+    sent = run_cli(
+        "client",
+        "send",
+        "-H",
+        "127.0.0.1",
+        "-P",
+        str(cluster.grpc_port),
+        "-D",
+        str(pictures),
+        "--out",
+        str(out),
+        "--json",
+        cwd=tmp_path,
+    )
+    assert sent.returncode == 1, sent.stderr
+    summary = json.loads(sent.stdout)
+    assert summary["sent"] == 3 and summary["done"] == 2 and summary["failed"] == 1
+    assert sorted(p.name for p in out.iterdir()) == ["1.txt", "2.txt"]
+
+
+def test_config_show_prints_the_effective_settings_with_environment_applied(tmp_path: Path) -> None:
+    (tmp_path / "edgesched.toml").write_text("[master]\nport = 7000\n")
+    shown = subprocess.run(
+        [*EDGESCHED, "config", "show", "--config", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "EDGESCHED_MASTER_HTTP_PORT": "7001"},
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "port = 7000" in shown.stdout and "http_port = 7001" in shown.stdout
+
+
+def test_token_show_prints_the_token_the_master_created(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    cluster.start_master()
+    shown = run_cli("token", "show", "--data-dir", str(cluster.master_dir), cwd=tmp_path)
+    assert shown.returncode == 0
+    assert shown.stdout.strip() == cluster.token
+    master_log = (cluster.root / "logs" / "master.log").read_text()
+    assert master_log.count(cluster.token) == 1  # printed once, at the first start
