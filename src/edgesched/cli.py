@@ -73,12 +73,25 @@ def main() -> None:
 @click.option("--strategy", default=None, help="load or roundrobin [load]")
 @click.option("--durability", type=click.Choice(["normal", "full"]), default=None)
 @click.option("--keep-upload", is_flag=True, default=None, help="keep payloads after tasks end")
+@click.option(
+    "--upload-dir",
+    "--upload_path",
+    "--upload-path",
+    "upload_dir",
+    default=None,
+    help="where seed uploads are saved [<data-dir>/upload]",
+)
+@click.option("--result-port", type=int, default=None, help="seed clients' /recv_rst port [8888]")
 @log_options
 def master(config: str | None, log_level: str, log_format: str, **flags: Any) -> None:
     """Run the master: task intake (gRPC) and gateway (HTTP) in one process."""
+    setup_logging(log_level, log_format)
+    _serve_master(config, flags, role="master")
+
+
+def _serve_master(config: str | None, flags: dict[str, Any], role: str) -> None:
     from edgesched.core.strategies import canonical_strategy
 
-    setup_logging(log_level, log_format)
     scheduling = {"strategy": flags.pop("strategy")}
     settings = _settings(config, master=flags, scheduling=scheduling)
     try:
@@ -94,7 +107,7 @@ def master(config: str | None, log_level: str, log_format: str, **flags: Any) ->
         assert server.master is not None
         bind = settings.master.bind
         click.echo(
-            f"edgesched master {__version__}: gRPC {bind}:{server.grpc_port}, "
+            f"edgesched {role} {__version__}: gRPC {bind}:{server.grpc_port}, "
             f"HTTP http://{bind}:{server.http_port}, data {settings.master.data_dir}",
         )
         if server.master.token_created:
@@ -102,10 +115,90 @@ def master(config: str | None, log_level: str, log_format: str, **flags: Any) ->
                 f"join token (shown once; `edgesched token show` shows it again): "
                 f"{server.master.token}"
             )
+        sys.stdout.flush()
         try:
             await stop.wait()
         finally:
             await server.stop()
+
+    _run_until_signal(run)
+
+
+@main.command()
+@click.option("--config", "config", default=None, help=CONFIG_HELP)
+@click.option(
+    "--task",
+    "--upload-dir",
+    "upload_dir",
+    default=None,
+    help="upload directory [<data-dir>/upload]",
+)
+@click.option("--bind", default=None, help="address to listen on [0.0.0.0]")
+@click.option("--http-port", type=int, default=None, help="HTTP port [6666]")
+@click.option("--link-port", "port", type=int, default=9998, show_default=True, help="gRPC port")
+@click.option("--data-dir", default=None, help="journal, uploads, token [workspace/master]")
+@click.option("--strategy", default=None, help="load or roundrobin [load]")
+@click.option("--durability", type=click.Choice(["normal", "full"]), default=None)
+@click.option("--keep-upload", is_flag=True, default=None, help="keep uploads after delivery")
+@click.option("--result-port", type=int, default=None, help="seed clients' /recv_rst port [8888]")
+@log_options
+def gateway(config: str | None, log_level: str, log_format: str, **flags: Any) -> None:
+    """The seed's split layout: the gateway (HTTP, scheduler, journal, agent link).
+
+    Runs the same master as `edgesched master`; its gRPC port (agents and native clients) moves to
+    --link-port so that `edgesched task-manager` can keep the seed's 9999.
+    """
+    setup_logging(log_level, log_format)
+    _serve_master(config, flags, role="gateway")
+
+
+@main.command("task-manager")
+@click.option("-p", "--port", type=int, default=9999, show_default=True, help="gRPC port")
+@click.option("--bind", default="0.0.0.0", show_default=True)
+@click.option("-s", "--strategy", default="load", show_default=True, help="load or roundrobin")
+@click.option(
+    "-u",
+    "--upload_path",
+    "--upload-path",
+    "upload_path",
+    default=None,
+    help="accepted for the seed's scripts; uploads are stored by the gateway (its --task)",
+)
+@click.option(
+    "--gateway", default="http://127.0.0.1:6666", show_default=True, help="the gateway's URL"
+)
+@log_options
+def task_manager(
+    port: int,
+    bind: str,
+    strategy: str,
+    upload_path: str | None,
+    gateway: str,
+    log_level: str,
+    log_format: str,
+) -> None:
+    """The seed's split layout: ImageUpload intake that forwards pictures to the gateway.
+
+    A client is answered only after the gateway journaled the task.
+    """
+    from edgesched.core.strategies import canonical_strategy
+    from edgesched.master.taskmanager import TaskManager
+
+    setup_logging(log_level, log_format)
+    try:
+        chosen = canonical_strategy(strategy)
+    except EdgeschedError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+    async def run(stop: asyncio.Event) -> None:
+        manager = TaskManager(gateway, bind, port, chosen)
+        bound = await manager.start()
+        click.echo(f"edgesched task-manager {__version__}: gRPC {bind}:{bound} → {gateway}")
+        sys.stdout.flush()
+        try:
+            await stop.wait()
+        finally:
+            await manager.stop()
 
     _run_until_signal(run)
 
@@ -167,6 +260,8 @@ def client() -> None:
 @click.option("--timeout", type=float, default=600.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 @click.option("--no-progress", is_flag=True)
+@click.option("--legacy", is_flag=True, help="speak the seed's JSON-over-gRPC ImageUpload")
+@click.option("--batch", is_flag=True, help="with --legacy: one UploadImages stream")
 def client_send(
     host: str,
     port: int,
@@ -179,8 +274,14 @@ def client_send(
     timeout: float,
     as_json: bool,
     no_progress: bool,
+    legacy: bool,
+    batch: bool,
 ) -> None:
-    """Send every picture of a folder, wait for all results, write <stem>.txt label files."""
+    """Send every picture of a folder, wait for all results, write <stem>.txt label files.
+
+    With --legacy it speaks the seed's protocol instead: results then arrive at the client's
+    /recv_rst receiver (`edgesched client recv`).
+    """
     from edgesched.client.files import list_pictures
     from edgesched.client.report import print_report
     from edgesched.client.send import Sender, write_labels
@@ -188,6 +289,18 @@ def client_send(
     paths = list_pictures(Path(directory), limit)
     if not paths:
         raise click.UsageError(f"no files in {directory}")
+    if legacy:
+        from edgesched.client.legacy import send_legacy, send_legacy_batch
+
+        target = f"{host}:{port}"
+        if batch:
+            legacy_report = send_legacy_batch(target, paths, tasktype)
+        else:
+            legacy_report = send_legacy(target, paths, tasktype, workers)
+        click.echo(
+            f"sent {legacy_report.sent}, saved {legacy_report.saved}, failed {legacy_report.failed}"
+        )
+        sys.exit(0 if legacy_report.failed == 0 else 1)
     progress = None
     if not no_progress and not as_json:
         from rich.progress import Progress
@@ -214,6 +327,28 @@ def client_send(
     else:
         print_report(report)
     sys.exit(0 if report.failed == 0 else 1)
+
+
+@client.command("recv")
+@click.option("-p", "--port", type=int, default=8888, show_default=True)
+@click.option("--bind", default="0.0.0.0", show_default=True)
+@click.option("-d", "--dir", "directory", default="workspace/client/data/rst", show_default=True)
+def client_recv(port: int, bind: str, directory: str) -> None:
+    """Receive result label files as the seed's rst_recv does (POST /recv_rst)."""
+    from edgesched.client.recv import ReceiverServer
+
+    server = ReceiverServer((bind, port), Path(directory))
+    click.echo(
+        f"receiving results on http://{bind}:{server.server_address[1]}/recv_rst → {directory}"
+    )
+    sys.stdout.flush()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 # ---- config, token ---------------------------------------------------------------------

@@ -42,6 +42,10 @@ class MasterSettings:
     max_upload_bytes: int = 32 * 1024 * 1024  #: larger pictures are refused
     max_pixels: int = 50_000_000  #: pictures with more pixels are refused (decompression bombs)
     keep_upload: bool = False  #: keep payload files after the task ends
+    upload_dir: str = ""  #: seed uploads (<dir>/<client-ip>/<ip>_<n>.<ext>); "" = <data_dir>/upload
+    result_port: int = 8888  #: seed clients' result receiver port (POST /recv_rst)
+    result_push_ttl_s: float = 3600.0  #: a seed result not accepted by then is undeliverable
+    gateway_url: str = "http://127.0.0.1:6666"  #: where a split task-manager forwards uploads
 
 
 @dataclass
@@ -242,6 +246,10 @@ def validate(settings: Settings) -> None:
             raise ConfigError(f"scheduling.{key} must be a number ≥ 0, not {value!r}")
     if s.max_attempts < 1:
         raise ConfigError("scheduling.max_attempts must be at least 1")
+    if not 0 < m.result_port <= 65535:
+        raise ConfigError(f"master.result_port must be in 1..65535, not {m.result_port}")
+    if not (math.isfinite(m.result_push_ttl_s) and m.result_push_ttl_s > 0):
+        raise ConfigError("master.result_push_ttl_s must be a positive number")
     if m.max_upload_bytes <= 0:
         raise ConfigError("master.max_upload_bytes must be positive")
     for name, tt in settings.tasktypes.items():

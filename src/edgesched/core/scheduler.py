@@ -23,7 +23,7 @@ from edgesched.core.state import (
     Task,
     TaskState,
 )
-from edgesched.core.strategies import Strategy
+from edgesched.core.strategies import Strategy, make_strategy
 from edgesched.errors import ConflictError, NotFoundError
 
 
@@ -84,6 +84,7 @@ class Core:
         self._delayed: list[tuple[float, int, str]] = []  #: (not_before, seq, task id)
         self._seq = 0
         self.retries = 0  #: attempts re-queued, any cause (for metrics)
+        self._strategies: dict[str, Strategy] = {}
 
     # ---- tasks -------------------------------------------------------------------------
 
@@ -385,7 +386,7 @@ class Core:
             if not candidates:
                 skipped.append(task_id)
                 continue
-            device = self.strategy.choose(task, candidates)
+            device = self._strategy_for(task).choose(task, candidates)
             task.attempt += 1
             task.live[task.attempt] = device.id
             task.device_id = device.id
@@ -397,6 +398,16 @@ class Core:
             out += [Assign(task, device.id, task.attempt), Persist(task)]
         self._ready.extendleft(reversed(skipped))
         return out
+
+    def _strategy_for(self, task: Task) -> Strategy:
+        """The task's own strategy (the seed's ``?stargety=``), else the master's."""
+        if not task.strategy or task.strategy == self.strategy.name:
+            return self.strategy
+        strategy = self._strategies.get(task.strategy)
+        if strategy is None:
+            strategy = make_strategy(task.strategy, self.settings, self.rng)
+            self._strategies[task.strategy] = strategy
+        return strategy
 
     def queue_depth(self) -> int:
         return sum(1 for t in self.tasks.values() if t.state is TaskState.QUEUED)

@@ -83,6 +83,7 @@ class Task:
     size_bytes: int
     submitted_at: float
     client_id: str = ""
+    strategy: str = ""  #: a per-task strategy name; "" = the master's
     state: TaskState = TaskState.QUEUED
     attempt: int = 0  #: dispatch epoch: increases with every assignment
     failures: int = 0  #: failures of the task itself, counted against max_attempts
@@ -130,6 +131,7 @@ class Device:
     task_types: frozenset[str]
     emulated: bool = False
     hostname: str = ""
+    address: str = ""  #: the agent's address as the master saw it
     state: DeviceState = DeviceState.ONLINE
     draining: bool = False
     metrics: Metrics = field(default_factory=Metrics)

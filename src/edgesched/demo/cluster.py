@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -53,17 +54,18 @@ class LocalCluster:
                 start_new_session=True,
             )
 
-    def start_master(self, timeout: float = 30.0) -> None:
+    def start_master(self, timeout: float = 30.0, command: str = "master") -> None:
+        """Starts ``edgesched master`` (or ``gateway``) and waits for its ports."""
         endpoints = self.master_dir / "endpoints.json"
         with contextlib.suppress(FileNotFoundError):
             endpoints.unlink()
         self._spawn(
             "master",
             [
-                "master",
+                command,
                 "--bind",
                 "127.0.0.1",
-                "--port",
+                "--port" if command == "master" else "--link-port",
                 str(self.grpc_port),
                 "--http-port",
                 str(self.http_port),
@@ -85,6 +87,36 @@ class LocalCluster:
         data = json.loads(endpoints.read_text())
         self.grpc_port, self.http_port = data["grpc_port"], data["http_port"]
         self.token = (self.master_dir / "join-token").read_text().strip()
+
+    def start_task_manager(self, timeout: float = 30.0) -> int:
+        """Starts a split ``edgesched task-manager`` forwarding to this cluster's gateway."""
+        self._spawn(
+            "task-manager",
+            [
+                "task-manager",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--strategy",
+                self.strategy,
+                "--gateway",
+                self.http_url,
+                "--log-level",
+                self.log_level,
+            ],
+        )
+        log_path = self.root / "logs" / "task-manager.log"
+        deadline = time.monotonic() + timeout
+        while True:
+            self._check_alive("task-manager")
+            text = log_path.read_text(errors="replace") if log_path.exists() else ""
+            match = re.search(r"gRPC 127\.0\.0\.1:(\d+)", text)
+            if match:
+                return int(match.group(1))
+            if time.monotonic() > deadline:
+                raise TransportError("the task manager did not start in time")
+            time.sleep(0.05)
 
     def start_agent(self, name: str, args: list[str]) -> None:
         self._spawn(

@@ -90,6 +90,10 @@ class Journal(Protocol):
 
     async def counts(self) -> dict[str, int]: ...
 
+    async def pending_deliveries(self) -> list[TaskRow]:
+        """Done tasks whose result still has to be pushed to a seed client."""
+        ...
+
     async def next_counter(self, name: str, floor: int = 0) -> int:
         """Increments and returns a named counter (the seed's per-client file numbers)."""
         ...

@@ -56,6 +56,14 @@ class MemoryJournal:
         rows = [copy.deepcopy(r) for r in self.rows.values() if r.state not in FINAL]
         return sorted(rows, key=lambda r: (r.submitted_ms, r.id))
 
+    async def pending_deliveries(self) -> list[TaskRow]:
+        rows = [
+            copy.deepcopy(r)
+            for r in self.rows.values()
+            if r.state == "done" and r.delivery == "pending"
+        ]
+        return sorted(rows, key=lambda r: (r.finished_ms, r.id))
+
     async def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for row in self.rows.values():

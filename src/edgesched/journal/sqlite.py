@@ -292,6 +292,17 @@ class SQLiteJournal:
         result: list[TaskRow] = await self._submit(op)
         return result
 
+    async def pending_deliveries(self) -> list[TaskRow]:
+        def op(conn: sqlite3.Connection) -> list[TaskRow]:
+            cursor = conn.execute(
+                "SELECT * FROM tasks WHERE state = 'done' AND delivery = 'pending' "
+                "ORDER BY finished_ms, id"
+            )
+            return [_decode(r) for r in cursor.fetchall()]
+
+        result: list[TaskRow] = await self._submit(op)
+        return result
+
     async def counts(self) -> dict[str, int]:
         def op(conn: sqlite3.Connection) -> dict[str, int]:
             cursor = conn.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state")

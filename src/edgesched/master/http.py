@@ -12,6 +12,8 @@ from edgesched import __version__
 from edgesched.errors import EdgeschedError
 from edgesched.master.errmap import http_status
 from edgesched.master.master import Master
+from edgesched.master.seed import SeedIntake
+from edgesched.master.seed_http import seed_router
 from edgesched.master.views import device_json, task_json
 
 TaskStateName = Literal["queued", "assigned", "running", "done", "dead", "cancelled"]
@@ -102,8 +104,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def make_http_app(master: Master, link_port: int) -> FastAPI:
+def make_http_app(master: Master, link_port: int, intake: SeedIntake | None = None) -> FastAPI:
     app = FastAPI(title="edgesched gateway", version=__version__)
+    app.include_router(seed_router(master, intake or SeedIntake(master)))
 
     @app.exception_handler(EdgeschedError)
     async def _edgesched_error(request: Request, exc: EdgeschedError) -> JSONResponse:

@@ -22,6 +22,7 @@ import grpc
 
 from edgesched.core.state import Device, Metrics
 from edgesched.journal.base import TaskRow
+from edgesched.master.intake import peer_host
 from edgesched.master.master import Master
 from edgesched.master.token import tokens_equal
 from edgesched.v1 import agent_pb2, agent_pb2_grpc
@@ -209,6 +210,7 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
             task_types=frozenset(caps.task_types),
             emulated=reg.emulated,
             hostname=reg.hostname,
+            address=peer_host(peer),
             session=reg.session,
             info=info,
         )

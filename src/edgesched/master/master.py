@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,7 @@ from edgesched.core.scheduler import (
     Persist,
 )
 from edgesched.core.state import Task, TaskState
-from edgesched.core.strategies import make_strategy
+from edgesched.core.strategies import canonical_strategy, make_strategy
 from edgesched.errors import (
     BadInputError,
     ConflictError,
@@ -62,6 +63,7 @@ class Submission:
     client_addr: str = ""
     strategy: str = ""
     payload_path: str = ""  #: where the payload already lies (seed uploads); else the master's
+    checked: bool = False  #: the picture already passed check_picture
 
 
 def write_payload(path: Path, data: bytes, durable: bool) -> None:
@@ -125,6 +127,8 @@ class Master:
         self.hub = ResultHub()
         self.finished_total: dict[str, int] = {}
         self.stopping = False
+        #: called with the row of every seed task that ends done (the result pusher)
+        self.on_seed_done: Callable[[TaskRow], None] | None = None
 
     # ---- start -------------------------------------------------------------------------
 
@@ -143,6 +147,7 @@ class Master:
                 attempt=row.attempt,
                 failures=row.failures,
                 device_id=row.device_id,
+                strategy=row.strategy,
                 queued_at=now,
                 assigned_at=now,
             )
@@ -161,11 +166,13 @@ class Master:
             raise UnknownTaskTypeError(sub.task_type, self.settings.tasktypes)
         if not sub.idem_key:
             raise BadInputError("idempotency_key is required")
+        strategy = canonical_strategy(sub.strategy) if sub.strategy else ""
         m = self.settings.master
         existing = await self.journal.find_key(sub.client_id, sub.idem_key)
         if existing is not None:
             return existing, True
-        await asyncio.to_thread(check_picture, sub.payload, m.max_upload_bytes, m.max_pixels)
+        if not sub.checked:
+            await asyncio.to_thread(check_picture, sub.payload, m.max_upload_bytes, m.max_pixels)
         task_id = uuid.uuid4().hex
         durable = m.durability == "full"
         if sub.payload_path:
@@ -188,7 +195,7 @@ class Master:
             updated_ms=now_ms,
             metadata=dict(sub.metadata),
             origin=sub.origin,
-            strategy=sub.strategy,
+            strategy=strategy,
             deadline_ms=sub.deadline_ms,
             client_addr=sub.client_addr,
             delivery="pending" if sub.origin == "seed" else "",
@@ -208,6 +215,7 @@ class Master:
                 size_bytes=len(sub.payload),
                 submitted_at=now,
                 client_id=sub.client_id,
+                strategy=strategy,
             ),
             now,
         )
@@ -280,6 +288,8 @@ class Master:
             "error": row.error,
         }
         if task.state.final:
+            if task.state is not TaskState.DONE and row.delivery == "pending":
+                row.delivery = ""  # no label file to push for a dead or cancelled task
             row.finished_ms = row.updated_ms
             row.timings.setdefault("end_to_end_ms", float(row.finished_ms - row.submitted_ms))
             values.update(
@@ -287,6 +297,7 @@ class Master:
                 timings=row.timings,
                 label=row.label,
                 detections=row.detections,
+                delivery=row.delivery,
             )
         self.journal.update(task.id, values)
 
@@ -305,7 +316,10 @@ class Master:
             log.info("task %s done on %s", task.id, task.device_id)
         else:
             log.warning("task %s %s: %s", task.id, row.state, row.error)
-        if not self.settings.master.keep_upload and row.origin != "seed":
+        if row.origin == "seed" and task.state is TaskState.DONE:
+            if self.on_seed_done is not None:
+                self.on_seed_done(row)  # the upload goes once the result is delivered
+        elif not self.settings.master.keep_upload:
             with contextlib.suppress(OSError):
                 Path(row.payload_path).unlink()
         self.hub.publish(row)

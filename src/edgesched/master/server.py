@@ -20,6 +20,9 @@ from edgesched.master.http import make_http_app
 from edgesched.master.intake import TaskServicer
 from edgesched.master.link import AgentLinkServicer
 from edgesched.master.master import Master
+from edgesched.master.pusher import ResultPusher
+from edgesched.master.seed import SeedIntake, SeedUpload
+from edgesched.master.seed_grpc import image_upload_handler
 from edgesched.v1 import agent_pb2_grpc, client_pb2_grpc
 
 log = logging.getLogger("edgesched.master")
@@ -56,6 +59,7 @@ class MasterServer:
         self.journal = SQLiteJournal(data_dir / "edgesched.db", settings.master.durability)
         self.master: Master | None = None
         self.grpc_server: grpc.aio.Server | None = None
+        self.pusher: ResultPusher | None = None
         self.http_server: _QuietServer | None = None
         self.grpc_port = 0
         self.http_port = 0
@@ -69,9 +73,21 @@ class MasterServer:
         restored = await master.restore()
         if restored:
             log.info("restored %d unfinished tasks from the journal", restored)
+        self.pusher = ResultPusher(master)
+        master.on_seed_done = self.pusher.push
+        resumed = await self.pusher.resume()
+        if resumed:
+            log.info("resumed pushing %d results to seed clients", resumed)
+        intake = SeedIntake(master)
         server = grpc.aio.server(options=grpc_options(s.max_upload_bytes))
         client_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(master), server)
         agent_pb2_grpc.add_AgentLinkServicer_to_server(AgentLinkServicer(master), server)
+
+        async def upload(client_ip: str, picture: SeedUpload) -> tuple[str, str]:
+            row, name = await intake.upload(client_ip, picture)
+            return name, row.payload_path
+
+        server.add_generic_rpc_handlers((image_upload_handler(upload),))
         self.grpc_port = server.add_insecure_port(f"{_host(s.bind)}:{s.port}")
         await server.start()
         self.grpc_server = server
@@ -81,7 +97,7 @@ class MasterServer:
         sock.listen(128)
         sock.setblocking(False)
         self.http_port = sock.getsockname()[1]
-        app = make_http_app(master, self.grpc_port)
+        app = make_http_app(master, self.grpc_port, intake)
         config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
         self.http_server = _QuietServer(config)
         self._tasks.append(asyncio.create_task(self.http_server.serve(sockets=[sock])))
@@ -117,6 +133,8 @@ class MasterServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self.pusher is not None:
+            await self.pusher.close()
         await self.journal.close()
 
 

@@ -1,0 +1,216 @@
+"""The seed's own protocols: JSON-over-gRPC ImageUpload, and the gateway's /schedule route.
+
+Users of lite-edge-cluster-scheduler point their clients here and change nothing: uploads are
+saved as ``<upload>/<client-ip>/<client-ip>_<n>.<ext>`` (the counter lives in the journal), each
+picture becomes a task, and its label file is pushed to ``http://<client-ip>:8888/recv_rst``.
+Unlike the seed, a task is journaled before anyone is told it was accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgesched.core.strategies import ALIASES, STRATEGIES
+from edgesched.errors import BadInputError, UnknownTaskTypeError
+from edgesched.journal.base import TaskRow
+from edgesched.master.master import Master, Submission, check_picture, write_payload
+from edgesched.names import display_name, safe_component, safe_extension
+
+#: What the seed's task manager sends when a client gives no task type (Gen-A).
+SEED_DEFAULT_TASKTYPE = "yolo"
+SEED_STRATEGIES = ("load", "负载贪心", "roundrobin", "round_robin")
+
+
+@dataclass
+class SeedUpload:
+    filename: str
+    payload: bytes
+    task_type: str
+    req_id: str = ""
+    total_num: int = 0
+
+
+def parse_upload(body: bytes) -> SeedUpload:
+    """One ImageUpload message: UTF-8 JSON ``{"filename", "content_b64", "tasktype", ...}``."""
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadInputError(f"invalid json: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadInputError("invalid json: expected an object")
+    content = data.get("content_b64")
+    if not isinstance(content, str) or not content:
+        raise BadInputError("missing content_b64")
+    try:
+        payload = base64.b64decode(content, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise BadInputError(f"invalid base64 in content_b64: {exc}") from None
+    filename = data.get("filename", "")
+    task_type = data.get("tasktype", SEED_DEFAULT_TASKTYPE)
+    req_id = data.get("req_id", "")
+    total = data.get("total_num", 0)
+    if not isinstance(filename, str) or not isinstance(task_type, str):
+        raise BadInputError("filename and tasktype must be strings")
+    return SeedUpload(
+        filename=filename,
+        payload=payload,
+        task_type=task_type.strip() or SEED_DEFAULT_TASKTYPE,
+        req_id=req_id if isinstance(req_id, str) else str(req_id),
+        total_num=total if isinstance(total, int) and not isinstance(total, bool) else 0,
+    )
+
+
+def upload_root(master: Master) -> Path:
+    m = master.settings.master
+    return Path(m.upload_dir) if m.upload_dir else master.data_dir / "upload"
+
+
+class SeedIntake:
+    """Saves seed uploads under the seed's names and journals them as tasks."""
+
+    def __init__(self, master: Master) -> None:
+        self.master = master
+        self._floors: dict[str, int] = {}
+        self._lock = asyncio.Lock()
+
+    def _floor(self, client_ip: str, directory: Path) -> int:
+        """The largest ``<ip>_<n>`` already in the folder (files left by the seed itself)."""
+        if client_ip not in self._floors:
+            pattern = re.compile(rf"^{re.escape(client_ip)}_(\d+)(\.[^.]*)?$")
+            numbers = [
+                int(m.group(1))
+                for p in (directory.iterdir() if directory.is_dir() else ())
+                if (m := pattern.match(p.name))
+            ]
+            self._floors[client_ip] = max(numbers, default=0)
+        return self._floors[client_ip]
+
+    async def upload(
+        self, client_ip: str, upload: SeedUpload, strategy: str = ""
+    ) -> tuple[TaskRow, str]:
+        """Journals one picture; returns (task row, the saved file name)."""
+        master = self.master
+        if upload.task_type not in master.settings.tasktypes:
+            raise UnknownTaskTypeError(upload.task_type, master.settings.tasktypes)
+        m = master.settings.master
+        await asyncio.to_thread(check_picture, upload.payload, m.max_upload_bytes, m.max_pixels)
+        ip = safe_component(client_ip)
+        directory = upload_root(master) / ip
+        async with self._lock:  # numbers are handed out in order, each once
+            floor = await asyncio.to_thread(self._floor, ip, directory)
+            number = await master.journal.next_counter(f"seed-upload:{ip}", floor)
+        name = f"{ip}_{number}{safe_extension(upload.filename)}"
+        path = directory / name
+        await asyncio.to_thread(write_payload, path, upload.payload, m.durability == "full")
+        metadata = {"seed_file": name}
+        if upload.req_id:
+            metadata["req_id"] = upload.req_id
+        if upload.total_num:
+            metadata["total_num"] = str(upload.total_num)
+        row, _ = await master.submit(
+            Submission(
+                client_id=client_ip,
+                idem_key=f"seed-upload:{name}",
+                task_type=upload.task_type,
+                filename=display_name(upload.filename) if upload.filename else name,
+                payload=upload.payload,
+                metadata=metadata,
+                origin="seed",
+                client_addr=client_ip,
+                strategy=strategy,
+                payload_path=str(path),
+                checked=True,
+            )
+        )
+        return row, name
+
+
+# ---- /schedule --------------------------------------------------------------------------
+
+
+class ScheduleError(Exception):
+    """A /schedule request the seed would answer with 400 and this message."""
+
+    def __init__(self, msg: str, status: int = 400) -> None:
+        super().__init__(msg)
+        self.msg = msg
+        self.status = status
+
+
+def schedule_strategy(stargety: str | None, strategy: str | None) -> str:
+    """``?stargety=`` (the seed's spelling) wins over ``?strategy=``; absent or empty is load."""
+    value = (stargety if stargety is not None else strategy) or ""
+    key = ALIASES.get(value.strip(), value.strip())
+    if key not in STRATEGIES:
+        raise ScheduleError(
+            f"invalid stargety parameter {value!r}; valid values: {', '.join(SEED_STRATEGIES)}"
+        )
+    return key
+
+
+@dataclass
+class ScheduleRequest:
+    client_ip: str
+    task_type: str
+    filenames: list[str]
+    req_id: str
+    total_num: int
+
+
+def parse_schedule(body: bytes) -> ScheduleRequest:
+    try:
+        data: Any = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise ScheduleError("invalid json") from None
+    if not isinstance(data, dict):
+        raise ScheduleError("invalid json")
+    ip, task_type = data.get("ip"), data.get("tasktype")
+    if not isinstance(ip, str) or not ip or not isinstance(task_type, str) or not task_type:
+        raise ScheduleError("missing required fields")
+    names = data.get("filenames")
+    if names is None and isinstance(data.get("filename"), str) and data["filename"]:
+        names = [data["filename"]]
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+        raise ScheduleError("missing filename(s)")
+    total = data.get("total_num", len(names))
+    if not isinstance(total, int) or isinstance(total, bool) or total <= 0 or total != len(names):
+        raise ScheduleError("invalid total_num or filenames size mismatch")
+    req_id = data.get("req_id") or names[0]
+    return ScheduleRequest(ip, task_type.strip(), names, str(req_id), total)
+
+
+async def schedule(master: Master, request: ScheduleRequest, strategy: str) -> list[TaskRow]:
+    """Journals one task per named file already in the upload directory."""
+    if request.task_type not in master.settings.tasktypes:
+        raise UnknownTaskTypeError(request.task_type, master.settings.tasktypes)
+    directory = upload_root(master) / safe_component(request.client_ip)
+    rows = []
+    for name in request.filenames:
+        base = display_name(name)
+        path = directory / base
+        if base != name.replace("\\", "/").rsplit("/", 1)[-1] or not path.is_file():
+            raise ScheduleError(f"failed to open image file {request.client_ip}/{base}")
+        payload = await asyncio.to_thread(path.read_bytes)
+        row, _ = await master.submit(
+            Submission(
+                client_id=request.client_ip,
+                idem_key=f"seed-upload:{base}",
+                task_type=request.task_type,
+                filename=base,
+                payload=payload,
+                metadata={"seed_file": base, "req_id": request.req_id},
+                origin="seed",
+                client_addr=request.client_ip,
+                strategy=strategy,
+                payload_path=str(path),
+            )
+        )
+        rows.append(row)
+    return rows
