@@ -80,6 +80,7 @@ class AgentSettings:
     backend: str = "onnx"  #: onnx or sleep
     threads: int = 1  #: inference threads per slot
     seed: int = 0  #: seeds emulation; 0 = from the agent id
+    drain_timeout_s: float = 30.0  #: on SIGTERM, finish running tasks for at most this long
 
 
 @dataclass

@@ -116,11 +116,13 @@ async def test_devices_show_metrics_and_emulation(make_cluster) -> None:
 
 async def test_a_lost_agent_is_suspect_then_dead_and_its_task_runs_elsewhere(make_cluster) -> None:
     cluster = await make_cluster(heartbeat_interval_s=0.1, dead_grace_s=0.5)
-    slow = await cluster.add_agent("slow", emulate="atlas310", time_scale=400.0)
+    slow = await cluster.add_agent(
+        "slow", emulate="atlas310", time_scale=400.0, drain_timeout_s=0.1
+    )
     reply = await cluster.submit("k", png_bytes())
     await asyncio.sleep(0.3)
     assert cluster.master.core.tasks[reply.task_id].device_id == slow.identity.agent_id
-    await cluster.stop_agent(slow)  # leaves with a goodbye: its task is queued again
+    await cluster.stop_agent(slow)  # drain times out: it hands the task back and leaves
     await cluster.add_agent("fast")
     result = (await cluster.wait([reply.task_id]))[reply.task_id]
     assert result.state == DONE

@@ -15,10 +15,10 @@ import random
 import socket
 import time
 import urllib.request
-from collections import deque
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 
@@ -26,6 +26,7 @@ from edgesched import __version__
 from edgesched.agent.backends import Backend, BackendResult, make_backend
 from edgesched.agent.emulation import Profile, SlotMeter, get_profile
 from edgesched.agent.identity import Identity
+from edgesched.agent.outbox import Outbox
 from edgesched.agent.probe import PsutilProbe
 from edgesched.config import Settings
 from edgesched.errors import BadInputError, TransportError, UnknownPluginError
@@ -83,7 +84,12 @@ class Agent:
         self.meter = SlotMeter(self.slots, time.monotonic())
         self.pool = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="infer")
         self.running: dict[str, tuple[int, asyncio.Task[None]]] = {}
-        self.outbox: deque[agent_pb2.AgentMessage] = deque()
+        self.outbox = Outbox(Path(a.data_dir) / "outbox")
+        #: outbox files sent on this link, removed once a later heartbeat is acknowledged
+        self._unconfirmed: list[tuple[int, list[Path]]] = []
+        self.draining = False
+        self._leave = asyncio.Event()
+        self._idle = asyncio.Event()  #: set whenever the last running task ends
         self._send_q: asyncio.Queue[agent_pb2.AgentMessage] | None = None
         self._inbound: dict[tuple[str, int], _Inbound] = {}
         self._hb_sent: dict[int, float] = {}
@@ -100,7 +106,9 @@ class Agent:
         """Keeps a link to the master until ``stop`` is set."""
         await asyncio.to_thread(self.backend.warm)
         delay = BACKOFF_MIN_S
-        while not stop.is_set():
+        while not self._leave.is_set():
+            if stop.is_set() and not self.connected.is_set() and not self.running:
+                break  # stopping with nothing to hand over: results are in the outbox
             started = time.monotonic()
             try:
                 await self._link(stop)
@@ -109,13 +117,13 @@ class Agent:
             except (TransportError, grpc.aio.AioRpcError, OSError) as exc:
                 log.warning("link to master failed: %s", _short(exc))
             self.connected.clear()
-            if stop.is_set():
+            if self._leave.is_set():
                 break
             if time.monotonic() - started > 10:
                 delay = BACKOFF_MIN_S  # the link had been up: start the backoff again
             wait = self.rng.uniform(delay / 2, delay)
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), wait)
+                await asyncio.wait_for(self._leave.wait(), wait)
             delay = min(BACKOFF_MAX_S, delay * 2)
         self.pool.shutdown(wait=False, cancel_futures=True)
 
@@ -144,9 +152,7 @@ class Agent:
                 time_scale=self.settings.agent.time_scale,
                 capabilities=caps,
                 running_task_ids=sorted(self.running),
-                finished_task_ids=sorted(
-                    m.result.task_id for m in self.outbox if m.HasField("result")
-                ),
+                finished_task_ids=self.outbox.finished_task_ids(),
                 agent_version=__version__,
                 static_info={"probe": self.probe.name, "backend": self.backend.name},
                 session=self.session_no,
@@ -174,26 +180,35 @@ class Agent:
             send_q.put_nowait(self._register())
             call = stub.Connect(self._outgoing(send_q))
             heartbeats: asyncio.Task[None] | None = None
-            stopper = asyncio.create_task(stop.wait())
+            drainer: asyncio.Task[None] | None = None
+            leave = asyncio.create_task(self._leave.wait())
+            stopper = asyncio.ensure_future(stop.wait())
             try:
                 reader = call.__aiter__()  # not aiter(): agents run on Python 3.9
+                next_msg: asyncio.Future[agent_pb2.MasterMessage] | None = None
                 while True:
-                    next_msg = asyncio.ensure_future(reader.__anext__())
-                    done, _ = await asyncio.wait(
-                        {next_msg, stopper}, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    if stopper in done:
+                    if stop.is_set() and drainer is None:
+                        drainer = asyncio.create_task(self._drain(send_q))
+                    if next_msg is None:
+                        next_msg = asyncio.ensure_future(reader.__anext__())
+                    waiting = {next_msg, leave} if stopper.done() else {next_msg, leave, stopper}
+                    done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                    if leave in done:
                         next_msg.cancel()
                         send_q.put_nowait(
                             agent_pb2.AgentMessage(goodbye=agent_pb2.Goodbye(reason="stopping"))
                         )
-                        await asyncio.sleep(0.05)  # let the goodbye leave
+                        await asyncio.sleep(0.1)  # let the goodbye leave
                         call.cancel()
                         return
+                    if next_msg not in done:
+                        continue
                     try:
                         message = next_msg.result()
                     except StopAsyncIteration:
                         raise TransportError("the master closed the link") from None
+                    finally:
+                        next_msg = None
                     kind = message.WhichOneof("kind")
                     if kind == "registered":
                         heartbeats = self._on_registered(message.registered, send_q)
@@ -202,10 +217,12 @@ class Agent:
                     else:
                         self._on_message(message)
             finally:
+                leave.cancel()
                 stopper.cancel()
                 self._send_q = None
-                if heartbeats is not None:
-                    heartbeats.cancel()
+                for task in (heartbeats, drainer):
+                    if task is not None:
+                        task.cancel()
 
     def _on_registered(
         self, reply: agent_pb2.RegisterReply, send_q: asyncio.Queue[agent_pb2.AgentMessage]
@@ -216,8 +233,14 @@ class Agent:
         for task_id in reply.drop_task_ids:
             self._cancel(task_id, "the master moved it elsewhere")
         log.info("joined the master as %s (%d slots)", reply.agent_id, self.slots)
-        while self.outbox:
-            send_q.put_nowait(self.outbox.popleft())
+        self._unconfirmed.clear()
+        items = self.outbox.items()
+        for _, message in items:
+            send_q.put_nowait(message)
+        if items:
+            log.info("sending %d results kept while the link was down", len(items))
+            # the next heartbeat's ack proves the master has read them
+            self._unconfirmed.append((self._hb_seq + 1, [path for path, _ in items]))
         self.connected.set()
         interval = max(0.05, reply.heartbeat_interval_ms / 1000.0)
         return asyncio.create_task(self._heartbeats(interval, send_q))
@@ -229,11 +252,25 @@ class Agent:
             yield await send_q.get()
 
     def _send(self, message: agent_pb2.AgentMessage) -> None:
-        """Sends now, or keeps the result for the next link if there is none."""
+        """Sends now, or keeps a result on disk for the next link if there is none."""
         if self._send_q is not None and self.connected.is_set():
             self._send_q.put_nowait(message)
         elif message.HasField("result") or message.HasField("failure"):
-            self.outbox.append(message)
+            self.outbox.put(message)
+
+    async def _drain(self, send_q: asyncio.Queue[agent_pb2.AgentMessage]) -> None:
+        """SIGTERM: take nothing new, finish what runs (bounded), then leave."""
+        self.draining = True
+        send_q.put_nowait(self._heartbeat())  # tells the master at once
+        log.info("draining: %d tasks to finish", len(self.running))
+        if self.running:
+            self._idle.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), self.settings.agent.drain_timeout_s)
+        if self.running:
+            log.warning("drain timeout: handing %d tasks back", len(self.running))
+        await asyncio.sleep(0.05)  # results just queued leave before the goodbye
+        self._leave.set()
 
     # ---- heartbeats --------------------------------------------------------------------
 
@@ -272,6 +309,7 @@ class Agent:
                 agent_time_unix_ms=int(time.time() * 1000),
                 echo_seq=self._echo,
                 outbox=len(self.outbox),
+                draining=self.draining,
             )
         )
 
@@ -281,8 +319,11 @@ class Agent:
         kind = message.WhichOneof("kind")
         now = time.monotonic()
         if kind == "heartbeat_ack":
-            sent = self._hb_sent.pop(message.heartbeat_ack.seq, None)
-            self._echo = message.heartbeat_ack.seq
+            seq = message.heartbeat_ack.seq
+            sent = self._hb_sent.pop(seq, None)
+            self._echo = seq
+            while self._unconfirmed and self._unconfirmed[0][0] <= seq:
+                self.outbox.remove(self._unconfirmed.pop(0)[1])
             if sent is not None:
                 rtt = (now - sent) * 1000
                 self.latency_ms = rtt if self.latency_ms == 0 else 0.8 * self.latency_ms + 0.2 * rtt
@@ -331,6 +372,8 @@ class Agent:
 
     def _cancel(self, task_id: str, reason: str) -> None:
         entry = self.running.pop(task_id, None)
+        if not self.running:
+            self._idle.set()
         if entry is None:
             return
         attempt, task = entry
@@ -391,6 +434,8 @@ class Agent:
             self.meter.stop(time.monotonic())
             if self.running.get(a.task_id, (None,))[0] == a.attempt:
                 del self.running[a.task_id]
+            if not self.running:
+                self._idle.set()
         end = time.monotonic()
         timings = common_pb2.BoardTimings(
             receive_ms=receive_ms,

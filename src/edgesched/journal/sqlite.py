@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edgesched import failpoints
 from edgesched.errors import DiskFullError, JournalError
 from edgesched.journal.base import TaskRow
 
@@ -180,6 +181,7 @@ class SQLiteJournal:
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
                     results.append((exc, True))
+            failpoints.hit("before_commit")
             conn.execute("COMMIT")
             self.commits += 1
             self.ops += len(batch)

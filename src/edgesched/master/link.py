@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 
+from edgesched import failpoints
 from edgesched.core.state import Device, Metrics
 from edgesched.journal.base import TaskRow
 from edgesched.master.intake import peer_host
@@ -118,6 +119,7 @@ class AgentSession:
             )
             offset += len(piece)
             if last:
+                failpoints.hit("after_assignment_sent")
                 return
 
 
@@ -257,6 +259,8 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
             if kind == "heartbeat":
                 hb = message.heartbeat
                 master.apply(master.core.heartbeat(device_id, _metrics(hb.metrics), now))
+                if hb.draining:
+                    master.core.drain(device_id, True)
                 session.send_control(
                     agent_pb2.MasterMessage(
                         heartbeat_ack=agent_pb2.HeartbeatAck(

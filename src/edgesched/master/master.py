@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgesched import failpoints
 from edgesched.clock import Clock, SystemClock
 from edgesched.config import Settings
 from edgesched.core.scheduler import (
@@ -201,6 +202,7 @@ class Master:
             delivery="pending" if sub.origin == "seed" else "",
         )
         stored, duplicate = await self.journal.insert(row)
+        failpoints.hit("after_commit_before_ack")
         if duplicate:
             if not sub.payload_path:
                 with contextlib.suppress(OSError):

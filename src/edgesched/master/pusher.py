@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 
+from edgesched import failpoints
 from edgesched.journal.base import TaskRow
 from edgesched.master.master import Master
 from edgesched.names import stem
@@ -68,6 +69,7 @@ class ResultPusher:
         give_up_ms = finished_ms + int(m.result_push_ttl_s * 1000)
         delay = BACKOFF_S
         while True:
+            failpoints.hit("before_result_push")
             try:
                 async with self._slots:
                     response = await self._client.post(

@@ -103,6 +103,13 @@ class SeedIntake:
         await asyncio.to_thread(check_picture, upload.payload, m.max_upload_bytes, m.max_pixels)
         ip = safe_component(client_ip)
         directory = upload_root(master) / ip
+        # Gen-B clients name each request; a picture resent under the same req_id and name
+        # (after a master restart) is the same task, not a second one
+        key = f"seed:{upload.req_id}:{upload.filename}" if upload.req_id else ""
+        if key:
+            existing = await master.journal.find_key(client_ip, key)
+            if existing is not None:
+                return existing, existing.metadata.get("seed_file", "")
         async with self._lock:  # numbers are handed out in order, each once
             floor = await asyncio.to_thread(self._floor, ip, directory)
             number = await master.journal.next_counter(f"seed-upload:{ip}", floor)
@@ -117,7 +124,7 @@ class SeedIntake:
         row, _ = await master.submit(
             Submission(
                 client_id=client_ip,
-                idem_key=f"seed-upload:{name}",
+                idem_key=key or f"seed-upload:{name}",
                 task_type=upload.task_type,
                 filename=display_name(upload.filename) if upload.filename else name,
                 payload=upload.payload,
@@ -129,6 +136,9 @@ class SeedIntake:
                 checked=True,
             )
         )
+        if row.payload_path != str(path):  # the same request raced in twice: keep the first
+            await asyncio.to_thread(path.unlink, True)
+            name = row.metadata.get("seed_file", name)
         return row, name
 
 

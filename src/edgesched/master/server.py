@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import grpc
 import uvicorn
 
+from edgesched import failpoints
 from edgesched.config import Settings
 from edgesched.journal.sqlite import SQLiteJournal
 from edgesched.master.http import make_http_app
@@ -67,6 +69,7 @@ class MasterServer:
 
     async def start(self) -> None:
         s = self.settings.master
+        failpoints.arm_from_env(os.environ)
         await self.journal.start()
         master = Master(self.settings, self.journal)
         self.master = master
