@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from edgesched import __version__
+from edgesched.cli_ops import register as register_ops
 from edgesched.config import Settings, load_settings, render_toml
 from edgesched.errors import EdgeschedError
 from edgesched.logs import setup_logging
@@ -426,6 +427,8 @@ def demo(
     )
     sys.exit(run_demo(options))
 
+
+register_ops(main)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -46,6 +46,8 @@ class MasterSettings:
     result_port: int = 8888  #: seed clients' result receiver port (POST /recv_rst)
     result_push_ttl_s: float = 3600.0  #: a seed result not accepted by then is undeliverable
     gateway_url: str = "http://127.0.0.1:6666"  #: where a split task-manager forwards uploads
+    retention_s: float = 7 * 24 * 3600.0  #: finished tasks older than this leave the journal
+    retention_rows: int = 100_000  #: at most this many finished tasks are kept
 
 
 @dataclass
@@ -57,6 +59,7 @@ class SchedulingSettings:
     max_attempts: int = 3  #: failures of a task (not of the infrastructure) before it is dead
     retry_backoff_s: float = 0.5  #: first retry delay; doubles per failure, with full jitter
     retry_backoff_cap_s: float = 30.0  #: retry delay never exceeds this
+    task_deadline_s: float = 600.0  #: an attempt not finished by then runs elsewhere (not counted)
     weight_cpu: float = 0.3  #: load score: CPU utilisation (fraction)
     weight_memory: float = 0.1  #: load score: memory utilisation (fraction)
     weight_xpu: float = 0.4  #: load score: NPU/GPU utilisation (fraction)
@@ -235,6 +238,7 @@ def validate(settings: Settings) -> None:
     for key in (
         "heartbeat_interval_s",
         "dead_grace_s",
+        "task_deadline_s",
         "network_reference_ms",
         "assumed_bandwidth_mbps",
     ):
@@ -251,6 +255,8 @@ def validate(settings: Settings) -> None:
         raise ConfigError(f"master.result_port must be in 1..65535, not {m.result_port}")
     if not (math.isfinite(m.result_push_ttl_s) and m.result_push_ttl_s > 0):
         raise ConfigError("master.result_push_ttl_s must be a positive number")
+    if not (math.isfinite(m.retention_s) and m.retention_s > 0) or m.retention_rows < 1:
+        raise ConfigError("master.retention_s and master.retention_rows must be positive")
     if m.max_upload_bytes <= 0:
         raise ConfigError("master.max_upload_bytes must be positive")
     for name, tt in settings.tasktypes.items():

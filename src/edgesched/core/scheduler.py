@@ -82,6 +82,7 @@ class Core:
         self.devices: dict[str, Device] = {}
         self._ready: deque[str] = deque()  #: queued tasks that may be dispatched now (FIFO)
         self._delayed: list[tuple[float, int, str]] = []  #: (not_before, seq, task id)
+        self._deadlines: list[tuple[float, str, int]] = []  #: (due, task id, attempt)
         self._seq = 0
         self.retries = 0  #: attempts re-queued, any cause (for metrics)
         self._strategies: dict[str, Strategy] = {}
@@ -125,6 +126,7 @@ class Core:
             self.devices[device.id] = device
         task.live = {task.attempt: device.id}
         device.inflight.add((task.id, task.attempt))
+        self._watch_deadline(task, now)
 
     def _enqueue(self, task: Task, now: float) -> None:
         if task.not_before > now:
@@ -361,7 +363,41 @@ class Core:
         while self._delayed and self._delayed[0][0] <= now:
             _, _, task_id = heapq.heappop(self._delayed)
             self._ready.append(task_id)
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, task_id, attempt = heapq.heappop(self._deadlines)
+            out += self._missed_deadline(task_id, attempt, now)
         return out
+
+    def _watch_deadline(self, task: Task, now: float) -> None:
+        limit = task.deadline_s or self.settings.task_deadline_s
+        heapq.heappush(self._deadlines, (now + limit, task.id, task.attempt))
+
+    def _missed_deadline(self, task_id: str, attempt: int, now: float) -> list[Command]:
+        """A slow or hung device: the attempt is cancelled and the task runs elsewhere.
+
+        The device keeps the slot until it reports the attempt ended (a hung one never does).
+        """
+        task = self.tasks.get(task_id)
+        if task is None or attempt not in task.live:
+            return []
+        device_id = task.live.pop(attempt)
+        limit = task.deadline_s or self.settings.task_deadline_s
+        why = f"attempt {attempt} not finished within {limit:g} s"
+        task.errors.append(AttemptError(attempt, device_id, "deadline", why, now, False))
+        out: list[Command] = [CancelAttempt(task_id, device_id, attempt, "deadline missed")]
+        if task.live:
+            return [*out, Persist(task)]
+        return out + self._requeue(task, now)
+
+    def retry(self, task: Task, now: float) -> list[Command]:
+        """An operator's retry of a dead task: queued again with its failure count reset."""
+        if task.state is not TaskState.DEAD:
+            raise ConflictError(f"task {task.id} is {task.state.value}, not dead")
+        task.failures = 0
+        task.error = ""
+        task.live.clear()
+        self.tasks[task.id] = task
+        return self._requeue(task, now)
 
     def next_wakeup(self) -> float | None:
         return self._delayed[0][0] if self._delayed else None
@@ -394,6 +430,7 @@ class Core:
             task.move(TaskState.ASSIGNED)
             device.inflight.add((task.id, task.attempt))
             device.sent_since_heartbeat += 1
+            self._watch_deadline(task, now)
             free -= 1
             out += [Assign(task, device.id, task.attempt), Persist(task)]
         self._ready.extendleft(reversed(skipped))

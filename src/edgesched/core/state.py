@@ -84,6 +84,7 @@ class Task:
     submitted_at: float
     client_id: str = ""
     strategy: str = ""  #: a per-task strategy name; "" = the master's
+    deadline_s: float = 0.0  #: per-attempt deadline; 0 = the configured default
     state: TaskState = TaskState.QUEUED
     attempt: int = 0  #: dispatch epoch: increases with every assignment
     failures: int = 0  #: failures of the task itself, counted against max_attempts

@@ -90,6 +90,17 @@ class Journal(Protocol):
 
     async def counts(self) -> dict[str, int]: ...
 
+    async def prune(self, before_ms: int, keep_rows: int) -> list[str]:
+        """Deletes finished tasks older than ``before_ms`` and the oldest beyond ``keep_rows``
+        (never a result still waiting to be pushed); returns their payload paths."""
+        ...
+
+    async def agents(self) -> dict[str, str]:
+        """Admitted agents: id → sha256 of the credential they were given."""
+        ...
+
+    async def add_agent(self, agent_id: str, credential_sha256: str, device_type: str) -> None: ...
+
     async def pending_deliveries(self) -> list[TaskRow]:
         """Done tasks whose result still has to be pushed to a seed client."""
         ...

@@ -15,6 +15,7 @@ class MemoryJournal:
         self.rows: dict[str, TaskRow] = {}
         self.keys: dict[tuple[str, str], str] = {}
         self.counters: dict[str, int] = {}
+        self.agent_rows: dict[str, str] = {}
 
     async def start(self) -> None:
         return None
@@ -55,6 +56,24 @@ class MemoryJournal:
     async def unfinished(self) -> list[TaskRow]:
         rows = [copy.deepcopy(r) for r in self.rows.values() if r.state not in FINAL]
         return sorted(rows, key=lambda r: (r.submitted_ms, r.id))
+
+    async def prune(self, before_ms: int, keep_rows: int) -> list[str]:
+        finished = sorted(
+            (r for r in self.rows.values() if r.state in FINAL and r.delivery != "pending"),
+            key=lambda r: (r.finished_ms, r.id),
+            reverse=True,
+        )
+        gone = [r for i, r in enumerate(finished) if i >= keep_rows or r.finished_ms < before_ms]
+        for row in gone:
+            del self.rows[row.id]
+            self.keys.pop((row.client_id, row.idem_key), None)
+        return [r.payload_path for r in gone]
+
+    async def agents(self) -> dict[str, str]:
+        return dict(self.agent_rows)
+
+    async def add_agent(self, agent_id: str, credential_sha256: str, device_type: str) -> None:
+        self.agent_rows[agent_id] = credential_sha256
 
     async def pending_deliveries(self) -> list[TaskRow]:
         rows = [

@@ -67,6 +67,12 @@ MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX tasks_state ON tasks (state, submitted_ms);
     CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    CREATE TABLE agents (
+        id TEXT PRIMARY KEY,
+        credential_sha256 TEXT NOT NULL,
+        device_type TEXT NOT NULL DEFAULT '',
+        joined_ms INTEGER NOT NULL DEFAULT 0
+    );
     """,
 }
 
@@ -293,6 +299,40 @@ class SQLiteJournal:
 
         result: list[TaskRow] = await self._submit(op)
         return result
+
+    async def prune(self, before_ms: int, keep_rows: int) -> list[str]:
+        finished = "state IN ('done', 'dead', 'cancelled') AND delivery != 'pending'"
+
+        def op(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                f"SELECT id, payload_path FROM tasks WHERE {finished} AND finished_ms < ? "
+                f"UNION SELECT id, payload_path FROM (SELECT id, payload_path FROM tasks "
+                f"WHERE {finished} ORDER BY finished_ms DESC, id DESC LIMIT -1 OFFSET ?)",
+                (before_ms, keep_rows),
+            ).fetchall()
+            conn.executemany("DELETE FROM tasks WHERE id = ?", [(r[0],) for r in rows])
+            return [str(r[1]) for r in rows]
+
+        result: list[str] = await self._submit(op)
+        return result
+
+    async def agents(self) -> dict[str, str]:
+        def op(conn: sqlite3.Connection) -> dict[str, str]:
+            rows = conn.execute("SELECT id, credential_sha256 FROM agents").fetchall()
+            return {str(r[0]): str(r[1]) for r in rows}
+
+        result: dict[str, str] = await self._submit(op)
+        return result
+
+    async def add_agent(self, agent_id: str, credential_sha256: str, device_type: str) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR REPLACE INTO agents (id, credential_sha256, device_type, joined_ms) "
+                "VALUES (?, ?, ?, CAST(strftime('%s', 'now') AS INTEGER) * 1000)",
+                (agent_id, credential_sha256, device_type),
+            )
+
+        await self._submit(op)
 
     async def pending_deliveries(self) -> list[TaskRow]:
         def op(conn: sqlite3.Connection) -> list[TaskRow]:

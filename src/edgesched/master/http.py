@@ -93,6 +93,12 @@ class TaskOut(BaseModel):
     delivery: str
 
 
+class RetryOut(BaseModel):
+    task: TaskOut
+    attempts_reset: bool
+    msg: str
+
+
 class TaskList(BaseModel):
     tasks: list[TaskOut]
     count: int
@@ -145,6 +151,16 @@ def make_http_app(master: Master, link_port: int, intake: SeedIntake | None = No
     @app.get("/api/v1/tasks/{task_id}", response_model=TaskOut, responses=ERRORS)
     async def task(task_id: str) -> dict[str, Any]:
         return task_json(await master.get_task(task_id))
+
+    @app.post("/api/v1/tasks/{task_id}/retry", response_model=RetryOut, responses=ERRORS)
+    async def retry(task_id: str) -> dict[str, Any]:
+        """Queues a dead task again; its attempt count is reset (its error history stays)."""
+        row = await master.retry(task_id)
+        return {
+            "task": task_json(row),
+            "attempts_reset": True,
+            "msg": "queued again; its failure count was reset to 0",
+        }
 
     @app.post("/api/v1/tasks/{task_id}/cancel", response_model=TaskOut, responses=ERRORS)
     async def cancel(task_id: str) -> dict[str, Any]:

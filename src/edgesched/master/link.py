@@ -8,8 +8,10 @@ chunks of at most 1 MiB, so a heartbeat ack never waits behind a big picture on 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
+import re
 import secrets
 import uuid
 from collections import deque
@@ -33,6 +35,7 @@ log = logging.getLogger("edgesched.link")
 PROTOCOL_MAJOR = 1
 PROTOCOL_MINOR = 0
 CHUNK_BYTES = 1024 * 1024
+AGENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 REGISTER_TIMEOUT_S = 10.0
 
 
@@ -123,6 +126,10 @@ class AgentSession:
                 return
 
 
+def _digest(credential: str) -> str:
+    return hashlib.sha256(credential.encode()).hexdigest()
+
+
 def _metrics(m: agent_pb2.DeviceMetrics) -> Metrics:
     def finite(value: float, default: float) -> float:
         return value if math.isfinite(value) else default
@@ -153,12 +160,13 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
             first = await asyncio.wait_for(anext(request_iterator), REGISTER_TIMEOUT_S)
         except (TimeoutError, StopAsyncIteration):
             return
-        refusal = self._check(first)
-        if refusal is not None:
-            log.warning("agent refused from %s: %s", context.peer(), refusal.message)
-            yield agent_pb2.MasterMessage(refused=refusal)
+        identity = self._check(first) or await self._authenticate(first.register)
+        if isinstance(identity, agent_pb2.Refused):
+            log.warning("agent refused from %s: %s", context.peer(), identity.message)
+            yield agent_pb2.MasterMessage(refused=identity)
             return
-        session, reply = self._admit(first.register, context.peer())
+        agent_id, credential = identity
+        session, reply = self._admit(first.register, context.peer(), agent_id, credential)
         yield agent_pb2.MasterMessage(registered=reply)
         reader = asyncio.create_task(self._read(request_iterator, session))
         reader.add_done_callback(lambda _: session.close("link closed"))
@@ -185,17 +193,41 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
                 message=f"protocol {reg.protocol.major}.{reg.protocol.minor} not supported; "
                 f"this master speaks {PROTOCOL_MAJOR}.{PROTOCOL_MINOR}",
             )
-        if not reg.join_token or not tokens_equal(reg.join_token, self.master.token):
+        if reg.agent_id and not AGENT_ID.match(reg.agent_id):
             return agent_pb2.Refused(
-                code="unauthenticated", message="missing or wrong join token (--token)"
+                code="protocol", message="agent id must be 1-64 of [A-Za-z0-9._-]"
             )
         return None
 
+    async def _authenticate(self, reg: agent_pb2.Register) -> tuple[str, str] | agent_pb2.Refused:
+        """A known agent proves itself with its credential; anyone else needs the join token.
+
+        Returns (agent id, credential to hand back) or the refusal.
+        """
+        master = self.master
+        known = master.agent_credentials.get(reg.agent_id) if reg.agent_id else None
+        if known is not None:
+            if reg.credential and tokens_equal(_digest(reg.credential), known):
+                return reg.agent_id, reg.credential
+            return agent_pb2.Refused(
+                code="duplicate_id",
+                message=f"agent id {reg.agent_id} belongs to another agent: its credential "
+                "does not match (remove the agent's agent.json to join as a new agent)",
+            )
+        if not reg.join_token or not tokens_equal(reg.join_token, master.token):
+            return agent_pb2.Refused(
+                code="unauthenticated", message="missing or wrong join token (--token)"
+            )
+        agent_id = reg.agent_id or f"{reg.device_type or 'cpu'}-{uuid.uuid4().hex[:8]}"
+        credential = "esc_" + secrets.token_urlsafe(24)
+        await master.journal.add_agent(agent_id, _digest(credential), reg.device_type)
+        master.agent_credentials[agent_id] = _digest(credential)
+        return agent_id, credential
+
     def _admit(
-        self, reg: agent_pb2.Register, peer: str
+        self, reg: agent_pb2.Register, peer: str, agent_id: str, credential: str
     ) -> tuple[AgentSession, agent_pb2.RegisterReply]:
         master = self.master
-        agent_id = reg.agent_id or f"{reg.device_type or 'cpu'}-{uuid.uuid4().hex[:8]}"
         old = master.sessions.pop(agent_id, None)
         if old is not None:
             old.close("replaced by a new session")
@@ -236,7 +268,7 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
         master.apply(commands)
         reply = agent_pb2.RegisterReply(
             agent_id=agent_id,
-            credential=reg.credential or secrets.token_urlsafe(24),
+            credential=credential,
             heartbeat_interval_ms=int(master.settings.scheduling.heartbeat_interval_s * 1000),
             protocol=agent_pb2.ProtocolVersion(major=PROTOCOL_MAJOR, minor=PROTOCOL_MINOR),
             keep_task_ids=reconciled.keep,

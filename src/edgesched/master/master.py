@@ -29,7 +29,7 @@ from edgesched.core.scheduler import (
     Finished,
     Persist,
 )
-from edgesched.core.state import Task, TaskState
+from edgesched.core.state import AttemptError, Task, TaskState
 from edgesched.core.strategies import canonical_strategy, make_strategy
 from edgesched.errors import (
     BadInputError,
@@ -125,6 +125,7 @@ class Master:
         self.token, self.token_created = load_or_create_token(self.data_dir)
         self.rows: dict[str, TaskRow] = {}  #: unfinished tasks, as journaled
         self.sessions: dict[str, AgentSession] = {}
+        self.agent_credentials: dict[str, str] = {}  #: agent id → sha256 of its credential
         self.hub = ResultHub()
         self.finished_total: dict[str, int] = {}
         self.stopping = False
@@ -135,27 +136,45 @@ class Master:
 
     async def restore(self) -> int:
         """Takes back every unfinished task from the journal. Returns how many."""
+        self.agent_credentials = await self.journal.agents()
         now = self.clock.monotonic()
         rows = await self.journal.unfinished()
         for row in rows:
-            task = Task(
-                id=row.id,
-                task_type=row.task_type,
-                size_bytes=row.payload_size,
-                submitted_at=now,
-                client_id=row.client_id,
-                state=TaskState(row.state),
-                attempt=row.attempt,
-                failures=row.failures,
-                device_id=row.device_id,
-                strategy=row.strategy,
-                queued_at=now,
-                assigned_at=now,
-            )
             self.rows[row.id] = row
-            self.core.restore(task, now)
+            self.core.restore(self._task_from_row(row, now), now)
         self.pump()
         return len(rows)
+
+    def _task_from_row(self, row: TaskRow, now: float) -> Task:
+        """The core's view of a journaled task (after a restart, or for a retry)."""
+        wall = self.clock.wall_ms()
+        errors = [
+            AttemptError(
+                attempt=int(e.get("attempt", 0)),
+                device_id=str(e.get("device_id", "")),
+                kind=str(e.get("kind", "")),
+                message=str(e.get("message", "")),
+                at=now - max(0, wall - int(e.get("at_unix_ms", wall))) / 1000,
+                counted=bool(e.get("counted", False)),
+            )
+            for e in row.errors
+        ]
+        return Task(
+            id=row.id,
+            task_type=row.task_type,
+            size_bytes=row.payload_size,
+            submitted_at=now,
+            client_id=row.client_id,
+            state=TaskState(row.state),
+            attempt=row.attempt,
+            failures=row.failures,
+            device_id=row.device_id,
+            strategy=row.strategy,
+            deadline_s=row.deadline_ms / 1000,
+            queued_at=now,
+            assigned_at=now,
+            errors=errors,
+        )
 
     # ---- intake ------------------------------------------------------------------------
 
@@ -218,6 +237,7 @@ class Master:
                 submitted_at=now,
                 client_id=sub.client_id,
                 strategy=strategy,
+                deadline_s=sub.deadline_ms / 1000,
             ),
             now,
         )
@@ -321,6 +341,8 @@ class Master:
         if row.origin == "seed" and task.state is TaskState.DONE:
             if self.on_seed_done is not None:
                 self.on_seed_done(row)  # the upload goes once the result is delivered
+        elif task.state is TaskState.DEAD:
+            pass  # kept for an operator's retry, until retention prunes the task
         elif not self.settings.master.keep_upload:
             with contextlib.suppress(OSError):
                 Path(row.payload_path).unlink()
@@ -383,6 +405,26 @@ class Master:
         row = self.rows.get(task_id) or await self.journal.get(task_id)
         if row is None:
             raise NotFoundError(f"no task {task_id}")
+        return row
+
+    async def retry(self, task_id: str) -> TaskRow:
+        """Queues a dead task again, with its failure count reset (its error history stays)."""
+        row = await self.get_task(task_id)
+        if row.state != TaskState.DEAD.value:
+            raise ConflictError(f"task {task_id} is {row.state}; only dead tasks can be retried")
+        if not await asyncio.to_thread(Path(row.payload_path).is_file):
+            raise ConflictError(f"task {task_id}: its picture is no longer kept; submit it again")
+        now = self.clock.monotonic()
+        task = self._task_from_row(row, now)
+        row.finished_ms = 0
+        row.error = ""
+        if row.origin == "seed":
+            row.delivery = "pending"
+        self.rows[task_id] = row
+        log.info("task %s retried by request: attempt count reset", task_id)
+        self.apply(self.core.retry(task, now))
+        self.journal.update(task_id, {"finished_ms": 0, "delivery": row.delivery})
+        self.pump()
         return row
 
     async def cancel(self, task_id: str, reason: str = "cancelled by request") -> TaskRow:

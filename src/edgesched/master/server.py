@@ -30,6 +30,7 @@ from edgesched.v1 import agent_pb2_grpc, client_pb2_grpc
 log = logging.getLogger("edgesched.master")
 
 TICK_S = 0.1
+PRUNE_EVERY_S = 60.0
 
 
 def grpc_options(max_message_bytes: int) -> list[tuple[str, Any]]:
@@ -117,9 +118,25 @@ class MasterServer:
 
     async def _ticker(self) -> None:
         assert self.master is not None
+        next_prune = 0.0
         while True:
             await asyncio.sleep(TICK_S)
             self.master.tick()
+            now = self.master.clock.monotonic()
+            if now >= next_prune:
+                next_prune = now + PRUNE_EVERY_S
+                await self.prune()
+
+    async def prune(self) -> int:
+        """Retention: finished tasks past the TTL or the row cap leave the journal and disk."""
+        assert self.master is not None
+        m = self.settings.master
+        before = self.master.clock.wall_ms() - int(m.retention_s * 1000)
+        paths = await self.journal.prune(before, m.retention_rows)
+        if paths:
+            await asyncio.to_thread(_remove_files, paths)
+            log.info("retention: pruned %d finished tasks", len(paths))
+        return len(paths)
 
     async def stop(self) -> None:
         if self.master is not None:
@@ -139,6 +156,12 @@ class MasterServer:
         if self.pusher is not None:
             await self.pusher.close()
         await self.journal.close()
+
+
+def _remove_files(paths: list[str]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            Path(path).unlink()
 
 
 def _host(bind: str) -> str:

@@ -1,0 +1,145 @@
+"""Operator commands against the REST API: ``edgesched tasks …`` and ``edgesched devices …``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+MASTER_HELP = "the gateway's URL (or EDGESCHED_MASTER_URL)"
+
+
+def master_option(func: Any) -> Any:
+    return click.option(
+        "--master",
+        "master_url",
+        envvar="EDGESCHED_MASTER_URL",
+        default="http://127.0.0.1:6666",
+        show_default=True,
+        help=MASTER_HELP,
+    )(func)
+
+
+def json_option(func: Any) -> Any:
+    return click.option("--json", "as_json", is_flag=True, help="print JSON for scripts")(func)
+
+
+def call(method: str, master_url: str, path: str, **params: Any) -> Any:
+    """One REST call; errors become a one-line message and exit status 1."""
+    try:
+        response = httpx.request(method, master_url.rstrip("/") + path, params=params, timeout=10)
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"cannot reach {master_url}: {exc}") from exc
+    if response.status_code >= 400:
+        try:
+            msg = response.json().get("msg") or response.json().get("detail")
+        except ValueError:
+            msg = response.text
+        raise click.ClickException(f"{response.status_code}: {msg}")
+    return response.json()
+
+
+def emit(data: Any, as_json: bool, table: Table | None = None) -> None:
+    if as_json or table is None:
+        click.echo(json.dumps(data, ensure_ascii=False))
+    else:
+        Console().print(table)
+
+
+def register(main: click.Group) -> None:
+    @main.group()
+    def tasks() -> None:
+        """List, inspect, retry and cancel tasks."""
+
+    @tasks.command("ls")
+    @click.option(
+        "--state",
+        type=click.Choice(["queued", "assigned", "running", "done", "dead", "cancelled"]),
+    )
+    @click.option("--limit", type=int, default=50, show_default=True)
+    @master_option
+    @json_option
+    def tasks_ls(state: str | None, limit: int, master_url: str, as_json: bool) -> None:
+        """Tasks, newest first."""
+        params: dict[str, Any] = {"limit": limit}
+        if state:
+            params["state"] = state
+        data = call("GET", master_url, "/api/v1/tasks", **params)
+        table = Table(title=f"tasks ({data['count']})")
+        for column in ("id", "state", "type", "file", "device", "attempts", "error"):
+            table.add_column(column)
+        for t in data["tasks"]:
+            table.add_row(
+                t["id"],
+                t["state"],
+                t["task_type"],
+                t["filename"],
+                t["device_id"],
+                str(t["attempts"]),
+                t["error"][:60],
+            )
+        emit(data, as_json, table)
+
+    @tasks.command("show")
+    @click.argument("task_id")
+    @master_option
+    def tasks_show(task_id: str, master_url: str) -> None:
+        """One task: state, attempts, device, stage timings, result, errors (JSON)."""
+        click.echo(json.dumps(call("GET", master_url, f"/api/v1/tasks/{task_id}"), indent=2))
+
+    @tasks.command("retry")
+    @click.argument("task_id")
+    @master_option
+    @json_option
+    def tasks_retry(task_id: str, master_url: str, as_json: bool) -> None:
+        """Queue a dead task again; its attempt count is reset."""
+        data = call("POST", master_url, f"/api/v1/tasks/{task_id}/retry")
+        if as_json:
+            click.echo(json.dumps(data))
+        else:
+            click.echo(f"task {task_id}: {data['msg']}")
+
+    @tasks.command("cancel")
+    @click.argument("task_id")
+    @master_option
+    @json_option
+    def tasks_cancel(task_id: str, master_url: str, as_json: bool) -> None:
+        """Cancel a task that has not ended."""
+        data = call("POST", master_url, f"/api/v1/tasks/{task_id}/cancel")
+        click.echo(json.dumps(data) if as_json else f"task {task_id}: {data['state']}")
+
+    @main.group()
+    def devices() -> None:
+        """List devices."""
+
+    @devices.command("ls")
+    @master_option
+    @json_option
+    def devices_ls(master_url: str, as_json: bool) -> None:
+        """Devices with their state, load and slots."""
+        data = call("GET", master_url, "/api/v1/devices")
+        table = Table(title="devices")
+        for column in ("id", "type", "state", "cpu", "mem", "xpu", "slots", "done", "mean ms"):
+            table.add_column(column)
+        for d in data["devices"]:
+            kind = d["type"] + (" (emulated)" if d["emulated"] else "")
+            xpu = "-" if d["xpu"] is None else f"{d['xpu']:.0%}"
+            table.add_row(
+                d["id"],
+                kind,
+                d["state"],
+                f"{d['cpu']:.0%}",
+                f"{d['memory']:.0%}",
+                xpu,
+                f"{d['slots'] - d['free_slots']}/{d['slots']}",
+                str(d["tasks_done"]),
+                f"{d['mean_service_ms']:.1f}",
+            )
+        emit(data, as_json, table)
+
+
+__all__ = ["register"]
