@@ -16,6 +16,7 @@ from edgesched.core.scheduler import (
     CancelAttempt,
     Command,
     Core,
+    Expired,
     Finished,
     Persist,
     Reconciled,
@@ -525,7 +526,7 @@ def test_a_silent_device_is_suspect_after_the_missed_beats_then_dead_after_the_g
     assert state_of(device) is DeviceState.SUSPECT
     commands = core.tick(36.1)
     assert state_of(device) is DeviceState.DEAD
-    assert commands == [Persist(task)]
+    assert commands == [Expired("d1"), Persist(task)]
     assert task_state(task) is TaskState.QUEUED
     assert task.failures == 0
     assert [(e.kind, e.counted) for e in task.errors] == [("device_lost", False)]
@@ -597,7 +598,7 @@ def test_a_lost_link_leads_to_death_after_the_grace():
     core.link_lost("d1", 1.0)
     core.heartbeat("d1", Metrics(), 20.0)  # frames that slip through do not reset the grace
     assert core.tick(30.9) == []
-    assert core.tick(31.0) == [Persist(task)]
+    assert core.tick(31.0) == [Expired("d1"), Persist(task)]
     assert state_of(device) is DeviceState.DEAD
 
 
@@ -756,7 +757,7 @@ def test_a_restored_assigned_task_waits_on_a_placeholder_device_that_dies_after_
     assert device.inflight == {("t1", 2)}
     assert task.live == {2: "gone"}
     assert core.tick(129.9) == []
-    assert core.tick(130.0) == [Persist(task)]
+    assert core.tick(130.0) == [Expired("gone"), Persist(task)]
     assert state_of(device) is DeviceState.DEAD
     assert task.state is TaskState.QUEUED
     assert task.failures == 0
@@ -808,7 +809,7 @@ def test_restored_tasks_of_the_same_missing_device_share_one_placeholder():
     core.restore(assigned_from_journal("t1", "gone", 1), 0.0)
     core.restore(assigned_from_journal("t2", "gone", 4), 0.0)
     assert core.devices["gone"].inflight == {("t1", 1), ("t2", 4)}
-    assert len(core.tick(30.0)) == 2
+    assert len(core.tick(30.0)) == 3  # Expired + one Persist per task
 
 
 def test_a_restored_queued_task_is_dispatched_normally():

@@ -99,7 +99,8 @@ class OnnxBackend:
 
 
 class SleepBackend:
-    """Runs no model: every task type succeeds with an empty label (benchmarks, many devices).
+    """Runs no model: a picture that decodes succeeds with an empty label (benchmarks, many
+    devices, chaos runs). A broken picture still fails as it would with a model.
 
     The agent's emulation pacing supplies the service time.
     """
@@ -117,7 +118,12 @@ class SleepBackend:
         return None
 
     def run(self, task_type: str, payload: bytes) -> BackendResult:
-        return BackendResult(label="", detections=[], timings={"inference_ms": 0.0})
+        from edgesched.inference.images import decode_image
+
+        t0 = time.perf_counter()
+        decode_image(payload)
+        decode_ms = (time.perf_counter() - t0) * 1000
+        return BackendResult(label="", detections=[], timings={"decode_ms": decode_ms})
 
 
 BackendFactory = Callable[[dict[str, TaskTypeSettings], int], Backend]

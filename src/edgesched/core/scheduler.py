@@ -60,7 +60,15 @@ class Finished:
     task: Task
 
 
-Command = Assign | CancelAttempt | Persist | Finished
+@dataclass(frozen=True)
+class Expired:
+    """The device was declared dead: close its link if one is still open (a healed partition
+    must rejoin and be reconciled, not carry on as if nothing happened)."""
+
+    device_id: str
+
+
+Command = Assign | CancelAttempt | Persist | Finished | Expired
 
 
 @dataclass(frozen=True)
@@ -359,6 +367,7 @@ class Core:
                 device.suspect_since = device.last_seen + silent_after  # not the tick's time
             if device.state is DeviceState.SUSPECT and now - device.suspect_since >= s.dead_grace_s:
                 device.state = DeviceState.DEAD
+                out.append(Expired(device.id))
                 out += self._lose_attempts(device, now, "device dead (no heartbeat)")
         while self._delayed and self._delayed[0][0] <= now:
             _, _, task_id = heapq.heappop(self._delayed)

@@ -26,6 +26,7 @@ from edgesched.core.scheduler import (
     CancelAttempt,
     Command,
     Core,
+    Expired,
     Finished,
     Persist,
 )
@@ -263,6 +264,13 @@ class Master:
                 self._persist(command.task)
             elif isinstance(command, Finished):
                 self._finished(command.task)
+            elif isinstance(command, Expired):
+                log.warning(
+                    "device %s declared dead; its tasks are queued again", command.device_id
+                )
+                session = self.sessions.pop(command.device_id, None)
+                if session is not None:
+                    session.close("declared dead")
             elif isinstance(command, CancelAttempt):
                 session = self.sessions.get(command.device_id)
                 if session is not None:
