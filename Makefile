@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lint typecheck unit deps deps-system proto clean
+.PHONY: demo test check lint typecheck unit deps deps-system proto clean chaos
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,6 +36,10 @@ unit: $(STAMP)
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
+
+# 2,000 tasks, masters and agents killed at random (seeded), graded by an independent ledger
+chaos: $(STAMP)
+	$(BIN)/edgesched chaos --tasks 2000 --master-kills 2 --agent-kills 5 --bad 20 --seed 1
 
 proto: $(STAMP)
 	scripts/gen-proto

@@ -430,5 +430,14 @@ def demo(
 
 register_ops(main)
 
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def chaos(ctx: click.Context) -> None:
+    """A chaos run graded by an independent ledger (see `edgesched chaos --help`)."""
+    from edgesched.chaos import chaos_command
+
+    chaos_command.main(args=ctx.args, prog_name="edgesched chaos", standalone_mode=True)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

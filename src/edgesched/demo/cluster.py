@@ -54,7 +54,9 @@ class LocalCluster:
                 start_new_session=True,
             )
 
-    def start_master(self, timeout: float = 30.0, command: str = "master") -> None:
+    def start_master(
+        self, timeout: float = 30.0, command: str = "master", env: dict[str, str] | None = None
+    ) -> None:
         """Starts ``edgesched master`` (or ``gateway``) and waits for its ports."""
         endpoints = self.master_dir / "endpoints.json"
         with contextlib.suppress(FileNotFoundError):
@@ -77,6 +79,7 @@ class LocalCluster:
                 self.log_level,
                 *self.extra_master_args,
             ],
+            env=env,
         )
         deadline = time.monotonic() + timeout
         while not endpoints.exists():

@@ -178,7 +178,7 @@ class SQLiteJournal:
         results: list[tuple[Any, bool]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for op, _, _ in batch:
+            for op, _, _, _ in batch:
                 conn.execute("SAVEPOINT op")
                 try:
                     results.append((op(conn), False))
@@ -187,7 +187,8 @@ class SQLiteJournal:
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
                     results.append((exc, True))
-            failpoints.hit("before_commit")
+            if any(write for _, _, _, write in batch):
+                failpoints.hit("before_commit")
             conn.execute("COMMIT")
             self.commits += 1
             self.ops += len(batch)
@@ -201,17 +202,17 @@ class SQLiteJournal:
             )
             log.error("journal commit of %d operations failed: %s", len(batch), exc)
             results = [(wrapped, True)] * len(batch)
-        for (_, future, loop), (value, failed) in zip(batch, results, strict=True):
+        for (_, future, loop, _), (value, failed) in zip(batch, results, strict=True):
             if future is None:
                 if failed:
                     log.error("journal update failed: %s", value)
                 continue
             loop.call_soon_threadsafe(_resolve, future, value, failed)
 
-    def _submit(self, op: Op) -> asyncio.Future[Any]:
+    def _submit(self, op: Op, write: bool = False) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.put((op, future, loop))
+        self._queue.put((op, future, loop, write))
         return future
 
     # ---- operations --------------------------------------------------------------------
@@ -234,7 +235,7 @@ class SQLiteJournal:
             ).fetchone()
             return _decode(record), True
 
-        result: tuple[TaskRow, bool] = await self._submit(op)
+        result: tuple[TaskRow, bool] = await self._submit(op, write=True)
         return result
 
     def update(self, task_id: str, values: dict[str, Any]) -> None:
@@ -248,7 +249,7 @@ class SQLiteJournal:
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(sql, params)
 
-        self._queue.put((op, None, None))
+        self._queue.put((op, None, None, True))
 
     async def flush(self) -> None:
         await self._submit(lambda conn: None)
@@ -313,7 +314,7 @@ class SQLiteJournal:
             conn.executemany("DELETE FROM tasks WHERE id = ?", [(r[0],) for r in rows])
             return [str(r[1]) for r in rows]
 
-        result: list[str] = await self._submit(op)
+        result: list[str] = await self._submit(op, write=True)
         return result
 
     async def agents(self) -> dict[str, str]:
@@ -332,7 +333,7 @@ class SQLiteJournal:
                 (agent_id, credential_sha256, device_type),
             )
 
-        await self._submit(op)
+        await self._submit(op, write=True)
 
     async def pending_deliveries(self) -> list[TaskRow]:
         def op(conn: sqlite3.Connection) -> list[TaskRow]:
@@ -365,7 +366,7 @@ class SQLiteJournal:
             ).fetchone()[0]
             return value
 
-        result: int = await self._submit(op)
+        result: int = await self._submit(op, write=True)
         return result
 
 
