@@ -63,6 +63,11 @@ class InProcessCluster:
         return client_pb2_grpc.TaskServiceStub(self.channel)
 
     @property
+    def grpc_target(self) -> str:
+        assert self.server is not None
+        return f"127.0.0.1:{self.server.grpc_port}"
+
+    @property
     def http(self) -> str:
         assert self.server is not None
         return f"http://127.0.0.1:{self.server.http_port}"

@@ -439,5 +439,6 @@ def chaos(ctx: click.Context) -> None:
 
     chaos_command.main(args=ctx.args, prog_name="edgesched chaos", standalone_mode=True)
 
+
 if __name__ == "__main__":  # pragma: no cover
     main()

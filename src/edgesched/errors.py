@@ -8,6 +8,7 @@
     ├── BadInputError          a task's input can never succeed (corrupt picture, bad name, ...)
     │   └── UnknownTaskTypeError  the task type has no model in the configuration
     ├── LimitExceededError     an upload or a request is over a configured limit
+    │   └── ImageTooLargeError  more pixels than allowed (also a BadInputError)
     ├── NotFoundError          a task or device id that does not exist
     ├── ConflictError          the request contradicts the current state (cancel a finished task)
     ├── JournalError           the journal cannot be opened or written
@@ -60,6 +61,10 @@ class UnknownTaskTypeError(BadInputError):
 
 class LimitExceededError(EdgeschedError):
     """An upload or a request is over a configured limit."""
+
+
+class ImageTooLargeError(LimitExceededError, BadInputError):
+    """A picture with more pixels than allowed (a decompression bomb): a limit, and bad input."""
 
 
 class NotFoundError(EdgeschedError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -61,11 +62,14 @@ def result_of(target: str, task_id: str) -> common_pb2.TaskResult:
     with grpc.insecure_channel(target) as channel:
         stub = client_pb2_grpc.TaskServiceStub(channel)
         (result,) = list(stub.WatchResults(client_pb2.WatchRequest(task_ids=[task_id]), timeout=60))
+    assert isinstance(result, common_pb2.TaskResult)
     return result
 
 
-def all_tasks(cluster: LocalCluster) -> list[dict]:
-    tasks: list[dict] = httpx.get(f"{cluster.http_url}/api/v1/tasks", timeout=5).json()["tasks"]
+def all_tasks(cluster: LocalCluster) -> list[dict[str, Any]]:
+    tasks: list[dict[str, Any]] = httpx.get(f"{cluster.http_url}/api/v1/tasks", timeout=5).json()[
+        "tasks"
+    ]
     return tasks
 
 

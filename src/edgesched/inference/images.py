@@ -20,7 +20,7 @@ from typing import IO
 
 from PIL import Image, ImageFile
 
-from edgesched.errors import BadInputError
+from edgesched.errors import BadInputError, ImageTooLargeError
 
 __all__ = ["DEFAULT_MAX_PIXELS", "SUPPORTED_FORMATS", "decode_image", "sniff_image_header"]
 
@@ -92,7 +92,7 @@ def _check_size(image: Image.Image, max_pixels: int) -> None:
     if width <= 0 or height <= 0:
         raise BadInputError(f"image has no pixels: {width}×{height}")
     if width * height > max_pixels:
-        raise BadInputError(
+        raise ImageTooLargeError(
             f"image too large: {width}×{height} pixels exceeds the limit of {max_pixels}"
         )
 
@@ -118,7 +118,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
         # load() now, so that a truncated file fails here and not in the middle of inference.
         image.load()
     except Image.DecompressionBombError as exc:
-        raise BadInputError(f"image too large: {exc}") from None
+        raise ImageTooLargeError(f"image too large: {exc}") from None
     except _DECODE_ERRORS as exc:
         raise BadInputError(f"truncated or corrupt image: {exc}") from None
     try:

@@ -7,6 +7,7 @@ import grpc
 from edgesched import errors
 
 _GRPC: list[tuple[type[Exception], grpc.StatusCode]] = [
+    (errors.LimitExceededError, grpc.StatusCode.RESOURCE_EXHAUSTED),  # before BadInputError
     (errors.UnknownPluginError, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.BadInputError, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.LimitExceededError, grpc.StatusCode.RESOURCE_EXHAUSTED),
@@ -20,6 +21,7 @@ _GRPC: list[tuple[type[Exception], grpc.StatusCode]] = [
 ]
 
 _HTTP: list[tuple[type[Exception], int]] = [
+    (errors.LimitExceededError, 413),  # before BadInputError
     (errors.UnknownPluginError, 400),
     (errors.BadInputError, 400),
     (errors.LimitExceededError, 413),

@@ -23,7 +23,7 @@ from typing import Any
 import grpc
 
 from edgesched import failpoints
-from edgesched.core.state import Device, Metrics
+from edgesched.core.state import Device, Metrics, clean_fraction
 from edgesched.journal.base import TaskRow
 from edgesched.master.intake import peer_host
 from edgesched.master.master import Master
@@ -134,11 +134,15 @@ def _metrics(m: agent_pb2.DeviceMetrics) -> Metrics:
     def finite(value: float, default: float) -> float:
         return value if math.isfinite(value) else default
 
+    def fraction_or_unknown(value: float) -> float:
+        # negative means "this board has no such figure"; above 1 is a faulty probe
+        return -1.0 if not math.isfinite(value) or value < 0 else min(1.0, value)
+
     return Metrics(
-        cpu=finite(m.cpu, 0.0),
-        memory=finite(m.memory, 0.0),
-        xpu=finite(m.xpu, -1.0),
-        xpu_memory=finite(m.xpu_memory, -1.0),
+        cpu=clean_fraction(m.cpu),
+        memory=clean_fraction(m.memory),
+        xpu=fraction_or_unknown(m.xpu),
+        xpu_memory=fraction_or_unknown(m.xpu_memory),
         temperature_c=m.temperature_c,
         power_w=m.power_w,
         bandwidth_mbps=max(0.0, finite(m.bandwidth_mbps, 0.0)),

@@ -44,7 +44,7 @@ from edgesched.errors import (
 from edgesched.journal.base import Journal, TaskRow
 from edgesched.master.hub import ResultHub
 from edgesched.master.token import load_or_create_token
-from edgesched.names import safe_component, safe_extension
+from edgesched.names import display_name, safe_component, safe_extension
 
 if TYPE_CHECKING:
     from edgesched.master.link import AgentSession
@@ -208,7 +208,7 @@ class Master:
             client_id=sub.client_id,
             idem_key=sub.idem_key,
             task_type=sub.task_type,
-            filename=sub.filename,
+            filename=display_name(sub.filename),
             payload_path=str(path),
             payload_size=len(sub.payload),
             payload_sha256=hashlib.sha256(sub.payload).hexdigest(),
