@@ -43,6 +43,9 @@ FAST_HEALTH_ENV = {
 }
 PROFILES = ("rk3588", "orin", "atlas310")
 UPLOAD_THREADS = 8
+#: good tasks acknowledged but without a result yet, at most: uploads then last the whole run,
+#: so a kill at any point of it lands among uploads, assignments and result pushes alike
+UPLOAD_WINDOW = 100
 BAD_CUT_BYTES = 60  #: past the PNG header (the master's sniff passes), inside the pixel data
 #: the gRPC codes a crashed or restarting master produces; the upload is retried (same req_id)
 RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "UNKNOWN", "INTERNAL")
@@ -102,11 +105,36 @@ class Ledger:
         self.acked: dict[str, str] = {}  #: picture name → seed file name (`127.0.0.1_<n>.png`)
         self.refused: dict[str, str] = {}  #: picture name → why it was never acknowledged
         self.received: list[str] = []  #: every result file name handed over, repeats included
+        self.resends = 0  #: uploads sent again after an error (a crashed or restarting master)
         self._unique: set[str] = set()
+        self._good_acked = 0
+        self._sending = 0  #: upload calls in flight now
+        self._changed = threading.Condition(self._lock)
 
-    def ack(self, picture: str, seed_file: str) -> None:
+    @contextlib.contextmanager
+    def sending(self) -> Iterator[None]:
+        with self._changed:
+            self._sending += 1
+            self._changed.notify_all()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._sending -= 1
+
+    def wait_for_upload(self, timeout: float) -> bool:
+        """Waits (at most ``timeout``) until an upload call is in flight."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._sending > 0, timeout)
+
+    def ack(self, picture: Picture, seed_file: str) -> None:
         with self._lock:
-            self.acked[picture] = seed_file
+            self.acked[picture.name] = seed_file
+            self._good_acked += not picture.bad
+
+    def resent(self) -> None:
+        with self._lock:
+            self.resends += 1
 
     def refuse(self, picture: str, reason: str) -> None:
         with self._lock:
@@ -116,6 +144,16 @@ class Ledger:
         with self._lock:
             self.received.append(name)
             self._unique.add(name)
+            self._changed.notify_all()
+
+    def wait_for_room(self, window: int, deadline: float) -> None:
+        """Blocks while ``window`` good tasks are waiting for their results."""
+        with self._changed:
+            while self._good_acked - len(self._unique) >= window:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._changed.wait(min(left, 1.0))
 
     def progress(self) -> int:
         """Acknowledged uploads plus distinct results received."""
@@ -150,6 +188,8 @@ class Receiver:
     """A bare ``POST /recv_rst`` receiver that logs each file name before anything else."""
 
     def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -193,15 +233,17 @@ def _upload_one(call: Any, picture: Picture, ledger: Ledger, deadline: float) ->
     delay = 0.1
     while time.monotonic() < deadline:
         try:
-            reply = call(_body(picture), timeout=10, wait_for_ready=True)
+            with ledger.sending():
+                reply = call(_body(picture), timeout=10, wait_for_ready=True)
         except grpc.RpcError as exc:
             code = exc.code()
             if code is None or code.name not in RETRYABLE:
                 ledger.refuse(picture.name, f"{code}: {exc.details()}")
                 return
         else:
-            ledger.ack(picture.name, json.loads(reply)["filename"])
+            ledger.ack(picture, json.loads(reply)["filename"])
             return
+        ledger.resent()
         time.sleep(delay)
         delay = min(2.0, delay * 2)
     ledger.refuse(picture.name, "not acknowledged before the timeout")
@@ -221,6 +263,7 @@ def _upload_worker(
     with grpc.insecure_channel(target, options=options) as channel:
         call = channel.unary_unary("/ImageUpload/UploadImage")
         while True:
+            ledger.wait_for_room(UPLOAD_WINDOW, deadline)
             with lock:
                 if not queue:
                     return
@@ -257,17 +300,22 @@ class Kill:
 def kill_schedule(
     rng: random.Random, master_kills: int, agent_kills: int, agents: list[str]
 ) -> list[Kill]:
-    """Seeded kills spread over the run. Agents stay down for up to 5 s: some come back within
-    the master's dead grace (3 s, reconciled), some after it (their tasks were requeued)."""
-    kills = [
-        Kill(rng.uniform(*KILL_WINDOW), "master", rng.uniform(0.3, 2.0))
-        for _ in range(master_kills)
+    """Seeded kills spread over the run: one in each of equal slices of the kill window (so they
+    do not bunch up), the order of master and agent kills shuffled. Agents stay down for up to
+    5 s: some come back within the master's dead grace (3 s, reconciled), some after it (their
+    tasks were queued again)."""
+    targets = ["master"] * master_kills + [rng.choice(agents) for _ in range(agent_kills)]
+    rng.shuffle(targets)
+    low, high = KILL_WINDOW
+    width = (high - low) / max(1, len(targets))
+    return [
+        Kill(
+            low + width * (i + rng.random()),
+            target,
+            rng.uniform(0.3, 2.0) if target == "master" else rng.uniform(0.5, 5.0),
+        )
+        for i, target in enumerate(targets)
     ]
-    kills += [
-        Kill(rng.uniform(*KILL_WINDOW), rng.choice(agents), rng.uniform(0.5, 5.0))
-        for _ in range(agent_kills)
-    ]
-    return sorted(kills, key=lambda k: k.at)
 
 
 def agent_args(index: int, seed: int, time_scale: float) -> list[str]:
@@ -287,6 +335,7 @@ def agent_args(index: int, seed: int, time_scale: float) -> list[str]:
 class Chaos:
     cluster: LocalCluster
     agents: dict[str, list[str]]  #: agent name → its command-line arguments
+    ledger: Ledger
     started: float = field(default_factory=time.monotonic)
     master_restarts: int = 0
     agent_kills: int = 0
@@ -294,8 +343,12 @@ class Chaos:
     def fire(self, kill: Kill) -> None:
         import signal
 
+        # a master killed in the middle of an upload is the case req_id exists for: wait a
+        # little for one (uploads pause while the client waits for results)
+        busy = kill.target == "master" and self.ledger.wait_for_upload(2.0)
         when = time.monotonic() - self.started
-        note(f"t={when:.1f}s SIGKILL {kill.target}, restart after {kill.pause:.1f}s")
+        during = " during an upload" if busy else ""
+        note(f"t={when:.1f}s SIGKILL {kill.target}{during}, restart after {kill.pause:.1f}s")
         self.cluster.kill(kill.target, signal.SIGKILL)
         time.sleep(kill.pause)
         if kill.target == "master":
@@ -398,13 +451,13 @@ class RunConfig:
     timeout: float
 
 
-def start_cluster(root: Path, receiver_port: int, cfg: RunConfig) -> Chaos:
+def start_cluster(root: Path, receiver: Receiver, cfg: RunConfig) -> Chaos:
     from edgesched.demo.cluster import LocalCluster
 
     cluster = LocalCluster(
-        root=root, log_level="info", extra_master_args=["--result-port", str(receiver_port)]
+        root=root, log_level="info", extra_master_args=["--result-port", str(receiver.port)]
     )
-    chaos = Chaos(cluster, {})
+    chaos = Chaos(cluster, {}, receiver.ledger)
     cluster.start_master()
     for i in range(cfg.agents):
         name = f"agent-{i + 1}"
@@ -451,7 +504,7 @@ def run(cfg: RunConfig, root: Path) -> dict[str, Any]:
     deadline = started + cfg.timeout
     chaos: Chaos | None = None
     try:
-        chaos = start_cluster(root, receiver.port, cfg)
+        chaos = start_cluster(root, receiver, cfg)
         chaos.started = started
         kills = kill_schedule(rng, cfg.master_kills, cfg.agent_kills, sorted(chaos.agents))
         start_uploads(chaos.cluster.grpc_target, pictures, ledger, deadline)
@@ -465,6 +518,7 @@ def run(cfg: RunConfig, root: Path) -> dict[str, Any]:
     write_records(root, ledger)
     for name, reason in sorted(ledger.refused.items()):
         note(f"never acknowledged: {name}: {reason}")
+    note(f"{ledger.resends} uploads sent again after an error")
     verdict = grade(acked, received, dead)
     return {
         "accepted": verdict.accepted,

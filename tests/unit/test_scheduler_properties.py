@@ -279,9 +279,11 @@ time_steps = st.one_of(
 class CoreMachine(RuleBasedStateMachine):
     """Random events in a random order; the invariants are checked after every step."""
 
+    harness: type[Harness] = Harness
+
     def __init__(self) -> None:
         super().__init__()
-        self.h = Harness("roundrobin", 0)
+        self.h = self.harness("roundrobin", 0)
 
     @initialize(
         strategy=st.sampled_from(["roundrobin", "load"]),
@@ -289,7 +291,7 @@ class CoreMachine(RuleBasedStateMachine):
         pump=st.booleans(),
     )
     def start_core(self, strategy: str, seed: int, pump: bool) -> None:
-        self.h = Harness(strategy, seed, pump)
+        self.h = self.harness(strategy, seed, pump)
 
     @rule(task_type=st.sampled_from(TASK_TYPES))
     def submit(self, task_type: str) -> None:

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import grpc
 
@@ -39,6 +40,10 @@ DEVICE_ALIASES = {"ATLAS_I": "atlas310", "RK3588": "rk3588", "ORIN": "orin"}
 DEVICE_TYPES = ("auto", "cpu", "atlas310", "rk3588", "orin", "nvidia")
 BACKOFF_MIN_S = 0.2
 BACKOFF_MAX_S = 5.0
+
+
+#: what goes up the link; None half-closes it
+SendQueue = asyncio.Queue[Optional[agent_pb2.AgentMessage]]  # noqa: UP045 - runs on Python 3.9
 
 
 class Refused(Exception):
@@ -90,7 +95,7 @@ class Agent:
         self.draining = False
         self._leave = asyncio.Event()
         self._idle = asyncio.Event()  #: set whenever the last running task ends
-        self._send_q: asyncio.Queue[agent_pb2.AgentMessage] | None = None
+        self._send_q: SendQueue | None = None
         self._inbound: dict[tuple[str, int], _Inbound] = {}
         self._hb_sent: dict[int, float] = {}
         self._hb_seq = 0
@@ -175,7 +180,7 @@ class Agent:
         self.session_no += 1
         async with grpc.aio.insecure_channel(target, options=options) as channel:
             stub = agent_pb2_grpc.AgentLinkStub(channel)
-            send_q: asyncio.Queue[agent_pb2.AgentMessage] = asyncio.Queue()
+            send_q: SendQueue = asyncio.Queue()
             self._send_q = send_q
             send_q.put_nowait(self._register())
             call = stub.Connect(self._outgoing(send_q))
@@ -194,11 +199,7 @@ class Agent:
                     waiting = {next_msg, leave} if stopper.done() else {next_msg, leave, stopper}
                     done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                     if leave in done:
-                        next_msg.cancel()
-                        send_q.put_nowait(
-                            agent_pb2.AgentMessage(goodbye=agent_pb2.Goodbye(reason="stopping"))
-                        )
-                        await asyncio.sleep(0.1)  # let the goodbye leave
+                        await self._say_goodbye(send_q, next_msg)
                         call.cancel()
                         return
                     if next_msg not in done:
@@ -225,7 +226,7 @@ class Agent:
                         task.cancel()
 
     def _on_registered(
-        self, reply: agent_pb2.RegisterReply, send_q: asyncio.Queue[agent_pb2.AgentMessage]
+        self, reply: agent_pb2.RegisterReply, send_q: SendQueue
     ) -> asyncio.Task[None]:
         if (reply.agent_id, reply.credential) != (self.identity.agent_id, self.identity.credential):
             self.identity = Identity(reply.agent_id, reply.credential)
@@ -245,11 +246,23 @@ class Agent:
         interval = max(0.05, reply.heartbeat_interval_ms / 1000.0)
         return asyncio.create_task(self._heartbeats(interval, send_q))
 
-    async def _outgoing(
-        self, send_q: asyncio.Queue[agent_pb2.AgentMessage]
-    ) -> AsyncIterator[agent_pb2.AgentMessage]:
+    async def _outgoing(self, send_q: SendQueue) -> AsyncIterator[agent_pb2.AgentMessage]:
         while True:
-            yield await send_q.get()
+            message = await send_q.get()
+            if message is None:
+                return  # half-close: the master reads everything sent before, then ends
+            yield message
+
+    async def _say_goodbye(
+        self,
+        send_q: SendQueue,
+        pending: asyncio.Future[agent_pb2.MasterMessage],
+    ) -> None:
+        """Goodbye, then half-close, then wait (briefly) for the master to end the stream."""
+        send_q.put_nowait(agent_pb2.AgentMessage(goodbye=agent_pb2.Goodbye(reason="stopping")))
+        send_q.put_nowait(None)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(pending, 3.0)
 
     def _send(self, message: agent_pb2.AgentMessage) -> None:
         """Sends now, or keeps a result on disk for the next link if there is none."""
@@ -258,7 +271,7 @@ class Agent:
         elif message.HasField("result") or message.HasField("failure"):
             self.outbox.put(message)
 
-    async def _drain(self, send_q: asyncio.Queue[agent_pb2.AgentMessage]) -> None:
+    async def _drain(self, send_q: SendQueue) -> None:
         """SIGTERM: take nothing new, finish what runs (bounded), then leave."""
         self.draining = True
         send_q.put_nowait(self._heartbeat())  # tells the master at once
@@ -274,9 +287,7 @@ class Agent:
 
     # ---- heartbeats --------------------------------------------------------------------
 
-    async def _heartbeats(
-        self, interval: float, send_q: asyncio.Queue[agent_pb2.AgentMessage]
-    ) -> None:
+    async def _heartbeats(self, interval: float, send_q: SendQueue) -> None:
         while True:
             send_q.put_nowait(self._heartbeat())
             await asyncio.sleep(interval * self.rng.uniform(0.95, 1.0))

@@ -67,6 +67,8 @@ class MasterServer:
         self.grpc_port = 0
         self.http_port = 0
         self._tasks: list[asyncio.Task[None]] = []
+        self._http_task: asyncio.Task[None] | None = None
+        self._http_sock: socket.socket | None = None
 
     async def start(self) -> None:
         s = self.settings.master
@@ -101,10 +103,11 @@ class MasterServer:
         sock.listen(128)
         sock.setblocking(False)
         self.http_port = sock.getsockname()[1]
+        self._http_sock = sock
         app = make_http_app(master, self.grpc_port, intake)
         config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
         self.http_server = _QuietServer(config)
-        self._tasks.append(asyncio.create_task(self.http_server.serve(sockets=[sock])))
+        self._http_task = asyncio.create_task(self.http_server.serve(sockets=[sock]))
         self._tasks.append(asyncio.create_task(self._ticker()))
         self._write_endpoints()
 
@@ -145,6 +148,11 @@ class MasterServer:
                 session.close("master stopping")
         if self.http_server is not None:
             self.http_server.should_exit = True
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                if self._http_task is not None:
+                    await asyncio.wait_for(self._http_task, 5)
+            if self._http_sock is not None:
+                self._http_sock.close()
         if self.grpc_server is not None:
             await self.grpc_server.stop(grace=1.0)
         for task in self._tasks:
