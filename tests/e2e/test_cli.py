@@ -132,3 +132,56 @@ def test_token_show_prints_the_token_the_master_created(
     assert shown.stdout.strip() == cluster.token
     master_log = (cluster.root / "logs" / "master.log").read_text()
     assert master_log.count(cluster.token) == 1  # printed once, at the first start
+
+
+def test_rerunning_client_send_never_doubles_work(cluster: LocalCluster, tmp_path: Path) -> None:
+    cluster.start_master()
+    cluster.start_agent("agent", ["--backend", "sleep"])
+    cluster.wait_for_devices(1)
+    pictures = tmp_path / "req"
+    pictures.mkdir()
+    for i in range(4):
+        (pictures / f"{i}.png").write_bytes(png_bytes(20 + i, 20))
+    args = ["client", "send", "-P", str(cluster.grpc_port), "-D", str(pictures), "--json"]
+    first = json.loads(run_cli(*args, "--out", str(tmp_path / "a"), cwd=tmp_path).stdout)
+    second = json.loads(run_cli(*args, "--out", str(tmp_path / "b"), cwd=tmp_path).stdout)
+    assert first["done"] == second["done"] == 4
+    assert first["duplicates"] == 0 and second["duplicates"] == 4
+    import httpx
+
+    assert len(httpx.get(f"{cluster.http_url}/api/v1/tasks", timeout=5).json()["tasks"]) == 4
+
+
+def test_a_dead_task_is_listed_and_retried_from_the_cli(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    cluster.start_master()
+    cluster.start_agent("agent", ["--backend", "sleep"])
+    cluster.wait_for_devices(1)
+    with grpc.insecure_channel(cluster.grpc_target) as channel:
+        stub = client_pb2_grpc.TaskServiceStub(channel)
+        reply = stub.Submit(
+            client_pb2.SubmitRequest(
+                client_id="c",
+                idempotency_key="bad",
+                task_type="layout",
+                filename="b.png",
+                payload=png_bytes(200, 200)[:120],
+            ),
+            timeout=10,
+        )
+        list(stub.WatchResults(client_pb2.WatchRequest(task_ids=[reply.task_id]), timeout=30))
+    master = ["--master", cluster.http_url]
+    listed = json.loads(
+        run_cli("tasks", "ls", "--state", "dead", "--json", *master, cwd=tmp_path).stdout
+    )
+    assert [t["id"] for t in listed["tasks"]] == [reply.task_id]
+    retried = run_cli("tasks", "retry", reply.task_id, *master, cwd=tmp_path)
+    assert retried.returncode == 0 and "failure count was reset" in retried.stdout
+    with grpc.insecure_channel(cluster.grpc_target) as channel:
+        stub = client_pb2_grpc.TaskServiceStub(channel)
+        (result,) = stub.WatchResults(client_pb2.WatchRequest(task_ids=[reply.task_id]), timeout=30)
+    assert result.state == common_pb2.TASK_STATE_DEAD  # the picture is still broken
+    assert result.attempts == 2 and len(result.errors) == 2
+    again = run_cli("tasks", "retry", "nope", *master, cwd=tmp_path)
+    assert again.returncode == 1 and "404" in again.stderr
