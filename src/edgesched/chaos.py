@@ -43,13 +43,15 @@ FAST_HEALTH_ENV = {
 }
 PROFILES = ("rk3588", "orin", "atlas310")
 UPLOAD_THREADS = 8
-#: good tasks acknowledged but without a result yet, at most: uploads then last the whole run,
-#: so a kill at any point of it lands among uploads, assignments and result pushes alike
-UPLOAD_WINDOW = 100
+#: good tasks acknowledged but without a result yet, at most (a twentieth of the run, within
+#: these bounds): uploads then last the whole run, so a kill at any point of it lands among
+#: uploads, assignments and result pushes alike
+UPLOAD_WINDOW = (10, 100)
 BAD_CUT_BYTES = 60  #: past the PNG header (the master's sniff passes), inside the pixel data
 #: the gRPC codes a crashed or restarting master produces; the upload is retried (same req_id)
 RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "UNKNOWN", "INTERNAL")
 KILL_WINDOW = (0.05, 0.85)  #: kills fire between these fractions of the run's progress
+RESTART_CALM_S = 2.0  #: a restarted process is left alone this long
 
 
 def note(message: str) -> None:
@@ -97,6 +99,13 @@ def make_pictures(tasks: int, bad: int, rng: random.Random, nonce: str) -> list[
 # ---- the ledger: what the client was told, what the receiver was handed ------------------
 
 
+@dataclass
+class Reception:
+    name: str  #: the result file's name
+    at: float  #: monotonic time it was taken
+    answered: bool = False  #: the 200 was written back (False: the pusher died meanwhile)
+
+
 class Ledger:
     """Thread-safe record of acknowledged uploads and of every result reception."""
 
@@ -104,7 +113,7 @@ class Ledger:
         self._lock = threading.Lock()
         self.acked: dict[str, str] = {}  #: picture name → seed file name (`127.0.0.1_<n>.png`)
         self.refused: dict[str, str] = {}  #: picture name → why it was never acknowledged
-        self.received: list[str] = []  #: every result file name handed over, repeats included
+        self.received: list[Reception] = []  #: every result handed over, repeats included
         self.resends = 0  #: uploads sent again after an error (a crashed or restarting master)
         self._unique: set[str] = set()
         self._good_acked = 0
@@ -140,11 +149,13 @@ class Ledger:
         with self._lock:
             self.refused[picture] = reason
 
-    def receive(self, name: str) -> None:
+    def receive(self, name: str) -> Reception:
+        reception = Reception(name, time.monotonic())
         with self._lock:
-            self.received.append(name)
+            self.received.append(reception)
             self._unique.add(name)
             self._changed.notify_all()
+        return reception
 
     def wait_for_room(self, window: int, deadline: float) -> None:
         """Blocks while ``window`` good tasks are waiting for their results."""
@@ -154,6 +165,11 @@ class Ledger:
                 if left <= 0:
                     return
                 self._changed.wait(min(left, 1.0))
+
+    def counts(self) -> tuple[int, int]:
+        """(acknowledged uploads, distinct results received)"""
+        with self._lock:
+            return len(self.acked), len(self._unique)
 
     def progress(self) -> int:
         """Acknowledged uploads plus distinct results received."""
@@ -166,7 +182,7 @@ class Ledger:
 
     def snapshot(self) -> tuple[dict[str, str], list[str]]:
         with self._lock:
-            return dict(self.acked), list(self.received)
+            return dict(self.acked), [r.name for r in self.received]
 
 
 def result_file(seed_file: str) -> str:
@@ -192,13 +208,21 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                for match in _FILE_PART.finditer(body):
-                    ledger.receive(match.group(1).decode())
-                self.send_response(200)
-                self.send_header("Content-Length", "13")
-                self.end_headers()
-                self.wfile.write(b"File received")
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                if len(body) < length:
+                    return  # the pusher died while sending: nothing was handed over
+                taken = [ledger.receive(m.group(1).decode()) for m in _FILE_PART.finditer(body)]
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Length", "13")
+                    self.end_headers()
+                    self.wfile.write(b"File received")
+                    self.wfile.flush()
+                except OSError:
+                    return  # the master was killed before it read the answer
+                for reception in taken:
+                    reception.answered = True
 
             def log_message(self, *args: Any) -> None:
                 return None
@@ -249,9 +273,22 @@ def _upload_one(call: Any, picture: Picture, ledger: Ledger, deadline: float) ->
     ledger.refuse(picture.name, "not acknowledged before the timeout")
 
 
-def _upload_worker(
-    target: str, queue: list[Picture], lock: threading.Lock, ledger: Ledger, deadline: float
-) -> None:
+@dataclass
+class Uploads:
+    target: str  #: the master's gRPC address (the same across restarts)
+    queue: list[Picture]  #: still to send, popped from the end
+    ledger: Ledger
+    window: int
+    deadline: float
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def next(self) -> Picture | None:
+        self.ledger.wait_for_room(self.window, self.deadline)
+        with self.lock:
+            return self.queue.pop() if self.queue else None
+
+
+def _upload_worker(uploads: Uploads) -> None:
     import grpc
 
     # reconnect quickly after a master restart instead of gRPC's default backoff (up to 120 s)
@@ -260,26 +297,20 @@ def _upload_worker(
         ("grpc.min_reconnect_backoff_ms", 100),
         ("grpc.max_reconnect_backoff_ms", 1000),
     ]
-    with grpc.insecure_channel(target, options=options) as channel:
+    with grpc.insecure_channel(uploads.target, options=options) as channel:
         call = channel.unary_unary("/ImageUpload/UploadImage")
-        while True:
-            ledger.wait_for_room(UPLOAD_WINDOW, deadline)
-            with lock:
-                if not queue:
-                    return
-                picture = queue.pop()
-            _upload_one(call, picture, ledger, deadline)
+        while (picture := uploads.next()) is not None:
+            _upload_one(call, picture, uploads.ledger, uploads.deadline)
 
 
 def start_uploads(
     target: str, pictures: list[Picture], ledger: Ledger, deadline: float
 ) -> list[threading.Thread]:
-    queue = list(reversed(pictures))  # popped from the end: sent in order
-    lock = threading.Lock()
+    low, high = UPLOAD_WINDOW
+    window = max(low, min(high, len(pictures) // 20))
+    uploads = Uploads(target, list(reversed(pictures)), ledger, window, deadline)
     threads = [
-        threading.Thread(
-            target=_upload_worker, args=(target, queue, lock, ledger, deadline), daemon=True
-        )
+        threading.Thread(target=_upload_worker, args=(uploads,), daemon=True)
         for _ in range(UPLOAD_THREADS)
     ]
     for thread in threads:
@@ -339,24 +370,47 @@ class Chaos:
     started: float = field(default_factory=time.monotonic)
     master_restarts: int = 0
     agent_kills: int = 0
+    #: killed processes → when to start them again. Restarts are not waited for in line, so
+    #: the run goes on (and later kills fire, a master's while an agent is down) meanwhile
+    down: dict[str, float] = field(default_factory=dict)
+    #: restarted processes → when they may be killed again: an agent killed before it even
+    #: joined, or a master before it restored its journal, tests little
+    calm_until: dict[str, float] = field(default_factory=dict)
+    master_killed_at: list[float] = field(default_factory=list)  #: monotonic times
 
-    def fire(self, kill: Kill) -> None:
+    def fire(self, kill: Kill) -> bool:
+        """SIGKILLs the kill's target; False (try later) while that target is still down."""
         import signal
 
+        if kill.target in self.down or time.monotonic() < self.calm_until.get(kill.target, 0):
+            return False
         # a master killed in the middle of an upload is the case req_id exists for: wait a
         # little for one (uploads pause while the client waits for results)
-        busy = kill.target == "master" and self.ledger.wait_for_upload(2.0)
+        busy = kill.target == "master" and self.ledger.wait_for_upload(1.0)
         when = time.monotonic() - self.started
         during = " during an upload" if busy else ""
-        note(f"t={when:.1f}s SIGKILL {kill.target}{during}, restart after {kill.pause:.1f}s")
-        self.cluster.kill(kill.target, signal.SIGKILL)
-        time.sleep(kill.pause)
+        acked, results = self.ledger.counts()
+        note(
+            f"t={when:.1f}s ({acked} acknowledged, {results} results) SIGKILL {kill.target}"
+            f"{during}, restart after {kill.pause:.1f}s"
+        )
         if kill.target == "master":
-            self.restart_master()
-            self.master_restarts += 1
-        else:
-            self.cluster.start_agent(kill.target, self.agents[kill.target])
-            self.agent_kills += 1
+            self.master_killed_at.append(time.monotonic())
+        self.cluster.kill(kill.target, signal.SIGKILL)
+        self.down[kill.target] = time.monotonic() + kill.pause
+        self.agent_kills += kill.target != "master"
+        return True
+
+    def restart_due(self) -> None:
+        now = time.monotonic()
+        for target in [t for t, at in self.down.items() if at <= now]:
+            del self.down[target]
+            self.calm_until[target] = time.monotonic() + RESTART_CALM_S
+            if target == "master":
+                self.restart_master()
+                self.master_restarts += 1
+            else:
+                self.cluster.start_agent(target, self.agents[target])
 
     def restart_master(self, tries: int = 5) -> None:
         """Same ports as before (the cluster kept them), so clients and agents reconnect alone.
@@ -475,15 +529,17 @@ def drive(chaos: Chaos, ledger: Ledger, cfg: RunConfig, kills: list[Kill], deadl
     last_check = 0.0
     while time.monotonic() < deadline:
         progress = ledger.progress() / total
-        while pending and pending[0].at <= progress:
-            chaos.fire(pending.pop(0))
+        while pending and pending[0].at <= progress and chaos.fire(pending[0]):
+            pending.pop(0)
+        chaos.restart_due()
         now = time.monotonic()
-        if not pending and ledger.settled() == cfg.tasks and now - last_check >= 1.0:
+        quiet = not pending and not chaos.down
+        if quiet and ledger.settled() == cfg.tasks and now - last_check >= 1.0:
             last_check = now
             if unaccounted(ledger, chaos.cluster.http_url) == 0:
                 return
         time.sleep(0.05)
-    note(f"timed out; {len(pending)} kills never fired")
+    note(f"timed out; {len(pending)} kills never fired, {sorted(chaos.down)} still down")
 
 
 def write_records(root: Path, ledger: Ledger) -> None:
@@ -493,6 +549,54 @@ def write_records(root: Path, ledger: Ledger) -> None:
         json.dumps({"acked": acked, "refused": ledger.refused}, indent=1)
     )
     (root / "received.log").write_text("".join(f"{n}\n" for n in received))
+
+
+#: why a result reached the receiver again, judged from the receiver's side alone
+REPEAT_KINDS = {
+    "unanswered": "the master was SIGKILLed while the receiver was answering its push (the 200 "
+    "never reached it), so it pushed again after its restart",
+    "after_kill": "the master was SIGKILLed after the receiver's 200 but before its journal had "
+    "committed what that push settled (the delivery mark, or even the task's done state), so "
+    "after its restart it pushed again (or ran the task again and pushed that)",
+    "no_kill": "pushed again with no master kill in between",
+}
+
+
+def repeat_kind(previous: Reception, repeat: Reception, master_kills: list[float]) -> str:
+    if not previous.answered:
+        return "unanswered"
+    if any(previous.at < k < repeat.at for k in master_kills):
+        return "after_kill"
+    return "no_kill"
+
+
+def explain_repeats(receptions: list[Reception], master_kills: list[float]) -> None:
+    last: dict[str, Reception] = {}
+    kinds: Counter[str] = Counter()
+    for reception in receptions:
+        if reception.name in last:
+            kind = repeat_kind(last[reception.name], reception, master_kills)
+            kinds[kind] += 1
+            note(f"{reception.name} delivered again: {kind}")
+        last[reception.name] = reception
+    for kind, count in sorted(kinds.items()):
+        note(f"{count} duplicate(s): {REPEAT_KINDS[kind]}")
+
+
+def explain(
+    ledger: Ledger, pictures: list[Picture], dead: set[str], master_kills: list[float]
+) -> None:
+    """Names what the counts alone would hide: which uploads, deaths and deliveries were odd."""
+    for name, reason in sorted(ledger.refused.items()):
+        note(f"never acknowledged: {name}: {reason}")
+    note(f"{ledger.resends} uploads sent again after an error")
+    bad = {p.name for p in pictures if p.bad}
+    for name in sorted(dead - bad):
+        note(f"a good picture ended dead: {name}")
+    acked, received = ledger.snapshot()
+    for name in sorted(p for p in dead if result_file(acked.get(p, "")) in set(received)):
+        note(f"dead, yet its result was delivered: {name}")
+    explain_repeats(list(ledger.received), master_kills)
 
 
 def run(cfg: RunConfig, root: Path) -> dict[str, Any]:
@@ -516,9 +620,7 @@ def run(cfg: RunConfig, root: Path) -> dict[str, Any]:
         receiver.close()
     acked, received = ledger.snapshot()
     write_records(root, ledger)
-    for name, reason in sorted(ledger.refused.items()):
-        note(f"never acknowledged: {name}: {reason}")
-    note(f"{ledger.resends} uploads sent again after an error")
+    explain(ledger, pictures, dead, chaos.master_killed_at)
     verdict = grade(acked, received, dead)
     return {
         "accepted": verdict.accepted,

@@ -92,6 +92,9 @@ class Agent:
         self.outbox = Outbox(Path(a.data_dir) / "outbox")
         #: outbox files sent on this link, removed once a later heartbeat is acknowledged
         self._unconfirmed: list[tuple[int, list[Path]]] = []
+        #: results sent on this link and not yet covered by an acknowledged heartbeat: if the
+        #: link turns out to be dead they go to the outbox instead of being lost
+        self._unacked: list[tuple[int, agent_pb2.AgentMessage]] = []
         self.draining = False
         self._leave = asyncio.Event()
         self._idle = asyncio.Event()  #: set whenever the last running task ends
@@ -220,6 +223,9 @@ class Agent:
             finally:
                 leave.cancel()
                 stopper.cancel()
+                for _, unacked in self._unacked:  # sent into a link that died: keep them
+                    self.outbox.put(unacked)
+                self._unacked.clear()
                 self._send_q = None
                 for task in (heartbeats, drainer):
                     if task is not None:
@@ -232,7 +238,7 @@ class Agent:
             self.identity = Identity(reply.agent_id, reply.credential)
             self.identity.save(self.settings.agent.data_dir)
         for task_id in reply.drop_task_ids:
-            self._cancel(task_id, "the master moved it elsewhere")
+            self._cancel(task_id, "the master moved it elsewhere", report=False)
         log.info("joined the master as %s (%d slots)", reply.agent_id, self.slots)
         self._unconfirmed.clear()
         items = self.outbox.items()
@@ -266,9 +272,12 @@ class Agent:
 
     def _send(self, message: agent_pb2.AgentMessage) -> None:
         """Sends now, or keeps a result on disk for the next link if there is none."""
+        keep = message.HasField("result") or message.HasField("failure")
         if self._send_q is not None and self.connected.is_set():
             self._send_q.put_nowait(message)
-        elif message.HasField("result") or message.HasField("failure"):
+            if keep:
+                self._unacked.append((self._hb_seq + 1, message))
+        elif keep:
             self.outbox.put(message)
 
     async def _drain(self, send_q: SendQueue) -> None:
@@ -335,6 +344,8 @@ class Agent:
             self._echo = seq
             while self._unconfirmed and self._unconfirmed[0][0] <= seq:
                 self.outbox.remove(self._unconfirmed.pop(0)[1])
+            while self._unacked and self._unacked[0][0] <= seq:
+                self._unacked.pop(0)
             if sent is not None:
                 rtt = (now - sent) * 1000
                 self.latency_ms = rtt if self.latency_ms == 0 else 0.8 * self.latency_ms + 0.2 * rtt
@@ -381,7 +392,7 @@ class Agent:
             )
         )
 
-    def _cancel(self, task_id: str, reason: str) -> None:
+    def _cancel(self, task_id: str, reason: str, report: bool = True) -> None:
         entry = self.running.pop(task_id, None)
         if not self.running:
             self._idle.set()
@@ -390,13 +401,14 @@ class Agent:
         attempt, task = entry
         task.cancel()
         log.info("task %s attempt %d cancelled: %s", task_id, attempt, reason)
-        self._send(
-            agent_pb2.AgentMessage(
-                failure=agent_pb2.TaskFailed(
-                    task_id=task_id, attempt=attempt, kind="cancelled", message=reason
+        if report:
+            self._send(
+                agent_pb2.AgentMessage(
+                    failure=agent_pb2.TaskFailed(
+                        task_id=task_id, attempt=attempt, kind="cancelled", message=reason
+                    )
                 )
             )
-        )
 
     def _fail(
         self, a: agent_pb2.Assignment, kind: str, message: str, retryable: bool = False

@@ -401,10 +401,19 @@ class Master:
         return True
 
     def task_failed(self, device_id: str, task_id: str, attempt: int, kind: str, msg: str) -> None:
-        log.warning(
-            "task %s attempt %d failed on %s: %s: %s", task_id, attempt, device_id, kind, msg
-        )
-        self.apply(self.core.failed(task_id, attempt, device_id, kind, msg, self.clock.monotonic()))
+        commands = self.core.failed(task_id, attempt, device_id, kind, msg, self.clock.monotonic())
+        if commands:
+            log.warning(
+                "task %s attempt %d failed on %s: %s: %s", task_id, attempt, device_id, kind, msg
+            )
+        else:  # a live attempt always yields a command: this one was superseded or cancelled
+            log.info(
+                "ignored report for task %s attempt %d from %s (superseded)",
+                task_id,
+                attempt,
+                device_id,
+            )
+        self.apply(commands)
         self.pump()
 
     # ---- API ---------------------------------------------------------------------------
