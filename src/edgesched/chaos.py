@@ -394,9 +394,9 @@ class Chaos:
             f"t={when:.1f}s ({acked} acknowledged, {results} results) SIGKILL {kill.target}"
             f"{during}, restart after {kill.pause:.1f}s"
         )
-        if kill.target == "master":
-            self.master_killed_at.append(time.monotonic())
         self.cluster.kill(kill.target, signal.SIGKILL)
+        if kill.target == "master":  # once it is gone: a push just before counts as before
+            self.master_killed_at.append(time.monotonic())
         self.down[kill.target] = time.monotonic() + kill.pause
         self.agent_kills += kill.target != "master"
         return True
@@ -679,8 +679,8 @@ def chaos_command(
     timeout: float,
 ) -> None:
     """Kills masters and agents at random (seeded) under load, then grades the run by an
-    independent ledger. Prints one JSON object; exits 0 when nothing was lost, done + dead ==
-    accepted and dead == bad."""
+    independent ledger. Prints one JSON object; exits 0 when every picture was acknowledged,
+    nothing was lost, done + dead == accepted and dead == bad."""
     if tasks < 1 or agents < 1 or not 0 <= bad <= tasks or min(master_kills, agent_kills) < 0:
         raise click.BadParameter("need tasks ≥ 1, agents ≥ 1, 0 ≤ bad ≤ tasks, kills ≥ 0")
     cfg = RunConfig(tasks, agents, master_kills, agent_kills, bad, seed, time_scale, timeout)

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from edgesched import __version__
+from edgesched.chaos import chaos_command
 from edgesched.cli_ops import register as register_ops
 from edgesched.config import Settings, load_settings, render_toml
 from edgesched.errors import EdgeschedError
@@ -431,13 +432,7 @@ def demo(
 register_ops(main)
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.pass_context
-def chaos(ctx: click.Context) -> None:
-    """A chaos run graded by an independent ledger (see `edgesched chaos --help`)."""
-    from edgesched.chaos import chaos_command
-
-    chaos_command.main(args=ctx.args, prog_name="edgesched chaos", standalone_mode=True)
+main.add_command(chaos_command)  # edgesched.chaos imports only click and the stdlib
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -68,6 +68,7 @@ class ResultPusher:
         finished_ms = row.finished_ms or self.master.clock.wall_ms()
         give_up_ms = finished_ms + int(m.result_push_ttl_s * 1000)
         delay = BACKOFF_S
+        await self.master.journal.flush()  # the done row is durable before its result leaves
         while True:
             failpoints.hit("before_result_push")
             try:
