@@ -80,6 +80,7 @@ class InProcessCluster:
         settings.agent.token = self.master.token
         settings.agent.data_dir = str(self.tmp / name)
         settings.agent.backend = "sleep"
+        settings.agent.drain_timeout_s = 1.0  # teardown hands running tasks back quickly
         for key, value in agent.items():
             setattr(settings.agent, key, value)
         return settings
