@@ -94,14 +94,39 @@ class ClientSettings:
     workers: int = 8
 
 
+#: Model formats, best first: compiled artefacts are native to one chip; ONNX runs anywhere.
+NATIVE_FORMATS = ("rknn", "om", "engine")
+MODEL_FORMATS = (*NATIVE_FORMATS, "onnx")
+
+
+@dataclass
+class ArtefactSettings:
+    """One compiled model file for a task type (``[[tasktypes.<name>.artefacts]]``)."""
+
+    format: str = "onnx"  #: rknn, om, engine or onnx
+    file: str = ""  #: where the file lies on a board that holds it
+    target: str = ""  #: the chip it was built for (rk3588, Ascend310B4, orin…); "" = any
+    sha256: str = ""  #: checked on the board before it is advertised
+    input_layout: str = "nchw"  #: nchw (float, normalised) or nhwc
+
+
 @dataclass
 class TaskTypeSettings:
     kind: str = "picodet_layout"  #: picodet_layout, yolov5 or yolov8
-    model: str = BUNDLED_LAYOUT  #: a path to an ONNX file, or "bundled:layout"
+    model: str = BUNDLED_LAYOUT  #: the ONNX model (a path, or "bundled:layout"); "" = none
     sha256: str = ""  #: checked when the model is loaded
     score_threshold: float = 0.5
     iou_threshold: float = 0.5
     class_names: list[str] = field(default_factory=list)  #: empty = from the model's metadata
+    cpu_fallback: bool = True  #: the ONNX model may run on the CPU of boards without a native one
+    artefacts: list[ArtefactSettings] = field(default_factory=list)  #: compiled models
+
+    def all_artefacts(self) -> list[ArtefactSettings]:
+        """The compiled artefacts, then the ONNX model as an artefact of format onnx."""
+        out = list(self.artefacts)
+        if self.model:
+            out.append(ArtefactSettings("onnx", self.model, "", self.sha256))
+        return out
 
 
 def _default_tasktypes() -> dict[str, TaskTypeSettings]:
@@ -215,7 +240,11 @@ def _load_file(settings: Settings, path: Path) -> None:
                 if not isinstance(table, dict):
                     raise ConfigError(f"{path}: tasktypes.{name} must be a table")
                 tt = settings.tasktypes.get(name) or TaskTypeSettings()
+                table = dict(table)
+                artefacts = table.pop("artefacts", None)
                 _apply(f"tasktypes.{name}", tt, table, str(path))
+                if artefacts is not None:
+                    tt.artefacts = _artefacts(f"tasktypes.{name}.artefacts", artefacts, path)
                 settings.tasktypes[name] = tt
         elif section in SECTIONS:
             if not isinstance(values, dict):
@@ -225,6 +254,17 @@ def _load_file(settings: Settings, path: Path) -> None:
             raise ConfigError(
                 f"{path}: unknown section [{section}]; known: {', '.join(SECTIONS)}, tasktypes"
             )
+
+
+def _artefacts(where: str, items: Any, path: Path) -> list[ArtefactSettings]:
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise ConfigError(f"{path}: {where} must be an array of tables ([[{where}]])")
+    out = []
+    for index, item in enumerate(items):
+        artefact = ArtefactSettings()
+        _apply(f"{where}[{index}]", artefact, item, str(path))
+        out.append(artefact)
+    return out
 
 
 def validate(settings: Settings) -> None:
@@ -264,6 +304,14 @@ def validate(settings: Settings) -> None:
             raise ConfigError(
                 f"tasktypes.{name}.kind must be picodet_layout, yolov5 or yolov8, not {tt.kind!r}"
             )
+        for artefact in tt.artefacts:
+            if artefact.format not in MODEL_FORMATS:
+                raise ConfigError(
+                    f"tasktypes.{name}.artefacts: format must be one of "
+                    f"{', '.join(MODEL_FORMATS)}, not {artefact.format!r}"
+                )
+            if not artefact.file:
+                raise ConfigError(f"tasktypes.{name}.artefacts: every artefact needs a file")
 
 
 def _weights(s: SchedulingSettings) -> list[str]:
@@ -281,8 +329,14 @@ def render_toml(settings: Settings) -> str:
     for name, tt in settings.tasktypes.items():
         lines.append(f"[tasktypes.{_toml_key(name)}]")
         for f in fields(tt):
-            lines.append(f"{f.name} = {_toml_value(getattr(tt, f.name))}")
+            if f.name != "artefacts" or not tt.artefacts:
+                lines.append(f"{f.name} = {_toml_value(getattr(tt, f.name))}")
         lines.append("")
+        for artefact in tt.artefacts:
+            lines.append(f"[[tasktypes.{_toml_key(name)}.artefacts]]")
+            for f in fields(artefact):
+                lines.append(f"{f.name} = {_toml_value(getattr(artefact, f.name))}")
+            lines.append("")
     return "\n".join(lines)
 
 
