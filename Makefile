@@ -29,8 +29,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 
+# what runs on the boards is also checked for their Python 3.9 (DESIGN §10)
+AGENT_MODULES := src/edgesched/agent src/edgesched/inference src/edgesched/config.py \
+	src/edgesched/errors.py src/edgesched/names.py src/edgesched/logs.py \
+	src/edgesched/clock.py src/edgesched/failpoints.py
+
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy --config-file mypy-agent-py39.ini $(AGENT_MODULES)
 
 unit: $(STAMP)
 	$(BIN)/pytest -q

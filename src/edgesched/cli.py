@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from edgesched import __version__
+from edgesched.agent.probe_cli import probe_command
 from edgesched.chaos import chaos_command
 from edgesched.cli_ops import register as register_ops
 from edgesched.config import Settings, load_settings, render_toml
@@ -433,6 +434,7 @@ register_ops(main)
 
 
 main.add_command(chaos_command)  # edgesched.chaos imports only click and the stdlib
+main.add_command(probe_command)  # what this machine would report, and which probe said it
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import httpx
-from rich.console import Console
-from rich.table import Table
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 MASTER_HELP = "the gateway's URL (or EDGESCHED_MASTER_URL)"
 
@@ -30,6 +30,8 @@ def json_option(func: Any) -> Any:
 
 def call(method: str, master_url: str, path: str, **params: Any) -> Any:
     """One REST call; errors become a one-line message and exit status 1."""
+    import httpx  # the master's extra: an agent-only install has no httpx
+
     try:
         response = httpx.request(method, master_url.rstrip("/") + path, params=params, timeout=10)
     except httpx.HTTPError as exc:
@@ -47,6 +49,8 @@ def emit(data: Any, as_json: bool, table: Table | None = None) -> None:
     if as_json or table is None:
         click.echo(json.dumps(data, ensure_ascii=False))
     else:
+        from rich.console import Console
+
         Console().print(table)
 
 
@@ -68,6 +72,8 @@ def register(main: click.Group) -> None:
         params: dict[str, Any] = {"limit": limit}
         if state:
             params["state"] = state
+        from rich.table import Table
+
         data = call("GET", master_url, "/api/v1/tasks", **params)
         table = Table(title=f"tasks ({data['count']})")
         for column in ("id", "state", "type", "file", "device", "attempts", "error"):
@@ -121,6 +127,8 @@ def register(main: click.Group) -> None:
     @json_option
     def devices_ls(master_url: str, as_json: bool) -> None:
         """Devices with their state, load and slots."""
+        from rich.table import Table
+
         data = call("GET", master_url, "/api/v1/devices")
         table = Table(title="devices")
         for column in ("id", "type", "state", "cpu", "mem", "xpu", "slots", "done", "mean ms"):

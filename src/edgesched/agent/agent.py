@@ -28,7 +28,8 @@ from edgesched.agent.backends import Backend, BackendResult, make_backend
 from edgesched.agent.emulation import Profile, SlotMeter, get_profile
 from edgesched.agent.identity import Identity
 from edgesched.agent.outbox import Outbox
-from edgesched.agent.probe import PsutilProbe
+from edgesched.agent.probes import GenericProbe, ProbeCollector, ProbeEnv
+from edgesched.agent.probes import detect as detect_probes
 from edgesched.config import Settings
 from edgesched.errors import BadInputError, TransportError, UnknownPluginError
 from edgesched.v1 import agent_pb2, agent_pb2_grpc, common_pb2
@@ -38,12 +39,14 @@ log = logging.getLogger("edgesched.agent")
 PROTOCOL = agent_pb2.ProtocolVersion(major=1, minor=0)
 DEVICE_ALIASES = {"ATLAS_I": "atlas310", "RK3588": "rk3588", "ORIN": "orin"}
 DEVICE_TYPES = ("auto", "cpu", "atlas310", "rk3588", "orin", "nvidia")
+#: what --device-type auto becomes when that probe detects its board
+PROBE_DEVICE = {"ascend": "atlas310", "rknpu": "rk3588", "jetson": "orin", "nvidia": "nvidia"}
 BACKOFF_MIN_S = 0.2
 BACKOFF_MAX_S = 5.0
 
 
 #: what goes up the link; None half-closes it
-SendQueue = asyncio.Queue[Optional[agent_pb2.AgentMessage]]  # noqa: UP045 - runs on Python 3.9
+SendQueue = asyncio.Queue[Optional[agent_pb2.AgentMessage]]  # Optional: runs on Python 3.9
 
 
 class Refused(Exception):
@@ -77,15 +80,20 @@ class Agent:
         requested = DEVICE_ALIASES.get(a.device_type, a.device_type)
         if requested not in DEVICE_TYPES:
             raise UnknownPluginError("device type", a.device_type, [*DEVICE_TYPES, *DEVICE_ALIASES])
+        # an emulated board reports no real accelerator figures: only the host's
+        chain = [GenericProbe(ProbeEnv())] if self.profile is not None else detect_probes()
+        self.probes = ProbeCollector(chain, timeout_s=10.0)
         if self.profile is not None:
             self.device_type = self.profile.name
+        elif requested == "auto":
+            found = [p.name for p in chain]
+            self.device_type = next((PROBE_DEVICE[n] for n in found if n in PROBE_DEVICE), "cpu")
         else:
-            self.device_type = "cpu" if requested == "auto" else requested
+            self.device_type = requested
         self.slots = a.slots or (self.profile.slots if self.profile else 1)
         self.identity = Identity.load(a.data_dir)
         self.rng = rng or random.Random(a.seed or None)
         self.backend: Backend = make_backend(settings)
-        self.probe = PsutilProbe()
         self.meter = SlotMeter(self.slots, time.monotonic())
         self.pool = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="infer")
         self.running: dict[str, tuple[int, asyncio.Task[None]]] = {}
@@ -112,6 +120,13 @@ class Agent:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Keeps a link to the master until ``stop`` is set."""
+        self.probes.start()
+        try:
+            await self._run(stop)
+        finally:
+            self.probes.close()
+
+    async def _run(self, stop: asyncio.Event) -> None:
         await asyncio.to_thread(self.backend.warm)
         delay = BACKOFF_MIN_S
         while not self._leave.is_set():
@@ -162,10 +177,23 @@ class Agent:
                 running_task_ids=sorted(self.running),
                 finished_task_ids=self.outbox.finished_task_ids(),
                 agent_version=__version__,
-                static_info={"probe": self.probe.name, "backend": self.backend.name},
+                static_info=self._static_info(),
                 session=self.session_no,
             )
         )
+
+    def _static_info(self) -> dict[str, str]:
+        info = {
+            "backend": self.backend.name,
+            "probes": ",".join(p.name for p in self.probes.probes),
+        }
+        for probe in self.probes.probes:
+            for key, value in probe.static_info().items():
+                if value not in (None, "") and key != "kind":
+                    info[f"{probe.name}.{key}"] = str(value)
+        if self.profile is not None:
+            info["emulation_source"] = self.profile.source
+        return info
 
     async def _link(self, stop: asyncio.Event) -> None:
         a = self.settings.agent
@@ -303,22 +331,32 @@ class Agent:
 
     def _heartbeat(self) -> agent_pb2.AgentMessage:
         now = time.monotonic()
-        host = self.probe.sample()
-        xpu = self.meter.utilisation(now) if self.profile else -1.0
+        sample, sources = self.probes.latest()  # never waits on a slow probe
+        power = float("nan") if sample.power_w is None else sample.power_w
+        if self.profile is not None:
+            xpu = self.meter.utilisation(now)
+            power = self.profile.power_w(xpu)
+        else:
+            xpu = -1.0 if sample.xpu_util is None else sample.xpu_util
         self._hb_seq += 1
         self._hb_sent[self._hb_seq] = now
         for old in [s for s in self._hb_sent if s < self._hb_seq - 16]:
             del self._hb_sent[old]
+        xpu_memory = -1.0
+        if sample.xpu_mem_used_mb is not None and sample.xpu_mem_total_mb:
+            xpu_memory = sample.xpu_mem_used_mb / sample.xpu_mem_total_mb
         metrics = agent_pb2.DeviceMetrics(
-            cpu=host.cpu,
-            memory=host.memory,
+            cpu=sample.cpu or 0.0,
+            memory=sample.memory or 0.0,
             xpu=xpu,
-            xpu_memory=-1.0,
-            temperature_c=float("nan"),
-            power_w=float("nan"),
+            xpu_memory=xpu_memory,
+            temperature_c=float("nan") if sample.temperature_c is None else sample.temperature_c,
+            power_w=power,
             bandwidth_mbps=self.bandwidth_mbps,
             latency_ms=self.latency_ms,
-            probe=f"emulated:{self.profile.name}" if self.profile else self.probe.name,
+            probe=f"emulated:{self.profile.name}"
+            if self.profile
+            else sources.get("xpu_util", sources.get("cpu", "generic")),
         )
         return agent_pb2.AgentMessage(
             heartbeat=agent_pb2.Heartbeat(

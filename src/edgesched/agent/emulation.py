@@ -31,6 +31,12 @@ class Profile:
     p95_ms: float
     formats: tuple[str, ...]  #: native model formats, best first
     source: str
+    idle_w: float = float("nan")  #: board power when idle (unverified estimates, see docs)
+    busy_w: float = float("nan")  #: board power with every slot busy
+
+    def power_w(self, xpu: float) -> float:
+        """The power the utilisation implies: linear between idle and busy."""
+        return self.idle_w + (self.busy_w - self.idle_w) * min(1.0, max(0.0, xpu))
 
     @property
     def slots(self) -> int:
@@ -54,6 +60,8 @@ PROFILES: dict[str, Profile] = {
         p95_ms=50.0,
         formats=("om", "onnx"),
         source="devices.md §7: Atlas 200 DK YOLOv5s ~20-50 ms; simulator median ~25, p95 ~50",
+        idle_w=3.0,
+        busy_w=8.0,  # Ascend 310: 8 W TDP
     ),
     "rk3588": Profile(
         name="rk3588",
@@ -67,6 +75,8 @@ PROFILES: dict[str, Profile] = {
         p95_ms=60.0,
         formats=("rknn", "onnx"),
         source="devices.md §7: Python RKNNLite.inference 40.9 ms mean (YOLOv5s INT8, one core)",
+        idle_w=2.5,
+        busy_w=7.0,  # RK3588 board with the NPU busy (unverified)
     ),
     "orin": Profile(
         name="orin",
@@ -77,6 +87,8 @@ PROFILES: dict[str, Profile] = {
         formats=("engine", "onnx"),
         source="devices.md §7: AGX Orin YOLOv10n 4.1 ms e2e (trtutils), 6.9 ms (Ultralytics); "
         "simulator median ~5 ms",
+        idle_w=12.0,
+        busy_w=40.0,  # AGX Orin module power modes 15-60 W (unverified)
     ),
 }
 

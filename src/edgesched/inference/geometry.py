@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -10,9 +11,6 @@ import numpy.typing as npt
 from edgesched.inference.labels import Detection
 
 __all__ = ["DecodeMeta", "InputTransform", "boxes_to_detections"]
-
-FloatArray = npt.NDArray[np.floating]
-IntArray = npt.NDArray[np.integer]
 
 
 @dataclass(frozen=True)
@@ -29,16 +27,16 @@ class InputTransform:
     pad_x: float = 0.0
     pad_y: float = 0.0
 
-    def to_original(self, boxes: FloatArray) -> FloatArray:
+    def to_original(self, boxes: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.floating[Any]]:
         """Map ``[N, 4]`` x1,y1,x2,y2 boxes in input pixels to original pixels (not clipped)."""
-        out = np.asarray(boxes, dtype=np.float64).copy()
+        out: npt.NDArray[np.floating[Any]] = np.asarray(boxes, dtype=np.float64).copy()
         out[:, 0::2] = (out[:, 0::2] - self.pad_x) / self.scale_x
         out[:, 1::2] = (out[:, 1::2] - self.pad_y) / self.scale_y
         return out
 
-    def to_input(self, boxes: FloatArray) -> FloatArray:
+    def to_input(self, boxes: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.floating[Any]]:
         """The inverse of :meth:`to_original` (used by tests and by drawing code)."""
-        out = np.asarray(boxes, dtype=np.float64).copy()
+        out: npt.NDArray[np.floating[Any]] = np.asarray(boxes, dtype=np.float64).copy()
         out[:, 0::2] = out[:, 0::2] * self.scale_x + self.pad_x
         out[:, 1::2] = out[:, 1::2] * self.scale_y + self.pad_y
         return out
@@ -56,7 +54,10 @@ class DecodeMeta:
 
 
 def boxes_to_detections(
-    boxes: FloatArray, scores: FloatArray, class_ids: IntArray, meta: DecodeMeta
+    boxes: npt.NDArray[np.floating[Any]],
+    scores: npt.NDArray[np.floating[Any]],
+    class_ids: npt.NDArray[np.integer[Any]],
+    meta: DecodeMeta,
 ) -> list[Detection]:
     """Map input-pixel boxes to the original picture, round, clip and name them.
 
