@@ -60,6 +60,7 @@ class SchedulingSettings:
     retry_backoff_s: float = 0.5  #: first retry delay; doubles per failure, with full jitter
     retry_backoff_cap_s: float = 30.0  #: retry delay never exceeds this
     task_deadline_s: float = 600.0  #: an attempt not finished by then runs elsewhere (not counted)
+    no_device_ttl_s: float = 600.0  #: a task no online device can run waits this long, then dies
     weight_cpu: float = 0.3  #: load score: CPU utilisation (fraction)
     weight_memory: float = 0.1  #: load score: memory utilisation (fraction)
     weight_xpu: float = 0.4  #: load score: NPU/GPU utilisation (fraction)
@@ -279,6 +280,7 @@ def validate(settings: Settings) -> None:
         "heartbeat_interval_s",
         "dead_grace_s",
         "task_deadline_s",
+        "no_device_ttl_s",
         "network_reference_ms",
         "assumed_bandwidth_mbps",
     ):

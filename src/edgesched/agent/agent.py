@@ -90,10 +90,10 @@ class Agent:
             self.device_type = next((PROBE_DEVICE[n] for n in found if n in PROBE_DEVICE), "cpu")
         else:
             self.device_type = requested
+        self.backend: Backend = make_backend(settings, self.device_type)
         self.slots = a.slots or (self.profile.slots if self.profile else 1)
         self.identity = Identity.load(a.data_dir)
         self.rng = rng or random.Random(a.seed or None)
-        self.backend: Backend = make_backend(settings)
         self.meter = SlotMeter(self.slots, time.monotonic())
         self.pool = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="infer")
         self.running: dict[str, tuple[int, asyncio.Task[None]]] = {}
@@ -151,8 +151,19 @@ class Agent:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     def _register(self) -> agent_pb2.AgentMessage:
+        held = self.backend.artefacts()
         caps = agent_pb2.Capabilities(
-            task_types=self.backend.task_types(),
+            task_types=sorted({a.task_type for a in held}),
+            artefacts=[
+                agent_pb2.ModelArtefact(
+                    task_type=a.task_type,
+                    format=a.format,
+                    target=a.target,
+                    sha256=a.sha256,
+                    backend=a.backend,
+                )
+                for a in held
+            ],
             model_formats=list(self.profile.formats if self.profile else self.backend.formats),
             sub_devices=[
                 agent_pb2.SubDevice(name=s.name, kind=s.kind, slots=s.slots)
@@ -473,7 +484,7 @@ class Agent:
         self.meter.start(start)
         try:
             result: BackendResult = await loop.run_in_executor(
-                self.pool, self.backend.run, a.task_type, payload
+                self.pool, self.backend.run, a.task_type, payload, a.task_id
             )
             paced_ms = 0.0
             if self.profile is not None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from edgesched.config import BUNDLED_LAYOUT, Settings, TaskTypeSettings
-from edgesched.errors import UnknownPluginError
+from edgesched.config import BUNDLED_LAYOUT, MODEL_FORMATS, Settings, TaskTypeSettings
+from edgesched.errors import BackendError, ConfigError, UnknownPluginError
 from edgesched.inference.labels import Detection, format_label
+
+log = logging.getLogger("edgesched.backend")
 
 
 @dataclass
@@ -19,17 +22,30 @@ class BackendResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class HeldArtefact:
+    """A model this board holds and can run: what the agent advertises, per task type."""
+
+    task_type: str
+    format: str
+    target: str = ""
+    sha256: str = ""
+    backend: str = ""
+
+
 class Backend(Protocol):
     name: str
     formats: tuple[str, ...]
 
-    def task_types(self) -> list[str]: ...
+    def artefacts(self) -> list[HeldArtefact]:
+        """What it can run; valid after warm()."""
+        ...
 
     def warm(self) -> None:
         """Loads what it needs before the agent joins (so the first task is not slow)."""
         ...
 
-    def run(self, task_type: str, payload: bytes) -> BackendResult: ...
+    def run(self, task_type: str, payload: bytes, task_id: str = "") -> BackendResult: ...
 
 
 def model_spec(settings: TaskTypeSettings) -> Any:
@@ -57,16 +73,24 @@ class OnnxBackend:
     formats: tuple[str, ...] = ("onnx",)
 
     def __init__(self, tasktypes: dict[str, TaskTypeSettings], threads: int = 1) -> None:
-        self._tasktypes = tasktypes
+        # a CPU board runs the ONNX model only where the task type allows the CPU fallback
+        self._tasktypes = {n: t for n, t in tasktypes.items() if t.model and t.cpu_fallback}
         self._threads = threads
         self._detectors: dict[str, Any] = {}
 
-    def task_types(self) -> list[str]:
-        return sorted(self._tasktypes)
+    def artefacts(self) -> list[HeldArtefact]:
+        return [
+            HeldArtefact(name, "onnx", "", model_spec(self._tasktypes[name]).sha256, self.name)
+            for name in sorted(self._detectors)
+        ]
 
     def warm(self) -> None:
-        for name in self._tasktypes:
-            self._detector(name)
+        for name in list(self._tasktypes):
+            try:
+                self._detector(name)
+            except ConfigError as exc:  # one missing model must not take the others down
+                log.warning("task type %s not served: %s", name, exc)
+                del self._tasktypes[name]
 
     def _detector(self, task_type: str) -> Any:
         detector = self._detectors.get(task_type)
@@ -77,7 +101,7 @@ class OnnxBackend:
             self._detectors[task_type] = detector
         return detector
 
-    def run(self, task_type: str, payload: bytes) -> BackendResult:
+    def run(self, task_type: str, payload: bytes, task_id: str = "") -> BackendResult:
         from edgesched.inference.images import decode_image
 
         t0 = time.perf_counter()
@@ -109,15 +133,15 @@ class SleepBackend:
     formats: tuple[str, ...] = ("onnx",)
 
     def __init__(self, tasktypes: dict[str, TaskTypeSettings], threads: int = 1) -> None:
-        self._names = sorted(tasktypes)
+        self._names = sorted(n for n, t in tasktypes.items() if t.all_artefacts())
 
-    def task_types(self) -> list[str]:
-        return list(self._names)
+    def artefacts(self) -> list[HeldArtefact]:
+        return [HeldArtefact(name, "onnx", "", "", self.name) for name in self._names]
 
     def warm(self) -> None:
         return None
 
-    def run(self, task_type: str, payload: bytes) -> BackendResult:
+    def run(self, task_type: str, payload: bytes, task_id: str = "") -> BackendResult:
         from edgesched.inference.images import decode_image
 
         t0 = time.perf_counter()
@@ -126,13 +150,66 @@ class SleepBackend:
         return BackendResult(label="", detections=[], timings={"decode_ms": decode_ms})
 
 
-BackendFactory = Callable[[dict[str, TaskTypeSettings], int], Backend]
-BACKENDS: dict[str, BackendFactory] = {"onnx": OnnxBackend, "sleep": SleepBackend}
+class CompositeBackend:
+    """Several backends on one board: each task type runs on the one holding its best format
+    (a compiled .rknn on the NPU before the ONNX fallback on the CPU)."""
+
+    def __init__(self, backends: list[Backend]) -> None:
+        self.backends = backends
+        self.name = "+".join(b.name for b in backends)
+        self.formats = tuple(f for b in backends for f in b.formats)
+        self._route: dict[str, Backend] = {}
+
+    def warm(self) -> None:
+        for backend in self.backends:
+            backend.warm()
+        ranked: dict[str, tuple[int, Backend]] = {}
+        for backend in self.backends:
+            for held in backend.artefacts():
+                rank = MODEL_FORMATS.index(held.format) if held.format in MODEL_FORMATS else 99
+                if held.task_type not in ranked or rank < ranked[held.task_type][0]:
+                    ranked[held.task_type] = (rank, backend)
+        self._route = {task_type: backend for task_type, (_, backend) in ranked.items()}
+
+    def artefacts(self) -> list[HeldArtefact]:
+        return [a for b in self.backends for a in b.artefacts()]
+
+    def run(self, task_type: str, payload: bytes, task_id: str = "") -> BackendResult:
+        backend = self._route.get(task_type)
+        if backend is None:
+            raise BackendError(f"no backend on this board holds a model for {task_type!r}")
+        return backend.run(task_type, payload, task_id)
 
 
-def make_backend(settings: Settings) -> Backend:
-    name = settings.agent.backend
-    factory = BACKENDS.get(name)
-    if factory is None:
-        raise UnknownPluginError("backend", name, BACKENDS)
-    return factory(settings.tasktypes, settings.agent.threads)
+BackendFactory = Callable[[Settings, str], Backend]
+
+
+def _onnx(settings: Settings, device_type: str) -> Backend:
+    return OnnxBackend(settings.tasktypes, settings.agent.threads)
+
+
+def _sleep(settings: Settings, device_type: str) -> Backend:
+    return SleepBackend(settings.tasktypes, settings.agent.threads)
+
+
+BACKENDS: dict[str, BackendFactory] = {"onnx": _onnx, "sleep": _sleep}
+
+#: what ``--backend auto`` runs on each kind of board, best first
+AUTO_BACKENDS = {
+    "rk3588": ("rknn", "onnx"),
+    "atlas310": ("ascend_om", "onnx"),
+}
+
+
+def make_backend(settings: Settings, device_type: str = "cpu") -> Backend:
+    """The backend(s) named by ``agent.backend``: a name, a comma-separated list, or auto."""
+    spec = settings.agent.backend
+    if spec == "auto":
+        names = [n for n in AUTO_BACKENDS.get(device_type, ("onnx",)) if n in BACKENDS]
+    else:
+        names = [n.strip() for n in spec.split(",") if n.strip()]
+    for name in names:
+        if name not in BACKENDS:
+            raise UnknownPluginError("backend", name, [*BACKENDS, "auto"])
+    backends = [BACKENDS[name](settings, device_type) for name in names]
+    return backends[0] if len(backends) == 1 else CompositeBackend(backends)

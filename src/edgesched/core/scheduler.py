@@ -91,6 +91,7 @@ class Core:
         self._ready: deque[str] = deque()  #: queued tasks that may be dispatched now (FIFO)
         self._delayed: list[tuple[float, int, str]] = []  #: (not_before, seq, task id)
         self._deadlines: list[tuple[float, str, int]] = []  #: (due, task id, attempt)
+        self._next_capability_check = 0.0
         self._seq = 0
         self.retries = 0  #: attempts re-queued, any cause (for metrics)
         self._strategies: dict[str, Strategy] = {}
@@ -375,6 +376,33 @@ class Core:
         while self._deadlines and self._deadlines[0][0] <= now:
             _, task_id, attempt = heapq.heappop(self._deadlines)
             out += self._missed_deadline(task_id, attempt, now)
+        if now >= self._next_capability_check:
+            self._next_capability_check = now + 1.0
+            out += self._expire_unplaceable(now)
+        return out
+
+    def capable_types(self) -> set[str]:
+        """Task types some online, not draining device can run."""
+        types: set[str] = set()
+        for device in self.devices.values():
+            if device.schedulable:
+                types |= device.task_types
+        return types
+
+    def _expire_unplaceable(self, now: float) -> list[Command]:
+        """A queued task no online device can run waits ``no_device_ttl_s``, then is dead."""
+        capable = self.capable_types()
+        out: list[Command] = []
+        for task in [t for t in self.tasks.values() if t.state is TaskState.QUEUED]:
+            if task.task_type in capable:
+                task.waiting_since = 0.0
+            elif not task.waiting_since:
+                task.waiting_since = now
+            elif now - task.waiting_since >= self.settings.no_device_ttl_s:
+                waited = f"{now - task.waiting_since:.0f} s"
+                reason = f"no online device can run task type {task.task_type!r} (waited {waited})"
+                task.errors.append(AttemptError(task.attempt, "", "no_device", reason, now, False))
+                out += self._finish(task, TaskState.DEAD, now, reason)
         return out
 
     def _watch_deadline(self, task: Task, now: float) -> None:
@@ -431,6 +459,9 @@ class Core:
             if not candidates:
                 skipped.append(task_id)
                 continue
+            # native artefacts first; ONNX on a device without one only when none is free
+            best = min(d.tier(task.task_type) for d in candidates)
+            candidates = [d for d in candidates if d.tier(task.task_type) == best]
             device = self._strategy_for(task).choose(task, candidates)
             task.attempt += 1
             task.live[task.attempt] = device.id

@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgesched.config import NATIVE_FORMATS
+
 
 class TaskState(str, enum.Enum):
     QUEUED = "queued"
@@ -91,6 +93,7 @@ class Task:
     device_id: str = ""  #: device of the newest attempt
     live: dict[int, str] = field(default_factory=dict)  #: attempt → device, still outstanding
     not_before: float = 0.0  #: retry backoff: not dispatched before this time
+    waiting_since: float = 0.0  #: since when no online device can run it (0: one can)
     queued_at: float = 0.0
     assigned_at: float = 0.0
     started_at: float = 0.0
@@ -130,6 +133,8 @@ class Device:
     device_type: str
     slots: int
     task_types: frozenset[str]
+    #: task type → the best model format the device holds for it (rknn/om/engine beat onnx)
+    formats: dict[str, str] = field(default_factory=dict)
     emulated: bool = False
     hostname: str = ""
     address: str = ""  #: the agent's address as the master saw it
@@ -156,6 +161,10 @@ class Device:
     @property
     def mean_service_ms(self) -> float:
         return self.service_ms_total / self.tasks_done if self.tasks_done else 0.0
+
+    def tier(self, task_type: str) -> int:
+        """0 for a native compiled artefact, 1 for ONNX (the universal fallback)."""
+        return 0 if self.formats.get(task_type, "onnx") in NATIVE_FORMATS else 1
 
     @property
     def schedulable(self) -> bool:

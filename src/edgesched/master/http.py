@@ -72,6 +72,7 @@ class TaskResultOut(BaseModel):
 
 
 class TaskOut(BaseModel):
+    note: str  #: why a queued task waits, when it does
     id: str
     idempotency_key: str
     client_id: str
@@ -150,7 +151,8 @@ def make_http_app(master: Master, link_port: int, intake: SeedIntake | None = No
 
     @app.get("/api/v1/tasks/{task_id}", response_model=TaskOut, responses=ERRORS)
     async def task(task_id: str) -> dict[str, Any]:
-        return task_json(await master.get_task(task_id))
+        row = await master.get_task(task_id)
+        return task_json(row, master.waiting_note(row))
 
     @app.post("/api/v1/tasks/{task_id}/retry", response_model=RetryOut, responses=ERRORS)
     async def retry(task_id: str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 
 from edgesched import failpoints
+from edgesched.config import MODEL_FORMATS
 from edgesched.core.state import Device, Metrics, clean_fraction
 from edgesched.journal.base import TaskRow
 from edgesched.master.intake import peer_host
@@ -124,6 +125,10 @@ class AgentSession:
             if last:
                 failpoints.hit("after_assignment_sent")
                 return
+
+
+def _rank(fmt: str) -> int:
+    return MODEL_FORMATS.index(fmt) if fmt in MODEL_FORMATS else len(MODEL_FORMATS)
 
 
 def _digest(credential: str) -> str:
@@ -241,11 +246,17 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
         if reg.emulated:
             info.setdefault("emulation_profile", reg.emulation_profile)
             info.setdefault("time_scale", f"{reg.time_scale:g}")
+        formats: dict[str, str] = {}
+        for artefact in caps.artefacts:  # the best format it holds per task type
+            held = formats.get(artefact.task_type)
+            if held is None or _rank(artefact.format) < _rank(held):
+                formats[artefact.task_type] = artefact.format
         device = Device(
             id=agent_id,
             device_type=reg.device_type or "cpu",
             slots=slots,
             task_types=frozenset(caps.task_types),
+            formats=formats,
             emulated=reg.emulated,
             hostname=reg.hostname,
             address=peer_host(peer),

@@ -93,6 +93,18 @@ def write_payload(path: Path, data: bytes, durable: bool) -> None:
         raise
 
 
+def check_task_type(settings: Settings, task_type: str) -> None:
+    """A task type must name a configured model that at least one artefact can serve."""
+    tt = settings.tasktypes.get(task_type)
+    if tt is None:
+        raise UnknownTaskTypeError(task_type, settings.tasktypes)
+    if not tt.all_artefacts():
+        raise BadInputError(
+            f"task type {task_type!r} has no model: set tasktypes.{task_type}.model or "
+            f"[[tasktypes.{task_type}.artefacts]] in edgesched.toml"
+        )
+
+
 def check_picture(data: bytes, max_bytes: int, max_pixels: int) -> None:
     """The master's cheap checks: size, a recognisable image header, the pixel count."""
     from edgesched.inference.images import sniff_image_header
@@ -183,8 +195,7 @@ class Master:
         """Journals a task (payload first), then queues it. Durable when it returns."""
         if self.stopping:
             raise TransportError("master is shutting down")
-        if sub.task_type not in self.settings.tasktypes:
-            raise UnknownTaskTypeError(sub.task_type, self.settings.tasktypes)
+        check_task_type(self.settings, sub.task_type)
         if not sub.idem_key:
             raise BadInputError("idempotency_key is required")
         strategy = canonical_strategy(sub.strategy) if sub.strategy else ""
@@ -417,6 +428,16 @@ class Master:
         self.pump()
 
     # ---- API ---------------------------------------------------------------------------
+
+    def waiting_note(self, row: TaskRow) -> str:
+        """Why a queued task is not running, when the reason is that no device can run it."""
+        if row.state != TaskState.QUEUED.value or row.task_type in self.core.capable_types():
+            return ""
+        ttl = self.settings.scheduling.no_device_ttl_s
+        return (
+            f"waiting: no online device can run task type {row.task_type!r}; "
+            f"it ends dead after {ttl:g} s without one"
+        )
 
     async def get_task(self, task_id: str) -> TaskRow:
         row = self.rows.get(task_id) or await self.journal.get(task_id)

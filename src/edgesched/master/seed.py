@@ -18,9 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from edgesched.core.strategies import ALIASES, STRATEGIES
-from edgesched.errors import BadInputError, UnknownTaskTypeError
+from edgesched.errors import BadInputError
 from edgesched.journal.base import TaskRow
-from edgesched.master.master import Master, Submission, check_picture, write_payload
+from edgesched.master.master import (
+    Master,
+    Submission,
+    check_picture,
+    check_task_type,
+    write_payload,
+)
 from edgesched.names import display_name, safe_component, safe_extension
 
 #: What the seed's task manager sends when a client gives no task type (Gen-A).
@@ -97,8 +103,7 @@ class SeedIntake:
     ) -> tuple[TaskRow, str]:
         """Journals one picture; returns (task row, the saved file name)."""
         master = self.master
-        if upload.task_type not in master.settings.tasktypes:
-            raise UnknownTaskTypeError(upload.task_type, master.settings.tasktypes)
+        check_task_type(master.settings, upload.task_type)
         m = master.settings.master
         await asyncio.to_thread(check_picture, upload.payload, m.max_upload_bytes, m.max_pixels)
         ip = safe_component(client_ip)
@@ -198,8 +203,7 @@ def parse_schedule(body: bytes) -> ScheduleRequest:
 
 async def schedule(master: Master, request: ScheduleRequest, strategy: str) -> list[TaskRow]:
     """Journals one task per named file already in the upload directory."""
-    if request.task_type not in master.settings.tasktypes:
-        raise UnknownTaskTypeError(request.task_type, master.settings.tasktypes)
+    check_task_type(master.settings, request.task_type)
     directory = upload_root(master) / safe_component(request.client_ip)
     rows = []
     for name in request.filenames:

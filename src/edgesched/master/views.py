@@ -73,8 +73,9 @@ def result_pb(row: TaskRow) -> common_pb2.TaskResult:
     )
 
 
-def task_json(row: TaskRow) -> dict[str, Any]:
+def task_json(row: TaskRow, note: str = "") -> dict[str, Any]:
     return {
+        "note": note,
         "id": row.id,
         "idempotency_key": row.idem_key,
         "client_id": row.client_id,
