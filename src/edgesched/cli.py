@@ -222,7 +222,20 @@ def task_manager(
 @click.option("--backend", default=None, help="onnx or sleep [onnx]")
 @click.option("--data-dir", default=None, help="agent id and outbox [workspace/slave]")
 @click.option("--threads", type=int, default=None, help="inference threads [1]")
-@click.option("--seed", type=int, default=None, help="seeds emulation")
+@click.option("--seed", type=int, default=None, help="seeds emulation and the bandwidth trace")
+@click.option(
+    "--bandwidth-limit",
+    "bandwidth_limit_mbps",
+    type=float,
+    default=None,
+    help="pace incoming payloads to this many Mbit/s",
+)
+@click.option(
+    "--bandwidth-fluctuate",
+    is_flag=True,
+    default=None,
+    help="pace to a seeded trace fluctuating in the seed's 50-500 Mbit/s",
+)
 @log_options
 def agent(config: str | None, log_level: str, log_format: str, **flags: Any) -> None:
     """Run an agent: dial the master, run tasks, return results."""

@@ -85,6 +85,9 @@ class AgentSettings:
     threads: int = 1  #: inference threads per slot
     seed: int = 0  #: seeds emulation; 0 = from the agent id
     drain_timeout_s: float = 30.0  #: on SIGTERM, finish running tasks for at most this long
+    bandwidth_limit_mbps: float = 0.0  #: pace incoming payloads to this rate (0 = no limit)
+    bandwidth_fluctuate: bool = False  #: pace to a seeded fluctuating trace (the seed's 50-500)
+    bandwidth_step_s: float = 5.0  #: how long each value of the fluctuating trace lasts
 
 
 @dataclass

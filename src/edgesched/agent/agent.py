@@ -28,6 +28,7 @@ from edgesched.agent.backends import Backend, BackendResult, make_backend
 from edgesched.agent.emulation import Profile, SlotMeter, get_profile
 from edgesched.agent.identity import Identity
 from edgesched.agent.outbox import Outbox
+from edgesched.agent.pacing import BandwidthTrace, Pacer
 from edgesched.agent.probes import GenericProbe, ProbeCollector, ProbeEnv
 from edgesched.agent.probes import detect as detect_probes
 from edgesched.config import Settings
@@ -114,6 +115,9 @@ class Agent:
         self.latency_ms = 0.0
         self.bandwidth_mbps = 0.0
         self.session_no = 0
+        trace = BandwidthTrace(a.seed or 1, a.bandwidth_step_s) if a.bandwidth_fluctuate else None
+        self.pacer = Pacer(a.bandwidth_limit_mbps, trace)
+        self._started = time.monotonic()
         self.connected = asyncio.Event()
 
     # ---- lifecycle ---------------------------------------------------------------------
@@ -253,6 +257,10 @@ class Agent:
                     finally:
                         next_msg = None
                     kind = message.WhichOneof("kind")
+                    if kind == "chunk" and self.pacer.active:
+                        # a slow uplink: the chunk takes its time, and what follows waits
+                        t = time.monotonic() - self._started
+                        await asyncio.sleep(self.pacer.delay_s(len(message.chunk.data), t))
                     if kind == "registered":
                         heartbeats = self._on_registered(message.registered, send_q)
                     elif kind == "refused":
