@@ -75,6 +75,7 @@ class InProcessCluster:
     def agent_settings(self, name: str, **agent: Any) -> Settings:
         assert self.server is not None
         settings = Settings()
+        settings.tasktypes = dict(agent.pop("tasktypes", None) or settings.tasktypes)
         settings.agent.master_ip = "127.0.0.1"
         settings.agent.master_port = self.server.http_port
         settings.agent.token = self.master.token

@@ -219,9 +219,27 @@ def task_manager(
 @click.option("--device-type", default=None, help="auto|cpu|atlas310|rk3588|orin|nvidia")
 @click.option("--emulate", default=None, help="atlas310|rk3588|orin: pace like that board")
 @click.option("--time-scale", type=float, default=None, help="stretch emulated times [1]")
-@click.option("--backend", default=None, help="onnx or sleep [onnx]")
+@click.option(
+    "--backend",
+    default=None,
+    help="onnx|onnx_ep|rknn|ascend_om|filedrop|sleep, a comma list, or auto [onnx]",
+)
 @click.option("--data-dir", default=None, help="agent id and outbox [workspace/slave]")
 @click.option("--threads", type=int, default=None, help="inference threads [1]")
+@click.option(
+    "--filedrop-dir",
+    "--input-dir",
+    "filedrop_dir",
+    default=None,
+    help="filedrop: input/ and output/label/ [<data-dir>/data]",
+)
+@click.option(
+    "--interval",
+    "interval_s",
+    type=float,
+    default=None,
+    help="filedrop: fallback scan period in s; events come first [10]",
+)
 @click.option("--seed", type=int, default=None, help="seeds emulation and the bandwidth trace")
 @click.option(
     "--bandwidth-limit",

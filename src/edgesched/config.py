@@ -81,10 +81,13 @@ class AgentSettings:
     device_type: str = "auto"  #: auto, cpu, atlas310, rk3588, orin, nvidia
     emulate: str = ""  #: atlas310, rk3588 or orin: pace service times like that board
     time_scale: float = 1.0  #: emulated service times are multiplied by this
-    backend: str = "onnx"  #: onnx or sleep
+    backend: str = "onnx"  #: onnx, onnx_ep, rknn, ascend_om, filedrop, sleep, a list, or auto
     threads: int = 1  #: inference threads per slot
     seed: int = 0  #: seeds emulation; 0 = from the agent id
     drain_timeout_s: float = 30.0  #: on SIGTERM, finish running tasks for at most this long
+    filedrop_dir: str = ""  #: filedrop: <dir>/input and <dir>/output/label; "" = <data_dir>/data
+    interval_s: float = 10.0  #: filedrop: the fallback scan period (file-system events come first)
+    filedrop_timeout_s: float = 300.0  #: filedrop: an engine silent this long fails the attempt
     bandwidth_limit_mbps: float = 0.0  #: pace incoming payloads to this rate (0 = no limit)
     bandwidth_fluctuate: bool = False  #: pace to a seeded fluctuating trace (the seed's 50-500)
     bandwidth_step_s: float = 5.0  #: how long each value of the fluctuating trace lasts
@@ -99,7 +102,7 @@ class ClientSettings:
 
 
 #: Model formats, best first: compiled artefacts are native to one chip; ONNX runs anywhere.
-NATIVE_FORMATS = ("rknn", "om", "engine")
+NATIVE_FORMATS = ("rknn", "om", "engine", "filedrop")  #: filedrop: a vendor engine beside us
 MODEL_FORMATS = (*NATIVE_FORMATS, "onnx")
 
 
@@ -304,6 +307,10 @@ def validate(settings: Settings) -> None:
         raise ConfigError("master.retention_s and master.retention_rows must be positive")
     if m.max_upload_bytes <= 0:
         raise ConfigError("master.max_upload_bytes must be positive")
+    for key in ("interval_s", "filedrop_timeout_s"):
+        value = getattr(settings.agent, key)
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"agent.{key} must be a positive number, not {value!r}")
     for name, tt in settings.tasktypes.items():
         if tt.kind not in ("picodet_layout", "yolov5", "yolov8"):
             raise ConfigError(

@@ -25,7 +25,7 @@ import grpc
 
 from edgesched import __version__
 from edgesched.agent.backends import Backend, BackendResult, make_backend
-from edgesched.agent.emulation import Profile, SlotMeter, get_profile
+from edgesched.agent.emulation import PROFILES, Profile, SlotMeter, get_profile
 from edgesched.agent.identity import Identity
 from edgesched.agent.outbox import Outbox
 from edgesched.agent.pacing import BandwidthTrace, Pacer
@@ -40,6 +40,8 @@ log = logging.getLogger("edgesched.agent")
 PROTOCOL = agent_pb2.ProtocolVersion(major=1, minor=0)
 DEVICE_ALIASES = {"ATLAS_I": "atlas310", "RK3588": "rk3588", "ORIN": "orin"}
 DEVICE_TYPES = ("auto", "cpu", "atlas310", "rk3588", "orin", "nvidia")
+#: slots follow the hardware: an RK3588 runs one task per NPU core
+HARDWARE_SLOTS = {"rk3588": 3, "atlas310": 1, "orin": 1, "nvidia": 1, "cpu": 1}
 #: what --device-type auto becomes when that probe detects its board
 PROBE_DEVICE = {"ascend": "atlas310", "rknpu": "rk3588", "jetson": "orin", "nvidia": "nvidia"}
 BACKOFF_MIN_S = 0.2
@@ -92,7 +94,8 @@ class Agent:
         else:
             self.device_type = requested
         self.backend: Backend = make_backend(settings, self.device_type)
-        self.slots = a.slots or (self.profile.slots if self.profile else 1)
+        hardware = HARDWARE_SLOTS.get(self.device_type, 1)
+        self.slots = a.slots or (self.profile.slots if self.profile else hardware)
         self.identity = Identity.load(a.data_dir)
         self.rng = rng or random.Random(a.seed or None)
         self.meter = SlotMeter(self.slots, time.monotonic())
@@ -169,11 +172,7 @@ class Agent:
                 for a in held
             ],
             model_formats=list(self.profile.formats if self.profile else self.backend.formats),
-            sub_devices=[
-                agent_pb2.SubDevice(name=s.name, kind=s.kind, slots=s.slots)
-                for s in (self.profile.sub_devices if self.profile else ())
-            ]
-            or [agent_pb2.SubDevice(name="cpu", kind="cpu", slots=self.slots)],
+            sub_devices=self._sub_devices(),
             slots=self.slots,
             backends=[self.backend.name],
         )
@@ -196,6 +195,16 @@ class Agent:
                 session=self.session_no,
             )
         )
+
+    def _sub_devices(self) -> list[agent_pb2.SubDevice]:
+        """The board's NPU cores / GPU / chips, when its slots are the hardware's own."""
+        profile = self.profile or PROFILES.get(self.device_type)
+        if profile is not None and profile.slots == self.slots:
+            return [
+                agent_pb2.SubDevice(name=s.name, kind=s.kind, slots=s.slots)
+                for s in profile.sub_devices
+            ]
+        return [agent_pb2.SubDevice(name="cpu", kind="cpu", slots=self.slots)]
 
     def _static_info(self) -> dict[str, str]:
         info = {

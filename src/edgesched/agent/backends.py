@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from edgesched.config import BUNDLED_LAYOUT, MODEL_FORMATS, Settings, TaskTypeSettings
@@ -192,12 +193,55 @@ def _sleep(settings: Settings, device_type: str) -> Backend:
     return SleepBackend(settings.tasktypes, settings.agent.threads)
 
 
-BACKENDS: dict[str, BackendFactory] = {"onnx": _onnx, "sleep": _sleep}
+def _onnx_ep(settings: Settings, device_type: str) -> Backend:
+    from edgesched.agent.providers import OrtAcceleratedBackend
+
+    cache = Path(settings.agent.data_dir) / "cache"
+    return OrtAcceleratedBackend(settings.tasktypes, settings.agent.threads, device_type, cache)
+
+
+def _rknn(settings: Settings, device_type: str) -> Backend:
+    from edgesched.agent.native_backends import RknnBackend
+
+    return RknnBackend(settings.tasktypes, settings.agent.threads)
+
+
+def _ascend_om(settings: Settings, device_type: str) -> Backend:
+    from edgesched.agent.native_backends import AscendOmBackend
+
+    return AscendOmBackend(settings.tasktypes, settings.agent.threads)
+
+
+def _filedrop(settings: Settings, device_type: str) -> Backend:
+    from edgesched.agent.filedrop import FileDropBackend
+
+    a = settings.agent
+    root = Path(a.filedrop_dir) if a.filedrop_dir else Path(a.data_dir) / "data"
+    return FileDropBackend(
+        sorted(settings.tasktypes),
+        root / "input",
+        root / "output",
+        interval_s=a.interval_s,
+        timeout_s=a.filedrop_timeout_s,
+    )
+
+
+# Vendor modules are imported inside the factories: only the backend a board uses is loaded.
+BACKENDS: dict[str, BackendFactory] = {
+    "onnx": _onnx,
+    "sleep": _sleep,
+    "onnx_ep": _onnx_ep,
+    "rknn": _rknn,
+    "ascend_om": _ascend_om,
+    "filedrop": _filedrop,
+}
 
 #: what ``--backend auto`` runs on each kind of board, best first
 AUTO_BACKENDS = {
     "rk3588": ("rknn", "onnx"),
-    "atlas310": ("ascend_om", "onnx"),
+    "atlas310": ("ascend_om", "onnx_ep"),
+    "orin": ("onnx_ep",),
+    "nvidia": ("onnx_ep",),
 }
 
 
