@@ -63,6 +63,11 @@ class InProcessCluster:
         return client_pb2_grpc.TaskServiceStub(self.channel)
 
     @property
+    def auth(self) -> tuple[tuple[str, str], ...]:
+        """gRPC metadata carrying the API token (the client API needs it by default)."""
+        return (("authorization", f"Bearer {self.master.api_token.current()}"),)
+
+    @property
     def grpc_target(self) -> str:
         assert self.server is not None
         return f"127.0.0.1:{self.server.grpc_port}"
@@ -112,7 +117,9 @@ class InProcessCluster:
             filename=f"{key}.png",
             payload=payload,
         )
-        reply: client_pb2.SubmitReply = await self.stub.Submit(request, timeout=10)
+        reply: client_pb2.SubmitReply = await self.stub.Submit(
+            request, timeout=10, metadata=self.auth
+        )
         return reply
 
     async def wait(
@@ -121,7 +128,8 @@ class InProcessCluster:
         results: dict[str, common_pb2.TaskResult] = {}
 
         async def collect() -> None:
-            async for result in self.stub.WatchResults(client_pb2.WatchRequest(task_ids=task_ids)):
+            request = client_pb2.WatchRequest(task_ids=task_ids)
+            async for result in self.stub.WatchResults(request, metadata=self.auth):
                 results[result.task_id] = result
 
         await asyncio.wait_for(collect(), limit_s)
@@ -131,6 +139,11 @@ class InProcessCluster:
         async with httpx.AsyncClient() as client:
             response = await client.get(self.http + path, timeout=5)
             return response
+
+    async def post(self, path: str, token: bool = True) -> Any:
+        headers = {"Authorization": f"Bearer {self.master.api_token.current()}"} if token else {}
+        async with httpx.AsyncClient() as client:
+            return await client.post(self.http + path, timeout=5, headers=headers)
 
     async def close(self) -> None:
         for _, stop, _ in self.agents:

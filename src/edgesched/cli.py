@@ -13,6 +13,7 @@ import click
 
 from edgesched import __version__
 from edgesched.agent.probe_cli import probe_command
+from edgesched.certs import certs_command
 from edgesched.chaos import chaos_command
 from edgesched.cli_ops import register as register_ops
 from edgesched.config import Settings, load_settings, render_toml
@@ -44,6 +45,38 @@ def _run_until_signal(main: Any) -> None:
     except EdgeschedError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+
+
+def tls_options(func: Any) -> Any:
+    """The master's security flags."""
+    options = [
+        click.option("--tls-cert", default=None, help="PEM certificate (gRPC and HTTP)"),
+        click.option("--tls-key", default=None, help="its private key"),
+        click.option("--tls-ca", default=None, help="CA that signs agents' certificates"),
+        click.option(
+            "--tls-require-client-cert",
+            is_flag=True,
+            default=None,
+            help="mutual TLS: every peer shows a certificate signed by --tls-ca",
+        ),
+        click.option(
+            "--auth",
+            type=click.Choice(["off", "api", "all"]),
+            default=None,
+            help="API token on: nothing, the client API and changes [api], or all",
+        ),
+        click.option(
+            "--require-auth",
+            "auth",
+            flag_value="all",
+            default=None,
+            help="the API token for everything, the seed's protocols too",
+        ),
+        click.option("--auth-read", is_flag=True, default=None, help="reads need it too"),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
 
 
 def log_options(func: Any) -> Any:
@@ -85,6 +118,7 @@ def main() -> None:
     help="where seed uploads are saved [<data-dir>/upload]",
 )
 @click.option("--result-port", type=int, default=None, help="seed clients' /recv_rst port [8888]")
+@tls_options
 @log_options
 def master(config: str | None, log_level: str, log_format: str, **flags: Any) -> None:
     """Run the master: task intake (gRPC) and gateway (HTTP) in one process."""
@@ -114,9 +148,12 @@ def _serve_master(config: str | None, flags: dict[str, Any], role: str) -> None:
             f"HTTP http://{bind}:{server.http_port}, data {settings.master.data_dir}",
         )
         if server.master.token_created:
+            # shown once, and only to a person: a log file never holds a secret
+            if sys.stdout.isatty():
+                click.echo(f"join token (shown once): {server.master.token}")
             click.echo(
-                f"join token (shown once; `edgesched token show` shows it again): "
-                f"{server.master.token}"
+                "join token and API token created in "
+                f"{settings.master.data_dir} (mode 0600): `edgesched token show [--api]`"
             )
         sys.stdout.flush()
         try:
@@ -144,6 +181,7 @@ def _serve_master(config: str | None, flags: dict[str, Any], role: str) -> None:
 @click.option("--durability", type=click.Choice(["normal", "full"]), default=None)
 @click.option("--keep-upload", is_flag=True, default=None, help="keep uploads after delivery")
 @click.option("--result-port", type=int, default=None, help="seed clients' /recv_rst port [8888]")
+@tls_options
 @log_options
 def gateway(config: str | None, log_level: str, log_format: str, **flags: Any) -> None:
     """The seed's split layout: the gateway (HTTP, scheduler, journal, agent link).
@@ -170,6 +208,7 @@ def gateway(config: str | None, log_level: str, log_format: str, **flags: Any) -
 @click.option(
     "--gateway", default="http://127.0.0.1:6666", show_default=True, help="the gateway's URL"
 )
+@click.option("--api-token", envvar="EDGESCHED_API_TOKEN", default="", help="the gateway's")
 @log_options
 def task_manager(
     port: int,
@@ -177,6 +216,7 @@ def task_manager(
     strategy: str,
     upload_path: str | None,
     gateway: str,
+    api_token: str,
     log_level: str,
     log_format: str,
 ) -> None:
@@ -194,7 +234,7 @@ def task_manager(
         raise click.UsageError(str(exc)) from exc
 
     async def run(stop: asyncio.Event) -> None:
-        manager = TaskManager(gateway, bind, port, chosen)
+        manager = TaskManager(gateway, bind, port, chosen, api_token=api_token)
         bound = await manager.start()
         click.echo(f"edgesched task-manager {__version__}: gRPC {bind}:{bound} → {gateway}")
         sys.stdout.flush()
@@ -254,6 +294,9 @@ def task_manager(
     default=None,
     help="pace to a seeded trace fluctuating in the seed's 50-500 Mbit/s",
 )
+@click.option("--tls-cert", default=None, help="this agent's certificate (mutual TLS)")
+@click.option("--tls-key", default=None, help="its private key")
+@click.option("--tls-ca", default=None, help="CA of the master's certificate: TLS when set")
 @log_options
 def agent(config: str | None, log_level: str, log_format: str, **flags: Any) -> None:
     """Run an agent: dial the master, run tasks, return results."""
@@ -294,6 +337,15 @@ def client() -> None:
 @click.option("--timeout", type=float, default=600.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 @click.option("--no-progress", is_flag=True)
+@click.option(
+    "--api-token",
+    envvar="EDGESCHED_API_TOKEN",
+    default="",
+    help="the API token [workspace/master/api-token when present]",
+)
+@click.option("--tls-ca", default="", help="CA of the master's certificate: TLS when set")
+@click.option("--tls-cert", default="", help="client certificate (mutual TLS)")
+@click.option("--tls-key", default="", help="its private key")
 @click.option("--legacy", is_flag=True, help="speak the seed's JSON-over-gRPC ImageUpload")
 @click.option("--batch", is_flag=True, help="with --legacy: one UploadImages stream")
 def client_send(
@@ -308,6 +360,10 @@ def client_send(
     timeout: float,
     as_json: bool,
     no_progress: bool,
+    api_token: str,
+    tls_ca: str,
+    tls_cert: str,
+    tls_key: str,
     legacy: bool,
     batch: bool,
 ) -> None:
@@ -318,7 +374,8 @@ def client_send(
     """
     from edgesched.client.files import list_pictures
     from edgesched.client.report import print_report
-    from edgesched.client.send import Sender, write_labels
+    from edgesched.client.send import Sender, TlsFiles, write_labels
+    from edgesched.master.token import read_token
 
     paths = list_pictures(Path(directory), limit)
     if not paths:
@@ -348,7 +405,9 @@ def client_send(
             if progress is not None and task_id is not None:
                 progress.advance(task_id)
 
-        sender = Sender(f"{host}:{port}", tasktype, client_id, workers, timeout, tick)
+        token = api_token or (read_token("workspace/master", "api") or "")
+        tls = TlsFiles(tls_ca, tls_cert, tls_key) if tls_ca else None
+        sender = Sender(f"{host}:{port}", tasktype, client_id, workers, timeout, tick, token, tls)
         if progress is not None:
             with progress:
                 return await sender.run(paths)
@@ -402,22 +461,41 @@ def config_show(config_dir: str | None) -> None:
 
 @main.group()
 def token() -> None:
-    """The cluster's join token."""
+    """The cluster's join token (agents) and API token (clients, operators)."""
+
+
+def _token_kind(api: bool) -> str:
+    return "api" if api else "join"
 
 
 @token.command("show")
 @click.option("--config", "config_dir", default=None, help=CONFIG_HELP)
 @click.option("--data-dir", default=None, help="the master's data directory")
-def token_show(config_dir: str | None, data_dir: str | None) -> None:
-    """Print the join token agents need."""
+@click.option("--api", is_flag=True, help="the API token instead of the join token")
+def token_show(config_dir: str | None, data_dir: str | None, api: bool) -> None:
+    """Print the join token agents need (or, with --api, the API token)."""
     from edgesched.master.token import read_token
 
     settings = _settings(config_dir, master={"data_dir": data_dir})
-    value = read_token(settings.master.data_dir)
+    value = read_token(settings.master.data_dir, _token_kind(api))
     if value is None:
         raise click.ClickException(
-            f"no join token in {settings.master.data_dir}: start the master once to create it"
+            f"no token in {settings.master.data_dir}: start the master once to create it"
         )
+    click.echo(value)
+
+
+@token.command("rotate")
+@click.option("--config", "config_dir", default=None, help=CONFIG_HELP)
+@click.option("--data-dir", default=None, help="the master's data directory")
+@click.option("--api", is_flag=True, help="the API token instead of the join token")
+def token_rotate(config_dir: str | None, data_dir: str | None, api: bool) -> None:
+    """Replace a token; a running master uses the new one at once. Agents already admitted
+    keep working (they prove themselves with their own credentials)."""
+    from edgesched.master.token import write_token
+
+    settings = _settings(config_dir, master={"data_dir": data_dir})
+    value = write_token(settings.master.data_dir, _token_kind(api))
     click.echo(value)
 
 
@@ -432,6 +510,7 @@ def token_show(config_dir: str | None, data_dir: str | None) -> None:
 @click.option("--time-scale", type=float, default=60.0, show_default=True)
 @click.option("--workspace", default="workspace", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--tls", is_flag=True, help="a mutual-TLS cluster (its own small CA)")
 def demo(
     tasks: int,
     strategy: str,
@@ -440,6 +519,7 @@ def demo(
     time_scale: float,
     workspace: str,
     seed: int,
+    tls: bool,
 ) -> None:
     """The whole cluster on this machine: a master, three emulated boards, a client."""
     from edgesched.core.strategies import canonical_strategy
@@ -457,6 +537,7 @@ def demo(
         time_scale=time_scale,
         workspace=Path(workspace),
         seed=seed,
+        tls=tls,
     )
     sys.exit(run_demo(options))
 
@@ -466,6 +547,7 @@ register_ops(main)
 
 main.add_command(chaos_command)  # edgesched.chaos imports only click and the stdlib
 main.add_command(probe_command)  # what this machine would report, and which probe said it
+main.add_command(certs_command)  # a small CA for a mutual-TLS cluster
 
 
 if __name__ == "__main__":  # pragma: no cover

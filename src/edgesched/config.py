@@ -48,6 +48,14 @@ class MasterSettings:
     gateway_url: str = "http://127.0.0.1:6666"  #: where a split task-manager forwards uploads
     retention_s: float = 7 * 24 * 3600.0  #: finished tasks older than this leave the journal
     retention_rows: int = 100_000  #: at most this many finished tasks are kept
+    auth: str = "api"  #: off | api (client API and changing routes need the API token) | all
+    auth_read: bool = False  #: read-only REST routes need the API token too
+    tls_cert: str = ""  #: PEM certificate of the master (gRPC and HTTP); "" = plain text
+    tls_key: str = ""  #: its private key
+    tls_ca: str = ""  #: CA that signs client certificates (mutual TLS)
+    tls_require_client_cert: bool = False  #: every gRPC and HTTP peer must show a CA-signed cert
+    max_inflight_per_client: int = 10_000  #: unfinished tasks one client may have
+    max_link_message_bytes: int = 0  #: largest gRPC message; 0 = the upload limit + 1 MiB
 
 
 @dataclass
@@ -88,6 +96,9 @@ class AgentSettings:
     filedrop_dir: str = ""  #: filedrop: <dir>/input and <dir>/output/label; "" = <data_dir>/data
     interval_s: float = 10.0  #: filedrop: the fallback scan period (file-system events come first)
     filedrop_timeout_s: float = 300.0  #: filedrop: an engine silent this long fails the attempt
+    tls_cert: str = ""  #: the agent's certificate (mutual TLS); "" = none
+    tls_key: str = ""
+    tls_ca: str = ""  #: CA of the master's certificate: the link and discovery use TLS when set
     bandwidth_limit_mbps: float = 0.0  #: pace incoming payloads to this rate (0 = no limit)
     bandwidth_fluctuate: bool = False  #: pace to a seeded fluctuating trace (the seed's 50-500)
     bandwidth_step_s: float = 5.0  #: how long each value of the fluctuating trace lasts
@@ -99,6 +110,7 @@ class ClientSettings:
     port: int = 9999
     client_id: str = ""  #: scopes idempotency keys; empty = this host's name
     workers: int = 8
+    api_token: str = ""  #: also EDGESCHED_API_TOKEN
 
 
 #: Model formats, best first: compiled artefacts are native to one chip; ONNX runs anywhere.
@@ -153,7 +165,10 @@ class Settings:
 
 
 SECTIONS = ("master", "scheduling", "agent", "client")
-ENV_ALIASES = {"EDGESCHED_TOKEN": ("agent", "token")}
+ENV_ALIASES = {
+    "EDGESCHED_TOKEN": ("agent", "token"),
+    "EDGESCHED_API_TOKEN": ("client", "api_token"),
+}
 
 
 def _coerce(section: str, key: str, value: Any, default: Any) -> Any:
@@ -277,6 +292,14 @@ def _artefacts(where: str, items: Any, path: Path) -> list[ArtefactSettings]:
 def validate(settings: Settings) -> None:
     """Checks what can be checked before anything starts."""
     m, s = settings.master, settings.scheduling
+    if m.auth not in ("off", "api", "all"):
+        raise ConfigError(f"master.auth must be off, api or all, not {m.auth!r}")
+    if bool(m.tls_cert) != bool(m.tls_key):
+        raise ConfigError("master.tls_cert and master.tls_key go together")
+    if m.tls_require_client_cert and not (m.tls_cert and m.tls_ca):
+        raise ConfigError("master.tls_require_client_cert needs tls_cert, tls_key and tls_ca")
+    if m.max_inflight_per_client < 1 or m.max_link_message_bytes < 0:
+        raise ConfigError("master.max_inflight_per_client must be ≥ 1, max_link_message_bytes ≥ 0")
     if m.durability not in ("normal", "full"):
         raise ConfigError(f"master.durability must be normal or full, not {m.durability!r}")
     for name, port in (("master.port", m.port), ("master.http_port", m.http_port)):

@@ -16,3 +16,11 @@ def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
         yield made
     finally:
         made.stop()
+
+
+@pytest.fixture(autouse=True)
+def _plain_api(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Most process tests speak raw gRPC without the API token: their masters run with auth
+    off. Tests marked `auth` keep the default (the client API needs the token)."""
+    if request.node.get_closest_marker("auth") is None:
+        monkeypatch.setenv("EDGESCHED_MASTER_AUTH", "off")

@@ -106,7 +106,7 @@ async def _submit_named(cluster: InProcessCluster, name: str, payload: bytes, **
         filename=name,
         payload=payload,
     )
-    return await cluster.stub.Submit(request, timeout=10)
+    return await cluster.stub.Submit(request, timeout=10, metadata=cluster.auth)
 
 
 class RawAgent:

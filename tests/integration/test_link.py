@@ -134,15 +134,13 @@ async def test_a_lost_agent_is_suspect_then_dead_and_its_task_runs_elsewhere(mak
 async def test_cancel_through_the_api_ends_the_task(make_cluster) -> None:
     cluster = await make_cluster()
     reply = await cluster.submit("k", png_bytes())  # no agent: it waits in the queue
-    import httpx
-
-    async with httpx.AsyncClient() as client:
-        response = await client.post(f"{cluster.http}/api/v1/tasks/{reply.task_id}/cancel")
+    refused = await cluster.post(f"/api/v1/tasks/{reply.task_id}/cancel", token=False)
+    assert refused.status_code == 401 and "API token" in refused.json()["msg"]
+    response = await cluster.post(f"/api/v1/tasks/{reply.task_id}/cancel")
     assert response.status_code == 200
     assert response.json()["state"] == "cancelled"
-    async with httpx.AsyncClient() as client:
-        again = await client.post(f"{cluster.http}/api/v1/tasks/{reply.task_id}/cancel")
-        missing = await client.get(f"{cluster.http}/api/v1/tasks/nope")
+    again = await cluster.post(f"/api/v1/tasks/{reply.task_id}/cancel")
+    missing = await cluster.get("/api/v1/tasks/nope")
     assert again.status_code == 409
     assert missing.status_code == 404 and missing.json()["status"] == "error"
 

@@ -13,13 +13,14 @@ import json
 import logging
 import random
 import socket
+import ssl
 import time
 import urllib.request
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import grpc
 
@@ -65,11 +66,28 @@ class _Inbound:
     arrived_at: float = 0.0
 
 
-def discover_link_port(host: str, http_port: int, timeout: float = 3.0) -> int:
-    """Asks the gateway which port the link runs on; the agent dials the host it was given."""
-    url = f"http://{host}:{http_port}/api/v1/link"
+def tls_context(ca: str, cert: str = "", key: str = "") -> ssl.SSLContext:
+    """Verifies the master against ``ca``; presents ``cert`` (mutual TLS) when given."""
+    context = ssl.create_default_context(cafile=ca)
+    if cert:
+        context.load_cert_chain(cert, key or None)
+    return context
+
+
+def discover_link_port(
+    host: str,
+    http_port: int,
+    timeout: float = 3.0,
+    context: Optional[ssl.SSLContext] = None,  # noqa: UP045
+) -> int:
+    """Asks the gateway which port the link runs on; the agent dials the host it was given.
+
+    With TLS the question goes over the same TLS, verified against the cluster's CA.
+    """
+    scheme = "https" if context is not None else "http"
+    url = f"{scheme}://{host}:{http_port}/api/v1/link"
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
             return int(json.loads(response.read())["link_port"])
     except (OSError, ValueError, KeyError) as exc:
         raise TransportError(f"cannot reach the gateway at {url}: {exc}") from exc
@@ -221,8 +239,9 @@ class Agent:
 
     async def _link(self, stop: asyncio.Event) -> None:
         a = self.settings.agent
+        context = tls_context(a.tls_ca, a.tls_cert, a.tls_key) if a.tls_ca else None
         port = a.link_port or await asyncio.to_thread(
-            discover_link_port, a.master_ip, a.master_port
+            discover_link_port, a.master_ip, a.master_port, 3.0, context
         )
         target = f"{a.master_ip}:{port}"
         options = [
@@ -233,7 +252,7 @@ class Agent:
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
         ]
         self.session_no += 1
-        async with grpc.aio.insecure_channel(target, options=options) as channel:
+        async with self._channel(target, options) as channel:
             stub = agent_pb2_grpc.AgentLinkStub(channel)
             send_q: SendQueue = asyncio.Queue()
             self._send_q = send_q
@@ -286,6 +305,17 @@ class Agent:
                 for task in (heartbeats, drainer):
                     if task is not None:
                         task.cancel()
+
+    def _channel(self, target: str, options: list[tuple[str, Any]]) -> grpc.aio.Channel:
+        a = self.settings.agent
+        if not a.tls_ca:
+            return grpc.aio.insecure_channel(target, options=options)
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=Path(a.tls_ca).read_bytes(),
+            private_key=Path(a.tls_key).read_bytes() if a.tls_key else None,
+            certificate_chain=Path(a.tls_cert).read_bytes() if a.tls_cert else None,
+        )
+        return grpc.aio.secure_channel(target, credentials, options=options)
 
     def _on_registered(
         self, reply: agent_pb2.RegisterReply, send_q: SendQueue

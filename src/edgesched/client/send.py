@@ -84,6 +84,26 @@ def percentile(values: list[float], q: float) -> float:
     return round(statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1], 3)
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    ca: str
+    cert: str = ""
+    key: str = ""
+
+
+def open_channel(
+    target: str, options: list[tuple[str, int]], tls: TlsFiles | None
+) -> grpc.aio.Channel:
+    if tls is None:
+        return grpc.aio.insecure_channel(target, options=options)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=Path(tls.ca).read_bytes(),
+        private_key=Path(tls.key).read_bytes() if tls.key else None,
+        certificate_chain=Path(tls.cert).read_bytes() if tls.cert else None,
+    )
+    return grpc.aio.secure_channel(target, credentials, options=options)
+
+
 def idempotency_key(path: Path, data: bytes) -> str:
     return f"{path.name}:{hashlib.sha256(data).hexdigest()[:24]}"
 
@@ -101,8 +121,12 @@ class Sender:
         workers: int = 8,
         timeout_s: float = 600.0,
         on_result: Callable[[Outcome], None] | None = None,
+        api_token: str = "",
+        tls: TlsFiles | None = None,
     ) -> None:
         self.target = target
+        self.metadata = (("authorization", f"Bearer {api_token}"),) if api_token else ()
+        self.tls = tls
         self.task_type = task_type
         self.client_id = client_id or default_client_id()
         self.workers = max(1, workers)
@@ -122,7 +146,7 @@ class Sender:
             ("grpc.max_send_message_length", 128 * 1024 * 1024),
             ("grpc.max_receive_message_length", 128 * 1024 * 1024),
         ]
-        async with grpc.aio.insecure_channel(self.target, options=options) as channel:
+        async with open_channel(self.target, options, self.tls) as channel:
             stub = client_pb2_grpc.TaskServiceStub(channel)
             queue: asyncio.Queue[Outcome] = asyncio.Queue()
             for outcome in outcomes:
@@ -175,7 +199,9 @@ class Sender:
         delay = 0.2
         while True:
             try:
-                reply: client_pb2.SubmitReply = await stub.Submit(request, timeout=30)
+                reply: client_pb2.SubmitReply = await stub.Submit(
+                    request, timeout=30, metadata=self.metadata
+                )
                 return reply
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in RETRYABLE or time.monotonic() > self._deadline:
@@ -205,7 +231,7 @@ class Sender:
                 request = client_pb2.WatchRequest(
                     client_id=self.client_id, task_ids=sorted(remaining)
                 )
-                async for result in stub.WatchResults(request):
+                async for result in stub.WatchResults(request, metadata=self.metadata):
                     if result.task_id not in remaining:
                         continue  # a duplicate delivery: results are deduplicated by task id
                     remaining.discard(result.task_id)

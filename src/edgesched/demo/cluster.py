@@ -29,6 +29,11 @@ class LocalCluster:
     grpc_port: int = 0
     http_port: int = 0
     token: str = ""
+    api_token: str = ""
+    #: mutual TLS: a directory made by `edgesched certs init DIR --agents N` (agent-1… for the
+    #: agents; the master's certificate, also a client one, for the cluster's own calls)
+    tls_dir: Path | None = None
+    agents_started: int = 0
 
     @property
     def master_dir(self) -> Path:
@@ -36,7 +41,32 @@ class LocalCluster:
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        scheme = "https" if self.tls_dir else "http"
+        return f"{scheme}://127.0.0.1:{self.http_port}"
+
+    def tls_args(self, cert: str) -> list[str]:
+        if self.tls_dir is None:
+            return []
+        d = self.tls_dir
+        return [
+            "--tls-cert",
+            str(d / f"{cert}.crt"),
+            "--tls-key",
+            str(d / f"{cert}.key"),
+            "--tls-ca",
+            str(d / "ca.crt"),
+        ]
+
+    def http_verify(self) -> Any:
+        """What httpx needs to talk to this cluster's gateway (CA and a client certificate)."""
+        if self.tls_dir is None:
+            return True
+        import ssl
+
+        context = ssl.create_default_context(cafile=str(self.tls_dir / "ca.crt"))
+        # the master certificate is also a client certificate (CLIENT_AUTH)
+        context.load_cert_chain(self.tls_dir / "master.crt", self.tls_dir / "master.key")
+        return context
 
     @property
     def grpc_target(self) -> str:
@@ -78,6 +108,8 @@ class LocalCluster:
                 "--log-level",
                 self.log_level,
                 *self.extra_master_args,
+                *self.tls_args("master"),
+                *(["--tls-require-client-cert"] if self.tls_dir else []),
             ],
             env=env,
         )
@@ -90,6 +122,7 @@ class LocalCluster:
         data = json.loads(endpoints.read_text())
         self.grpc_port, self.http_port = data["grpc_port"], data["http_port"]
         self.token = (self.master_dir / "join-token").read_text().strip()
+        self.api_token = (self.master_dir / "api-token").read_text().strip()
 
     def start_task_manager(self, timeout: float = 30.0) -> int:
         """Starts a split ``edgesched task-manager`` forwarding to this cluster's gateway."""
@@ -108,6 +141,7 @@ class LocalCluster:
                 "--log-level",
                 self.log_level,
             ],
+            env={"EDGESCHED_API_TOKEN": self.api_token},
         )
         log_path = self.root / "logs" / "task-manager.log"
         deadline = time.monotonic() + timeout
@@ -122,6 +156,8 @@ class LocalCluster:
             time.sleep(0.05)
 
     def start_agent(self, name: str, args: list[str]) -> None:
+        self.agents_started += 1
+        tls = self.tls_args(f"agent-{self.agents_started}")
         self._spawn(
             name,
             [
@@ -134,6 +170,7 @@ class LocalCluster:
                 str(self.root / name),
                 "--log-level",
                 self.log_level,
+                *tls,
                 *args,
             ],
             env={"EDGESCHED_TOKEN": self.token},
@@ -146,7 +183,9 @@ class LocalCluster:
             raise TransportError(f"{name} exited with {proc.returncode}:\n{log}")
 
     def devices(self) -> list[dict[str, Any]]:
-        response = httpx.get(f"{self.http_url}/api/v1/devices", timeout=5)
+        response = httpx.get(
+            f"{self.http_url}/api/v1/devices", timeout=5, verify=self.http_verify()
+        )
         response.raise_for_status()
         devices: list[dict[str, Any]] = response.json()["devices"]
         return devices

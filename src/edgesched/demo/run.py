@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgesched.client.files import list_pictures
-from edgesched.client.send import Sender, SendReport, percentile, write_labels
+from edgesched.client.send import Sender, SendReport, TlsFiles, percentile, write_labels
 from edgesched.demo.cluster import LocalCluster
 from edgesched.demo.pages import write_pages
 from edgesched.demo.scoring import score
@@ -35,6 +35,7 @@ class DemoOptions:
     time_scale: float = 60.0
     workspace: Path = Path("workspace")
     seed: int = 0
+    tls: bool = False
 
 
 def _detections(result: common_pb2.TaskResult) -> list[Detection]:
@@ -54,6 +55,13 @@ def run_demo(options: DemoOptions) -> int:
     console.print(f"generating {options.tasks} document pages into {req_dir} …")
     truth = write_pages(req_dir, options.tasks, seed=options.seed)
     cluster = LocalCluster(root=root, strategy=options.strategy)
+    tls = None
+    if options.tls:
+        from edgesched.certs import init_certs
+
+        certs = init_certs(root / "certs", agents=len(PROFILES))
+        cluster.tls_dir = certs.directory
+        tls = TlsFiles(str(certs.ca_cert), str(certs.master_cert), str(certs.master_key))
     # SIGTERM (a supervisor, `timeout`) must stop the cluster too, not orphan its processes
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
@@ -69,7 +77,14 @@ def run_demo(options: DemoOptions) -> int:
             f"{len(PROFILES)} emulated boards; strategy {options.strategy}"
         )
         report = asyncio.run(
-            Sender(cluster.grpc_target, "layout", "demo", workers=8).run(list_pictures(req_dir))
+            Sender(
+                cluster.grpc_target,
+                "layout",
+                "demo",
+                workers=8,
+                api_token=cluster.api_token,
+                tls=tls,
+            ).run(list_pictures(req_dir))
         )
         write_labels(report, rst_dir)
         devices = {d["id"]: d for d in cluster.devices()}

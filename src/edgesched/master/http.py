@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from edgesched import __version__
-from edgesched.errors import EdgeschedError
+from edgesched.errors import AuthError, EdgeschedError
+from edgesched.master.auth import token_ok
 from edgesched.master.errmap import http_status
 from edgesched.master.master import Master
 from edgesched.master.seed import SeedIntake
@@ -111,9 +113,39 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "missing or wrong API token"},
+}
+
+
 def make_http_app(master: Master, link_port: int, intake: SeedIntake | None = None) -> FastAPI:
     app = FastAPI(title="edgesched gateway", version=__version__)
-    app.include_router(seed_router(master, intake or SeedIntake(master)))
+    scheme = HTTPBearer(auto_error=False, description="the API token (edgesched token show --api)")
+
+    def check(credentials: HTTPAuthorizationCredentials | None) -> None:
+        presented = credentials.credentials if credentials is not None else ""
+        if not token_ok(presented, master.api_token.current()):
+            raise AuthError("missing or wrong API token: send 'Authorization: Bearer <token>'")
+
+    async def changes(
+        credentials: HTTPAuthorizationCredentials | None = Depends(scheme),
+    ) -> None:
+        """Routes that change something need the API token unless auth is off."""
+        if master.settings.master.auth != "off":
+            check(credentials)
+
+    async def reads(credentials: HTTPAuthorizationCredentials | None = Depends(scheme)) -> None:
+        if master.settings.master.auth != "off" and master.settings.master.auth_read:
+            check(credentials)
+
+    async def seed(credentials: HTTPAuthorizationCredentials | None = Depends(scheme)) -> None:
+        """The seed's /schedule stays open unless --require-auth (auth = all)."""
+        if master.settings.master.auth == "all":
+            check(credentials)
+
+    app.include_router(
+        seed_router(master, intake or SeedIntake(master), changes=changes, reads=reads, seed=seed)
+    )
 
     @app.exception_handler(EdgeschedError)
     async def _edgesched_error(request: Request, exc: EdgeschedError) -> JSONResponse:
@@ -134,13 +166,23 @@ def make_http_app(master: Master, link_port: int, intake: SeedIntake | None = No
         """Where agents open their link (the master's gRPC port)."""
         return {"link_port": link_port, "protocol": "1.0"}
 
-    @app.get("/api/v1/devices", response_model=DeviceList)
+    @app.get(
+        "/api/v1/devices",
+        response_model=DeviceList,
+        responses=AUTH_ERRORS,
+        dependencies=[Depends(reads)],
+    )
     async def devices() -> dict[str, Any]:
         now = master.clock.monotonic()
         listed = sorted(master.core.devices.values(), key=lambda d: d.id)
         return {"devices": [device_json(d, now) for d in listed]}
 
-    @app.get("/api/v1/tasks", response_model=TaskList)
+    @app.get(
+        "/api/v1/tasks",
+        response_model=TaskList,
+        responses=AUTH_ERRORS,
+        dependencies=[Depends(reads)],
+    )
     async def tasks(
         state: TaskStateName | None = None,
         limit: int = Query(100, ge=1, le=1000),
@@ -149,12 +191,22 @@ def make_http_app(master: Master, link_port: int, intake: SeedIntake | None = No
         rows = await master.journal.list_tasks(state, limit, offset)
         return {"tasks": [task_json(r) for r in rows], "count": len(rows)}
 
-    @app.get("/api/v1/tasks/{task_id}", response_model=TaskOut, responses=ERRORS)
+    @app.get(
+        "/api/v1/tasks/{task_id}",
+        response_model=TaskOut,
+        responses={**ERRORS, **AUTH_ERRORS},
+        dependencies=[Depends(reads)],
+    )
     async def task(task_id: str) -> dict[str, Any]:
         row = await master.get_task(task_id)
         return task_json(row, master.waiting_note(row))
 
-    @app.post("/api/v1/tasks/{task_id}/retry", response_model=RetryOut, responses=ERRORS)
+    @app.post(
+        "/api/v1/tasks/{task_id}/retry",
+        response_model=RetryOut,
+        responses={**ERRORS, **AUTH_ERRORS},
+        dependencies=[Depends(changes)],
+    )
     async def retry(task_id: str) -> dict[str, Any]:
         """Queues a dead task again; its attempt count is reset (its error history stays)."""
         row = await master.retry(task_id)
@@ -164,7 +216,12 @@ def make_http_app(master: Master, link_port: int, intake: SeedIntake | None = No
             "msg": "queued again; its failure count was reset to 0",
         }
 
-    @app.post("/api/v1/tasks/{task_id}/cancel", response_model=TaskOut, responses=ERRORS)
+    @app.post(
+        "/api/v1/tasks/{task_id}/cancel",
+        response_model=TaskOut,
+        responses={**ERRORS, **AUTH_ERRORS},
+        dependencies=[Depends(changes)],
+    )
     async def cancel(task_id: str) -> dict[str, Any]:
         return task_json(await master.cancel(task_id, "cancelled through the API"))
 

@@ -43,7 +43,7 @@ from edgesched.errors import (
 )
 from edgesched.journal.base import Journal, TaskRow
 from edgesched.master.hub import ResultHub
-from edgesched.master.token import load_or_create_token
+from edgesched.master.token import TokenFile
 from edgesched.names import display_name, safe_component, safe_extension
 
 if TYPE_CHECKING:
@@ -135,7 +135,9 @@ class Master:
         self.core = Core(settings.scheduling, strategy, self.rng)
         self.data_dir = Path(settings.master.data_dir)
         self.upload_dir = self.data_dir / "upload"
-        self.token, self.token_created = load_or_create_token(self.data_dir)
+        self.join_token = TokenFile(self.data_dir, "join")
+        self.api_token = TokenFile(self.data_dir, "api")
+        self.token_created = self.join_token.created
         self.rows: dict[str, TaskRow] = {}  #: unfinished tasks, as journaled
         self.sessions: dict[str, AgentSession] = {}
         self.agent_credentials: dict[str, str] = {}  #: agent id → sha256 of its credential
@@ -428,6 +430,11 @@ class Master:
         self.pump()
 
     # ---- API ---------------------------------------------------------------------------
+
+    @property
+    def token(self) -> str:
+        """The join token in force (re-read after a rotation)."""
+        return self.join_token.current()
 
     def waiting_note(self, row: TaskRow) -> str:
         """Why a queued task is not running, when the reason is that no device can run it."""

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -110,15 +111,24 @@ def _error(msg: str, status: int = 400) -> JSONResponse:
     return JSONResponse({"status": "error", "msg": msg}, status_code=status)
 
 
-def seed_router(master: Master, intake: SeedIntake) -> APIRouter:
+Guard = Callable[..., Awaitable[None]]
+
+
+def seed_router(
+    master: Master, intake: SeedIntake, changes: Guard, reads: Guard, seed: Guard
+) -> APIRouter:
     router = APIRouter()
+    unauthorised: dict[int | str, dict[str, Any]] = {
+        401: {"model": SeedReply, "description": "missing or wrong API token"}
+    }
 
     @router.post(
         "/schedule",
         status_code=202,
         response_model=SeedReply,
-        responses={400: {"model": SeedReply}, 413: {"model": SeedReply}},
+        responses={400: {"model": SeedReply}, 413: {"model": SeedReply}, **unauthorised},
         openapi_extra=SCHEDULE_BODY,
+        dependencies=[Depends(seed)],
     )
     async def schedule_route(
         request: Request,
@@ -136,7 +146,9 @@ def seed_router(master: Master, intake: SeedIntake) -> APIRouter:
             return _error(str(exc), http_status(exc))
         return JSONResponse({"status": "queued", "msg": "task enqueued"}, status_code=202)
 
-    @router.get("/nodes", response_model=Nodes)
+    @router.get(
+        "/nodes", response_model=Nodes, responses=unauthorised, dependencies=[Depends(reads)]
+    )
     async def nodes() -> dict[str, Any]:
         """Devices in the seed gateway's shape."""
         out = []
@@ -184,7 +196,8 @@ def seed_router(master: Master, intake: SeedIntake) -> APIRouter:
     @router.post(
         "/api/v1/seed/upload",
         response_model=UploadSaved,
-        responses={400: {"model": SeedReply}, 413: {"model": SeedReply}},
+        responses={400: {"model": SeedReply}, 413: {"model": SeedReply}, **unauthorised},
+        dependencies=[Depends(changes)],
     )
     async def forwarded_upload(body: ForwardedUpload) -> Any:
         """Where a split ``edgesched task-manager`` forwards each ImageUpload picture."""

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import socket
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,9 @@ import grpc
 import uvicorn
 
 from edgesched import failpoints
-from edgesched.config import Settings
+from edgesched.config import MasterSettings, Settings
 from edgesched.journal.sqlite import SQLiteJournal
+from edgesched.master.auth import ApiTokenInterceptor
 from edgesched.master.http import make_http_app
 from edgesched.master.intake import TaskServicer
 from edgesched.master.link import AgentLinkServicer
@@ -33,9 +35,20 @@ TICK_S = 0.1
 PRUNE_EVERY_S = 60.0
 
 
+def server_credentials(s: MasterSettings) -> grpc.ServerCredentials:
+    def read(path: str) -> bytes:
+        return Path(path).read_bytes()
+
+    return grpc.ssl_server_credentials(
+        [(read(s.tls_key), read(s.tls_cert))],
+        root_certificates=read(s.tls_ca) if s.tls_ca else None,
+        require_client_auth=s.tls_require_client_cert,
+    )
+
+
 def grpc_options(max_message_bytes: int) -> list[tuple[str, Any]]:
-    """Message limits that fit the upload limit; keepalive both ways, pings permitted."""
-    size = max_message_bytes + 1024 * 1024
+    """Message limits (the link message size setting); keepalive both ways, pings permitted."""
+    size = max_message_bytes
     return [
         ("grpc.max_receive_message_length", size),
         ("grpc.max_send_message_length", size),
@@ -85,7 +98,9 @@ class MasterServer:
         if resumed:
             log.info("resumed pushing %d results to seed clients", resumed)
         intake = SeedIntake(master)
-        server = grpc.aio.server(options=grpc_options(s.max_upload_bytes))
+        interceptor = ApiTokenInterceptor(lambda: s.auth, master.api_token.current)
+        limit = s.max_link_message_bytes or s.max_upload_bytes + 1024 * 1024
+        server = grpc.aio.server(options=grpc_options(limit), interceptors=[interceptor])
         client_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(master), server)
         agent_pb2_grpc.add_AgentLinkServicer_to_server(AgentLinkServicer(master), server)
 
@@ -94,7 +109,11 @@ class MasterServer:
             return name, row.payload_path
 
         server.add_generic_rpc_handlers((image_upload_handler(upload),))
-        self.grpc_port = server.add_insecure_port(f"{_host(s.bind)}:{s.port}")
+        address = f"{_host(s.bind)}:{s.port}"
+        if s.tls_cert:
+            self.grpc_port = server.add_secure_port(address, server_credentials(s))
+        else:
+            self.grpc_port = server.add_insecure_port(address)
         await server.start()
         self.grpc_server = server
         sock = socket.socket(socket.AF_INET6 if ":" in s.bind else socket.AF_INET)
@@ -105,7 +124,15 @@ class MasterServer:
         self.http_port = sock.getsockname()[1]
         self._http_sock = sock
         app = make_http_app(master, self.grpc_port, intake)
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+        tls: dict[str, Any] = {}
+        if s.tls_cert:
+            tls = {"ssl_certfile": s.tls_cert, "ssl_keyfile": s.tls_key}
+            if s.tls_ca:
+                tls["ssl_ca_certs"] = s.tls_ca
+                tls["ssl_cert_reqs"] = (
+                    ssl.CERT_REQUIRED if s.tls_require_client_cert else (ssl.CERT_OPTIONAL)
+                )
+        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False, **tls)
         self.http_server = _QuietServer(config)
         self._http_task = asyncio.create_task(self.http_server.serve(sockets=[sock]))
         self._tasks.append(asyncio.create_task(self._ticker()))

@@ -45,6 +45,7 @@ class TaskManager:
         port: int = 9999,
         strategy: str = "",
         max_upload_bytes: int = 32 * 1024 * 1024,
+        api_token: str = "",
     ) -> None:
         self.gateway_url = gateway_url.rstrip("/")
         self.bind = bind
@@ -52,7 +53,9 @@ class TaskManager:
         self.strategy = strategy
         self.max_upload_bytes = max_upload_bytes
         self.server: grpc.aio.Server | None = None
-        self._client = httpx.AsyncClient(timeout=30.0)
+        # the gateway's upload route changes something: it needs the API token
+        headers = {"Authorization": f"Bearer {api_token}"} if api_token else {}
+        self._client = httpx.AsyncClient(timeout=30.0, headers=headers)
 
     async def forward(self, client_ip: str, upload: SeedUpload) -> tuple[str, str]:
         body = {
@@ -78,7 +81,7 @@ class TaskManager:
         return str(data["filename"]), str(data["saved_path"])
 
     async def start(self) -> int:
-        server = grpc.aio.server(options=grpc_options(self.max_upload_bytes))
+        server = grpc.aio.server(options=grpc_options(self.max_upload_bytes + 1024 * 1024))
         server.add_generic_rpc_handlers((image_upload_handler(self.forward),))
         host = f"[{self.bind}]" if ":" in self.bind else self.bind
         self.port = server.add_insecure_port(f"{host}:{self.port}")
