@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,6 +140,7 @@ class Master:
         self.api_token = TokenFile(self.data_dir, "api")
         self.token_created = self.join_token.created
         self.rows: dict[str, TaskRow] = {}  #: unfinished tasks, as journaled
+        self.inflight: Counter[str] = Counter()  #: unfinished tasks per client
         self.sessions: dict[str, AgentSession] = {}
         self.agent_credentials: dict[str, str] = {}  #: agent id → sha256 of its credential
         self.hub = ResultHub()
@@ -156,6 +158,7 @@ class Master:
         rows = await self.journal.unfinished()
         for row in rows:
             self.rows[row.id] = row
+            self.inflight[row.client_id] += 1
             self.core.restore(self._task_from_row(row, now), now)
         self.pump()
         return len(rows)
@@ -205,6 +208,11 @@ class Master:
         existing = await self.journal.find_key(sub.client_id, sub.idem_key)
         if existing is not None:
             return existing, True
+        if self.inflight[sub.client_id] >= m.max_inflight_per_client:
+            raise LimitExceededError(
+                f"client {sub.client_id!r} has {self.inflight[sub.client_id]} tasks in flight, "
+                f"the most allowed (master.max_inflight_per_client); wait for results"
+            )
         if not sub.checked:
             await asyncio.to_thread(check_picture, sub.payload, m.max_upload_bytes, m.max_pixels)
         task_id = uuid.uuid4().hex
@@ -242,6 +250,7 @@ class Master:
                     path.unlink()
             return stored, True
         self.rows[task_id] = stored
+        self.inflight[sub.client_id] += 1
         now = self.clock.monotonic()
         self.core.submit(
             Task(
@@ -354,6 +363,9 @@ class Master:
         row = self.rows.pop(task.id, None)
         if row is None:
             return
+        self.inflight[row.client_id] -= 1
+        if self.inflight[row.client_id] <= 0:
+            del self.inflight[row.client_id]
         self.finished_total[row.state] = self.finished_total.get(row.state, 0) + 1
         if task.state is TaskState.DONE:
             log.info("task %s done on %s", task.id, task.device_id)
@@ -466,6 +478,7 @@ class Master:
         if row.origin == "seed":
             row.delivery = "pending"
         self.rows[task_id] = row
+        self.inflight[row.client_id] += 1
         log.info("task %s retried by request: attempt count reset", task_id)
         self.apply(self.core.retry(task, now))
         self.journal.update(task_id, {"finished_ms": 0, "delivery": row.delivery})
