@@ -47,3 +47,9 @@ def http_status(exc: BaseException) -> int:
         if isinstance(exc, kind):
             return status
     return 500
+
+
+def printable(message: str) -> str:
+    """An error message every wire can carry: a lone surrogate from the input (JSON can spell
+    one) is escaped. gRPC hangs the call on abort() with one; JSON answers fail with a 500."""
+    return message.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -5,14 +5,17 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edgesched import __version__
 from edgesched.errors import AuthError, EdgeschedError
 from edgesched.master.auth import token_ok
-from edgesched.master.errmap import http_status
+from edgesched.master.errmap import http_status, printable
 from edgesched.master.master import Master
 from edgesched.master.seed import SeedIntake
 from edgesched.master.seed_http import seed_router
@@ -147,9 +150,26 @@ def make_http_app(master: Master, link_port: int, intake: SeedIntake | None = No
         seed_router(master, intake or SeedIntake(master), changes=changes, reads=reads, seed=seed)
     )
 
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes the input, which JSON cannot always carry (a NaN in
+        # the body made that a 500): loc, msg and type are what the declared 422 needs
+        errors = [{k: e[k] for k in ("loc", "msg", "type") if k in e} for e in exc.errors()]
+        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Starlette's own errors (a body that is not JSON, an unknown path) in the shape of ours
+        return JSONResponse(
+            {"status": "error", "msg": str(exc.detail)},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+
     @app.exception_handler(EdgeschedError)
     async def _edgesched_error(request: Request, exc: EdgeschedError) -> JSONResponse:
-        return JSONResponse({"status": "error", "msg": str(exc)}, status_code=http_status(exc))
+        message = printable(str(exc))
+        return JSONResponse({"status": "error", "msg": message}, status_code=http_status(exc))
 
     @app.get("/healthz", response_model=Health)
     async def healthz() -> dict[str, Any]:

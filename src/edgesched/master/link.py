@@ -38,6 +38,8 @@ PROTOCOL_MINOR = 0
 CHUNK_BYTES = 1024 * 1024
 AGENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 REGISTER_TIMEOUT_S = 10.0
+#: board timings outside [0, a day] are faulty reports, kept out like a missing figure
+MAX_REPORTED_MS = 86_400_000.0
 
 
 @dataclass
@@ -328,11 +330,15 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
                         "y1": d.y1,
                         "x2": d.x2,
                         "y2": d.y2,
-                        "confidence": round(d.confidence, 6),
+                        "confidence": round(d.confidence, 6)
+                        if math.isfinite(d.confidence)
+                        else 0.0,
                     }
                     for d in r.detections
                 ]
-                board = {f.name: v for f, v in r.timings.ListFields()}
+                board = {
+                    f.name: v for f, v in r.timings.ListFields() if 0.0 <= v <= MAX_REPORTED_MS
+                }
                 master.task_done(device_id, r.task_id, r.attempt, r.label, detections, board)
             elif kind == "failure":
                 f = message.failure

@@ -43,11 +43,25 @@ class SeedUpload:
     total_num: int = 0
 
 
+def load_json(body: bytes) -> Any:
+    """UTF-8 JSON, or ValueError: also for nesting deeper than Python parses and for strings
+    that UTF-8 cannot carry (JSON may spell a lone surrogate, ``"\\ud800"``)."""
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("a string is not valid Unicode (a lone surrogate)") from None
+    return data
+
+
 def parse_upload(body: bytes) -> SeedUpload:
     """One ImageUpload message: UTF-8 JSON ``{"filename", "content_b64", "tasktype", ...}``."""
     try:
-        data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+        data = load_json(body)
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError too
         raise BadInputError(f"invalid json: {exc}") from None
     if not isinstance(data, dict):
         raise BadInputError("invalid json: expected an object")
@@ -181,8 +195,8 @@ class ScheduleRequest:
 
 def parse_schedule(body: bytes) -> ScheduleRequest:
     try:
-        data: Any = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        data = load_json(body)
+    except ValueError:
         raise ScheduleError("invalid json") from None
     if not isinstance(data, dict):
         raise ScheduleError("invalid json")

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import grpc
 
 from edgesched.errors import EdgeschedError
-from edgesched.master.errmap import grpc_code
+from edgesched.master.errmap import grpc_code, printable
 from edgesched.master.intake import peer_host
 from edgesched.master.seed import SeedUpload, parse_upload
 
@@ -37,7 +37,7 @@ def image_upload_handler(uploader: Uploader) -> grpc.GenericRpcHandler:
         try:
             name, saved_path = await uploader(client_ip, parse_upload(body))
         except EdgeschedError as exc:
-            await context.abort(_code(exc), str(exc))
+            await context.abort(_code(exc), printable(str(exc)))
             raise  # unreachable
         log.info("saved %s from %s", saved_path, client_ip)
         return json.dumps({"filename": name, "saved_path": saved_path}).encode()
@@ -56,7 +56,7 @@ def image_upload_handler(uploader: Uploader) -> grpc.GenericRpcHandler:
                 saved += 1
             except EdgeschedError as exc:
                 # the seed skips bad messages silently; we keep going but say so at the end
-                problems.append(f"message {index}: {exc}")
+                problems.append(f"message {index}: {printable(str(exc))}")
         if problems:
             context.set_trailing_metadata((("saved-count", str(saved)),))
             await context.abort(

@@ -10,11 +10,11 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
 from edgesched.core.state import DeviceState
 from edgesched.errors import BadInputError, EdgeschedError
-from edgesched.master.errmap import http_status
+from edgesched.master.errmap import http_status, printable
 from edgesched.master.master import Master
 from edgesched.master.seed import (
     ScheduleError,
@@ -76,6 +76,14 @@ class ForwardedUpload(BaseModel):
     total_num: int = 0
     strategy: str = ""
 
+    @field_validator("*")
+    @classmethod
+    def _unicode(cls, value: Any) -> Any:
+        """JSON can spell a lone surrogate ("\\ud800"); the journal cannot store one."""
+        if isinstance(value, str) and printable(value) != value:
+            raise ValueError("not valid Unicode (a lone surrogate)")
+        return value
+
 
 class UploadSaved(BaseModel):
     filename: str
@@ -108,7 +116,7 @@ SCHEDULE_BODY = {
 
 
 def _error(msg: str, status: int = 400) -> JSONResponse:
-    return JSONResponse({"status": "error", "msg": msg}, status_code=status)
+    return JSONResponse({"status": "error", "msg": printable(msg)}, status_code=status)
 
 
 Guard = Callable[..., Awaitable[None]]
