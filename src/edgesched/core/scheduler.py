@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from edgesched.config import SchedulingSettings
+from edgesched.core.estimates import ServiceTimes
 from edgesched.core.retry import COUNTED_KINDS, FATAL_KINDS, backoff_delay
 from edgesched.core.state import (
     AttemptError,
@@ -25,6 +26,9 @@ from edgesched.core.state import (
 )
 from edgesched.core.strategies import Strategy, make_strategy
 from edgesched.errors import ConflictError, NotFoundError
+
+#: how many "wait for a busier, faster device" decisions one dispatch makes before it stops
+MAX_WAIT_DECISIONS = 64
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,8 @@ class Core:
         self._seq = 0
         self.retries = 0  #: attempts re-queued, any cause (for metrics)
         self._strategies: dict[str, Strategy] = {}
+        self.service_times = ServiceTimes()  #: learnt per (task type, device type)
+        self._bind(strategy)
 
     # ---- tasks -------------------------------------------------------------------------
 
@@ -192,6 +198,7 @@ class Core:
         if device is not None:
             device.tasks_done += 1
             device.service_ms_total += max(0.0, service_ms)
+            self.service_times.observe(task.task_type, device.device_type, service_ms)
         task.device_id = device_id
         return True, self._finish(task, TaskState.DONE, now)
 
@@ -440,29 +447,45 @@ class Core:
         return self._delayed[0][0] if self._delayed else None
 
     def dispatch(self, now: float) -> list[Command]:
-        """Places ready tasks on devices with free slots, in submission order."""
-        pool = sorted(
-            (d for d in self.devices.values() if d.schedulable and d.free_slots > 0),
-            key=lambda d: d.id,
-        )
-        if not pool or not self._ready:
+        """Places ready tasks on devices with free slots, in submission order.
+
+        A strategy that ``considers_busy`` (ect) also sees healthy devices without a free slot;
+        when it picks one of those, the task waits in the queue for it (a fast board about to
+        free up beats a slow idle one).
+        """
+        healthy = sorted((d for d in self.devices.values() if d.schedulable), key=lambda d: d.id)
+        free = sum(d.free_slots for d in healthy)
+        if not free or not self._ready:
             return []
-        free = sum(d.free_slots for d in pool)
         out: list[Command] = []
         skipped: list[str] = []
-        while self._ready and free > 0:
+        waits = 0
+        for device in healthy:
+            device.reserved = 0
+        while self._ready and free > 0 and waits < MAX_WAIT_DECISIONS:
             task_id = self._ready.popleft()
             task = self.tasks.get(task_id)
             if task is None or task.state is not TaskState.QUEUED:
                 continue  # cancelled or already placed; its queue entry is stale
-            candidates = [d for d in pool if d.free_slots > 0 and task.task_type in d.task_types]
-            if not candidates:
+            strategy = self._strategy_for(task)
+            busy_too = getattr(strategy, "considers_busy", False)
+            candidates = [
+                d
+                for d in healthy
+                if task.task_type in d.task_types and (busy_too or d.free_slots > 0)
+            ]
+            if not any(d.free_slots > 0 for d in candidates):
                 skipped.append(task_id)
                 continue
             # native artefacts first; ONNX on a device without one only when none is free
-            best = min(d.tier(task.task_type) for d in candidates)
+            best = min(d.tier(task.task_type) for d in candidates if d.free_slots > 0)
             candidates = [d for d in candidates if d.tier(task.task_type) == best]
-            device = self._strategy_for(task).choose(task, candidates)
+            device = strategy.choose(task, candidates)
+            if device.free_slots <= 0:
+                skipped.append(task_id)  # it waits for that device
+                device.reserved += 1  # the tasks behind it see a longer wait there
+                waits += 1
+                continue
             task.attempt += 1
             task.live[task.attempt] = device.id
             task.device_id = device.id
@@ -483,8 +506,15 @@ class Core:
         strategy = self._strategies.get(task.strategy)
         if strategy is None:
             strategy = make_strategy(task.strategy, self.settings, self.rng)
+            self._bind(strategy)
             self._strategies[task.strategy] = strategy
         return strategy
+
+    def _bind(self, strategy: Strategy) -> None:
+        """Strategies that learn (ect) read the core's service-time estimates."""
+        bind = getattr(strategy, "bind", None)
+        if bind is not None:
+            bind(self.service_times)
 
     def queue_depth(self) -> int:
         return sum(1 for t in self.tasks.values() if t.state is TaskState.QUEUED)

@@ -148,6 +148,7 @@ class Device:
     #: (task id, attempt) the master sent and has not heard the end of
     inflight: set[tuple[str, int]] = field(default_factory=set)
     sent_since_heartbeat: int = 0  #: optimistic accounting between heartbeats
+    reserved: int = 0  #: tasks that chose to wait for this device in the current dispatch
     tasks_done: int = 0
     service_ms_total: float = 0.0
     heartbeats: int = 0
