@@ -49,6 +49,29 @@ class Backend(Protocol):
     def run(self, task_type: str, payload: bytes, task_id: str = "") -> BackendResult: ...
 
 
+def timed_detection(payload: bytes, detect: Callable[[Any], list[Detection]]) -> BackendResult:
+    """Decode ``payload`` (a bad picture raises BadInputError), detect, format the label —
+    the same for every backend that runs a detector, each step timed."""
+    from edgesched.inference.images import decode_image
+
+    t0 = time.perf_counter()
+    image = decode_image(payload)
+    t1 = time.perf_counter()
+    detections = detect(image)
+    t2 = time.perf_counter()
+    label = format_label(detections)
+    t3 = time.perf_counter()
+    return BackendResult(
+        label=label,
+        detections=detections,
+        timings={
+            "decode_ms": (t1 - t0) * 1000,
+            "inference_ms": (t2 - t1) * 1000,
+            "postprocess_ms": (t3 - t2) * 1000,
+        },
+    )
+
+
 def model_spec(settings: TaskTypeSettings) -> Any:
     from edgesched.inference.detectors import ModelSpec
     from edgesched.inference.model_files import LAYOUT_SHA256, bundled_layout_model
@@ -103,24 +126,7 @@ class OnnxBackend:
         return detector
 
     def run(self, task_type: str, payload: bytes, task_id: str = "") -> BackendResult:
-        from edgesched.inference.images import decode_image
-
-        t0 = time.perf_counter()
-        image = decode_image(payload)
-        t1 = time.perf_counter()
-        detections = self._detector(task_type).detect(image)
-        t2 = time.perf_counter()
-        label = format_label(detections)
-        t3 = time.perf_counter()
-        return BackendResult(
-            label=label,
-            detections=detections,
-            timings={
-                "decode_ms": (t1 - t0) * 1000,
-                "inference_ms": (t2 - t1) * 1000,
-                "postprocess_ms": (t3 - t2) * 1000,
-            },
-        )
+        return timed_detection(payload, self._detector(task_type).detect)
 
 
 class SleepBackend:

@@ -15,19 +15,16 @@ x86 machine, and a board imports only its own SDK.
 from __future__ import annotations
 
 import importlib
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image
 
-from edgesched.agent.backends import BackendResult
+from edgesched.agent.backends import timed_detection
 from edgesched.errors import BackendError, ConfigError
 from edgesched.inference.detectors import Detector, ModelSpec, class_names_from_metadata
-from edgesched.inference.labels import Detection, format_label
 from edgesched.inference.layout import PICODET_INPUT_HW, LayoutDetector
 from edgesched.inference.yolo import DEFAULT_YOLO_INPUT_HW, YoloDetector
 
@@ -230,27 +227,3 @@ def detector_for_session(spec: ModelSpec, session: Any) -> Detector:
             )
         return LayoutDetector(session, names, hw, spec.score_threshold, spec.iou_threshold)
     return YoloDetector(session, spec.kind, names, hw, spec.score_threshold, spec.iou_threshold)
-
-
-def timed_detection(
-    payload: bytes, detect: Callable[[Image.Image], list[Detection]]
-) -> BackendResult:
-    """Decode ``payload`` (a bad picture raises BadInputError), detect, format the label."""
-    from edgesched.inference.images import decode_image
-
-    t0 = time.perf_counter()
-    image = decode_image(payload)
-    t1 = time.perf_counter()
-    detections = detect(image)
-    t2 = time.perf_counter()
-    label = format_label(detections)
-    t3 = time.perf_counter()
-    return BackendResult(
-        label=label,
-        detections=detections,
-        timings={
-            "decode_ms": (t1 - t0) * 1000,
-            "inference_ms": (t2 - t1) * 1000,
-            "postprocess_ms": (t3 - t2) * 1000,
-        },
-    )
