@@ -19,6 +19,7 @@ from edgesched.cli_ops import register as register_ops
 from edgesched.config import Settings, load_settings, render_toml
 from edgesched.errors import EdgeschedError
 from edgesched.logs import setup_logging
+from edgesched.sim.cli import bench_command
 
 CONFIG_HELP = "directory holding edgesched.toml"
 
@@ -548,6 +549,7 @@ register_ops(main)
 main.add_command(chaos_command)  # edgesched.chaos imports only click and the stdlib
 main.add_command(probe_command)  # what this machine would report, and which probe said it
 main.add_command(certs_command)  # a small CA for a mutual-TLS cluster
+main.add_command(bench_command)  # deterministic benchmarks on the simulator
 
 
 if __name__ == "__main__":  # pragma: no cover

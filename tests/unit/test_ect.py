@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 from edgesched.config import SchedulingSettings
-from edgesched.core.scheduler import Assign, Core
+from edgesched.core.scheduler import Assign, Command, Core
 from edgesched.core.state import Device, Task
 from edgesched.core.strategies import EarliestCompletion, make_strategy
 
@@ -25,7 +25,7 @@ def submit(c: Core, n: int, now: float = 0.0) -> None:
         c.submit(Task(id=f"t{i}", task_type="layout", size_bytes=1000, submitted_at=now), now)
 
 
-def placed(commands: list) -> list[tuple[str, str]]:
+def placed(commands: list[Command]) -> list[tuple[str, str]]:
     return [(c.task.id, c.device_id) for c in commands if isinstance(c, Assign)]
 
 
