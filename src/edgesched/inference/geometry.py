@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from edgesched.errors import BackendError
 from edgesched.inference.labels import Detection
 
 __all__ = ["DecodeMeta", "InputTransform", "boxes_to_detections"]
@@ -91,3 +92,43 @@ def boxes_to_detections(
             )
         )
     return dets
+
+
+class SessionDetector:
+    """What every detector shares: one inference session with one input, and thresholds.
+
+    Subclasses preprocess and decode; running the session and building the decode metadata is
+    here once.
+    """
+
+    def __init__(
+        self,
+        session: Any,
+        task_kind: str,
+        class_names: tuple[str, ...],
+        input_hw: tuple[int, int],
+        score_threshold: float,
+        iou_threshold: float,
+    ) -> None:
+        self.task_kind = task_kind
+        self.class_names = class_names
+        self.input_hw = input_hw
+        self._session = session
+        self._input_name: str = session.get_inputs()[0].name
+        self._score_threshold = score_threshold
+        self._iou_threshold = iou_threshold
+
+    def _infer(self, tensor: Any) -> list[Any]:
+        try:
+            outputs: list[Any] = self._session.run(None, {self._input_name: tensor})
+        except Exception as exc:  # onnxruntime raises its own, unexported exception types
+            raise BackendError(f"{self.task_kind} model failed: {exc}") from exc
+        return outputs
+
+    def _meta(self, transform: InputTransform) -> DecodeMeta:
+        return DecodeMeta(
+            transform=transform,
+            class_names=self.class_names,
+            score_threshold=self._score_threshold,
+            iou_threshold=self._iou_threshold,
+        )

@@ -17,7 +17,12 @@ import numpy.typing as npt
 from PIL import Image
 
 from edgesched.errors import BackendError
-from edgesched.inference.geometry import DecodeMeta, InputTransform, boxes_to_detections
+from edgesched.inference.geometry import (
+    DecodeMeta,
+    InputTransform,
+    SessionDetector,
+    boxes_to_detections,
+)
 from edgesched.inference.labels import Detection
 from edgesched.inference.nms import batched_nms
 
@@ -143,7 +148,7 @@ def decode_picodet(
     return boxes_to_detections(boxes[keep], confs[keep], classes[keep], meta)
 
 
-class LayoutDetector:
+class LayoutDetector(SessionDetector):
     """A PicoDet layout model behind one onnxruntime session."""
 
     def __init__(
@@ -155,24 +160,8 @@ class LayoutDetector:
         iou_threshold: float = 0.5,
         task_kind: str = "picodet_layout",
     ) -> None:
-        self.task_kind = task_kind
-        self.class_names = class_names
-        self.input_hw = input_hw
-        self._session = session
-        self._input_name: str = session.get_inputs()[0].name
-        self._score_threshold = score_threshold
-        self._iou_threshold = iou_threshold
+        super().__init__(session, task_kind, class_names, input_hw, score_threshold, iou_threshold)
 
     def detect(self, image: Image.Image) -> list[Detection]:
         tensor, transform = preprocess_picodet(image, self.input_hw)
-        try:
-            outputs = self._session.run(None, {self._input_name: tensor})
-        except Exception as exc:  # onnxruntime raises its own, unexported exception types
-            raise BackendError(f"layout model failed: {exc}") from exc
-        meta = DecodeMeta(
-            transform=transform,
-            class_names=self.class_names,
-            score_threshold=self._score_threshold,
-            iou_threshold=self._iou_threshold,
-        )
-        return decode_picodet(outputs, meta, self.input_hw)
+        return decode_picodet(self._infer(tensor), self._meta(transform), self.input_hw)

@@ -16,7 +16,12 @@ import numpy.typing as npt
 from PIL import Image
 
 from edgesched.errors import BackendError
-from edgesched.inference.geometry import DecodeMeta, InputTransform, boxes_to_detections
+from edgesched.inference.geometry import (
+    DecodeMeta,
+    InputTransform,
+    SessionDetector,
+    boxes_to_detections,
+)
 from edgesched.inference.labels import Detection
 from edgesched.inference.nms import batched_nms
 
@@ -152,7 +157,7 @@ def decode_yolov5(output: npt.NDArray[Any], meta: DecodeMeta) -> list[Detection]
     return _finish(cand[keep, :4], best[keep], classes[keep], meta)
 
 
-class YoloDetector:
+class YoloDetector(SessionDetector):
     """A YOLOv5 or YOLOv8 export behind one onnxruntime session."""
 
     def __init__(
@@ -166,25 +171,9 @@ class YoloDetector:
     ) -> None:
         if kind not in ("yolov5", "yolov8"):
             raise ValueError(f"unknown YOLO kind {kind!r}")
-        self.task_kind = kind
-        self.class_names = class_names
-        self.input_hw = input_hw
-        self._session = session
-        self._input_name: str = session.get_inputs()[0].name
+        super().__init__(session, kind, class_names, input_hw, score_threshold, iou_threshold)
         self._decode = decode_yolov8 if kind == "yolov8" else decode_yolov5
-        self._score_threshold = score_threshold
-        self._iou_threshold = iou_threshold
 
     def detect(self, image: Image.Image) -> list[Detection]:
         tensor, transform = preprocess_yolo(image, self.input_hw)
-        try:
-            outputs = self._session.run(None, {self._input_name: tensor})
-        except Exception as exc:  # onnxruntime raises its own, unexported exception types
-            raise BackendError(f"{self.task_kind} model failed: {exc}") from exc
-        meta = DecodeMeta(
-            transform=transform,
-            class_names=self.class_names,
-            score_threshold=self._score_threshold,
-            iou_threshold=self._iou_threshold,
-        )
-        return self._decode(outputs[0], meta)
+        return self._decode(self._infer(tensor)[0], self._meta(transform))
