@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -29,11 +30,20 @@ def json_option(func: Any) -> Any:
 
 
 def call(method: str, master_url: str, path: str, **params: Any) -> Any:
-    """One REST call; errors become a one-line message and exit status 1."""
+    """One REST call; errors become a one-line message and exit status 1.
+
+    Changing calls carry the API token (EDGESCHED_API_TOKEN, or the local master's file).
+    """
     import httpx  # the master's extra: an agent-only install has no httpx
 
+    from edgesched.master.token import read_token
+
+    token = os.environ.get("EDGESCHED_API_TOKEN") or read_token("workspace/master", "api") or ""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        response = httpx.request(method, master_url.rstrip("/") + path, params=params, timeout=10)
+        response = httpx.request(
+            method, master_url.rstrip("/") + path, params=params, timeout=10, headers=headers
+        )
     except httpx.HTTPError as exc:
         raise click.ClickException(f"cannot reach {master_url}: {exc}") from exc
     if response.status_code >= 400:
@@ -120,7 +130,53 @@ def register(main: click.Group) -> None:
 
     @main.group()
     def devices() -> None:
-        """List devices."""
+        """List, drain and undrain devices."""
+
+    @devices.command("drain")
+    @click.argument("device_id")
+    @master_option
+    @json_option
+    def devices_drain(device_id: str, master_url: str, as_json: bool) -> None:
+        """The device finishes what it runs and takes nothing new."""
+        data = call("POST", master_url, f"/api/v1/devices/{device_id}/drain")
+        click.echo(json.dumps(data) if as_json else f"device {device_id}: {data['state']}")
+
+    @devices.command("undrain")
+    @click.argument("device_id")
+    @master_option
+    @json_option
+    def devices_undrain(device_id: str, master_url: str, as_json: bool) -> None:
+        """The device takes new tasks again."""
+        data = call("POST", master_url, f"/api/v1/devices/{device_id}/undrain")
+        click.echo(json.dumps(data) if as_json else f"device {device_id}: {data['state']}")
+
+    @main.command()
+    @master_option
+    @json_option
+    def status(master_url: str, as_json: bool) -> None:
+        """The cluster at a glance: devices and tasks by state, queue depth."""
+        summary = call("GET", master_url, "/api/v1/summary")
+        listed = call("GET", master_url, "/api/v1/devices")["devices"]
+        if as_json:
+            click.echo(json.dumps({**summary, "device_list": listed}))
+            return
+        from rich.table import Table
+
+        table = Table(title="devices")
+        for column in ("id", "type", "state", "running", "done", "mean ms"):
+            table.add_column(column)
+        for d in listed:
+            table.add_row(
+                d["id"],
+                d["type"],
+                d["state"],
+                f"{d['running']}/{d['slots']}",
+                str(d["tasks_done"]),
+                f"{d['mean_service_ms']:.1f}",
+            )
+        emit(listed, False, table)
+        tasks = ", ".join(f"{k} {v}" for k, v in sorted(summary["tasks"].items())) or "none"
+        click.echo(f"tasks: {tasks}; queue depth {summary['queue_depth']}")
 
     @devices.command("ls")
     @master_option

@@ -105,6 +105,13 @@ class RetryOut(BaseModel):
     msg: str
 
 
+class Summary(BaseModel):
+    devices: dict[str, int]
+    tasks: dict[str, int]
+    queue_depth: int
+    retries: int
+
+
 class TaskList(BaseModel):
     tasks: list[TaskOut]
     count: int
@@ -220,6 +227,45 @@ def make_http_app(master: Master, link_port: int, intake: SeedIntake | None = No
     async def task(task_id: str) -> dict[str, Any]:
         row = await master.get_task(task_id)
         return task_json(row, master.waiting_note(row))
+
+    @app.post(
+        "/api/v1/devices/{device_id}/drain",
+        response_model=DeviceOut,
+        responses={**ERRORS, **AUTH_ERRORS},
+        dependencies=[Depends(changes)],
+    )
+    async def drain(device_id: str) -> dict[str, Any]:
+        """The device finishes what it runs and takes nothing new."""
+        return device_json(master.drain(device_id, True), master.clock.monotonic())
+
+    @app.post(
+        "/api/v1/devices/{device_id}/undrain",
+        response_model=DeviceOut,
+        responses={**ERRORS, **AUTH_ERRORS},
+        dependencies=[Depends(changes)],
+    )
+    async def undrain(device_id: str) -> dict[str, Any]:
+        """The device takes new tasks again."""
+        return device_json(master.drain(device_id, False), master.clock.monotonic())
+
+    @app.get(
+        "/api/v1/summary",
+        response_model=Summary,
+        responses=AUTH_ERRORS,
+        dependencies=[Depends(reads)],
+    )
+    async def summary() -> dict[str, Any]:
+        """The cluster at a glance: devices by state, tasks by state, queue depth."""
+        devices: dict[str, int] = {}
+        for d in master.core.devices.values():
+            state = "draining" if d.draining and d.state.value == "online" else d.state.value
+            devices[state] = devices.get(state, 0) + 1
+        return {
+            "devices": devices,
+            "tasks": await master.journal.counts(),
+            "queue_depth": master.core.queue_depth(),
+            "retries": master.core.retries,
+        }
 
     @app.post(
         "/api/v1/tasks/{task_id}/retry",

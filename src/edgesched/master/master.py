@@ -31,7 +31,7 @@ from edgesched.core.scheduler import (
     Finished,
     Persist,
 )
-from edgesched.core.state import AttemptError, Task, TaskState
+from edgesched.core.state import AttemptError, Device, Task, TaskState
 from edgesched.core.strategies import canonical_strategy, make_strategy
 from edgesched.errors import (
     BadInputError,
@@ -46,6 +46,7 @@ from edgesched.journal.base import Journal, TaskRow
 from edgesched.master.hub import ResultHub
 from edgesched.master.token import TokenFile
 from edgesched.names import display_name, safe_component, safe_extension
+from edgesched.v1 import agent_pb2
 
 if TYPE_CHECKING:
     from edgesched.master.link import AgentSession
@@ -457,6 +458,20 @@ class Master:
             f"waiting: no online device can run task type {row.task_type!r}; "
             f"it ends dead after {ttl:g} s without one"
         )
+
+    def drain(self, device_id: str, on: bool) -> Device:
+        """Drain (or undrain) a device: it finishes what it runs and takes nothing new; the
+        agent is told, so it also reports itself draining."""
+        device = self.core.drain(device_id, on)
+        session = self.sessions.get(device_id)
+        if session is not None:
+            reason = "drained by an operator" if on else "undrained by an operator"
+            session.send_control(
+                agent_pb2.MasterMessage(drain=agent_pb2.Drain(drain=on, reason=reason))
+            )
+        log.info("device %s %s", device_id, "draining" if on else "undrained")
+        self.pump()
+        return device
 
     async def get_task(self, task_id: str) -> TaskRow:
         row = self.rows.get(task_id) or await self.journal.get(task_id)
