@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from edgesched.demo.cluster import LocalCluster
-from edgesched.v1 import client_pb2, client_pb2_grpc
+from edgesched.v1 import client_pb2, client_pb2_grpc, common_pb2
 from tests.harness import png_bytes
 
 SLOWISH = ["--backend", "sleep", "--emulate", "orin", "--time-scale", "40"]  # ~0.2 s a task
@@ -31,7 +31,7 @@ def cli(cluster: LocalCluster, *args: str, token: bool = True) -> subprocess.Com
     )
 
 
-def run_tasks(cluster: LocalCluster, prefix: str, n: int) -> list[client_pb2.SubmitReply]:
+def run_tasks(cluster: LocalCluster, prefix: str, n: int) -> list[common_pb2.TaskResult]:
     metadata = (("authorization", f"Bearer {cluster.api_token}"),)
     with grpc.insecure_channel(cluster.grpc_target) as channel:
         stub = client_pb2_grpc.TaskServiceStub(channel)
@@ -56,7 +56,7 @@ def run_tasks(cluster: LocalCluster, prefix: str, n: int) -> list[client_pb2.Sub
                 metadata=metadata,
             )
         )
-    return results  # type: ignore[return-value]
+    return results
 
 
 @pytest.mark.auth
