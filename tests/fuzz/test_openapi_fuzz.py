@@ -64,6 +64,8 @@ REACHED = {
     ("POST", "/api/v1/tasks/{task_id}/retry"): {200, 401, 404, 409},
     ("POST", "/schedule"): {202, 400},
     ("POST", "/api/v1/seed/upload"): {200, 400, 401},
+    ("POST", "/api/v1/devices/{device_id}/drain"): {200, 401, 404},
+    ("POST", "/api/v1/devices/{device_id}/undrain"): {200, 401, 404},
 }
 #: routes FastAPI adds to serve the document itself
 DOCUMENT_ROUTES = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
@@ -198,6 +200,11 @@ def strategies_for(gateway: Gateway, method: str, path: str) -> dict[str, st.Sea
         real += [
             operation.as_strategy(path_parameters={"task_id": task_id})
             for task_id in gateway.ids.values()
+        ]
+    if "{device_id}" in path:  # the real agent, and one that does not exist
+        real += [
+            operation.as_strategy(path_parameters={"device_id": device_id})
+            for device_id in (*gateway.cluster.master.core.devices, "no-such-device")
         ]
     if path == "/schedule":  # names a picture that is there: 202
         body = {"ip": "127.0.0.1", "tasktype": "yolo", "filename": gateway.schedule_file}
