@@ -7,8 +7,9 @@ from typing import Any, Literal
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -187,6 +188,26 @@ def make_http_app(master: Master, link_port: int, intake: SeedIntake | None = No
             "devices_online": online,
             "tasks_pending": len(master.core.tasks),
         }
+
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        responses={
+            200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+            401: {
+                "description": "missing or wrong API token",
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}
+                },
+            },
+        },
+        dependencies=[Depends(reads)],
+    )
+    async def metrics() -> PlainTextResponse:
+        """Prometheus text format: tasks by state, queue, retries, devices, stage histograms."""
+        return PlainTextResponse(
+            generate_latest(master.metrics.registry).decode(), media_type=CONTENT_TYPE_LATEST
+        )
 
     @app.get("/api/v1/link", response_model=LinkInfo)
     async def link() -> dict[str, Any]:

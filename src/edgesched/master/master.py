@@ -44,6 +44,7 @@ from edgesched.errors import (
 )
 from edgesched.journal.base import Journal, TaskRow
 from edgesched.master.hub import ResultHub
+from edgesched.master.metrics import MasterMetrics
 from edgesched.master.token import TokenFile
 from edgesched.names import display_name, safe_component, safe_extension
 from edgesched.v1 import agent_pb2
@@ -149,6 +150,8 @@ class Master:
         self.stopping = False
         #: called with the row of every seed task that ends done (the result pusher)
         self.on_seed_done: Callable[[TaskRow], None] | None = None
+        self.metrics = MasterMetrics()
+        self.metrics.attach(self)
 
     # ---- start -------------------------------------------------------------------------
 
@@ -368,6 +371,9 @@ class Master:
         if self.inflight[row.client_id] <= 0:
             del self.inflight[row.client_id]
         self.finished_total[row.state] = self.finished_total.get(row.state, 0) + 1
+        self.metrics.finished.labels(row.state).inc()
+        if task.state is TaskState.DONE:
+            self.metrics.observe_done(row.timings)
         if task.state is TaskState.DONE:
             log.info("task %s done on %s", task.id, task.device_id)
         else:

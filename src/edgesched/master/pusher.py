@@ -96,6 +96,7 @@ class ResultPusher:
         self.master.journal.update(row.id, {"delivery": delivery, "timings": row.timings})
         if delivery == "delivered":
             self.delivered += 1
+            self.master.metrics.observe_delivery(row.timings["delivery_ms"])
             log.info("result of task %s delivered as %s", row.id, result_name(row))
             if not self.master.settings.master.keep_upload:
                 with contextlib.suppress(OSError):

@@ -1,0 +1,107 @@
+"""Prometheus metrics of one master: its own registry (no global state), read at scrape time.
+
+Counters and histograms are fed as tasks end; gauges (tasks by state, queue depth, per-device
+figures) are computed from the live state when /metrics is scraped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from edgesched.master.master import Master
+
+#: seconds, from a fast board's milliseconds to a slow link's minutes
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+STAGES = ("queue_wait", "transfer", "inference", "result_return", "delivery", "end_to_end")
+
+
+class MasterMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.stage = Histogram(
+            "edgesched_stage_seconds",
+            "Duration of a task's stage (queue_wait, transfer, inference, result_return, "
+            "delivery, end_to_end)",
+            ["stage"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.finished = Counter(
+            "edgesched_tasks_finished",
+            "Tasks that reached a final state",
+            ["state"],
+            registry=self.registry,
+        )
+
+    def observe_done(self, timings: dict[str, Any]) -> None:
+        for stage in STAGES:
+            value = timings.get(f"{stage}_ms")
+            if isinstance(value, (int, float)) and value >= 0 and stage != "delivery":
+                self.stage.labels(stage).observe(value / 1000)
+
+    def observe_delivery(self, delivery_ms: float) -> None:
+        self.stage.labels("delivery").observe(max(0.0, delivery_ms) / 1000)
+
+    def attach(self, master: Master) -> None:
+        self.registry.register(_LiveState(master))
+
+
+class _LiveState(Collector):
+    def __init__(self, master: Master) -> None:
+        self.master = master
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        master = self.master
+        core = master.core
+        now = master.clock.monotonic()
+        tasks = GaugeMetricFamily("edgesched_tasks", "Unfinished tasks by state", labels=["state"])
+        by_state: dict[str, int] = {}
+        for task in core.tasks.values():
+            by_state[task.state.value] = by_state.get(task.state.value, 0) + 1
+        for state in ("queued", "assigned", "running"):
+            tasks.add_metric([state], by_state.get(state, 0))
+        yield tasks
+        yield GaugeMetricFamily(
+            "edgesched_queue_depth", "Tasks waiting in the master's queue", core.queue_depth()
+        )
+        yield GaugeMetricFamily(
+            "edgesched_retries", "Attempts re-queued since start (any cause)", core.retries
+        )
+        yield GaugeMetricFamily(
+            "edgesched_dead_tasks",
+            "Tasks that ended dead since start",
+            master.finished_total.get("dead", 0),
+        )
+        per_device = {
+            "cpu": ("edgesched_device_cpu", "CPU utilisation (fraction)"),
+            "memory": ("edgesched_device_memory", "Memory utilisation (fraction)"),
+            "xpu": ("edgesched_device_xpu", "NPU/GPU utilisation (fraction; absent if unknown)"),
+            "bandwidth": ("edgesched_device_bandwidth_mbps", "Measured link bandwidth"),
+            "latency": ("edgesched_device_latency_ms", "Heartbeat round trip"),
+            "free_slots": ("edgesched_device_free_slots", "Slots free for new tasks"),
+            "age": ("edgesched_device_heartbeat_age_seconds", "Time since the last frame"),
+            "up": ("edgesched_device_up", "1 when the device is online"),
+        }
+        families = {
+            key: GaugeMetricFamily(name, text, labels=["device", "type"])
+            for key, (name, text) in per_device.items()
+        }
+        for device in core.devices.values():
+            labels = [device.id, device.device_type]
+            m = device.metrics
+            families["cpu"].add_metric(labels, m.cpu)
+            families["memory"].add_metric(labels, m.memory)
+            if m.xpu >= 0:
+                families["xpu"].add_metric(labels, m.xpu)
+            families["bandwidth"].add_metric(labels, m.bandwidth_mbps)
+            families["latency"].add_metric(labels, m.latency_ms)
+            families["free_slots"].add_metric(labels, device.free_slots)
+            families["age"].add_metric(labels, max(0.0, now - device.last_seen))
+            families["up"].add_metric(labels, 1.0 if device.state.value == "online" else 0.0)
+        yield from families.values()

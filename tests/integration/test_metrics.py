@@ -1,0 +1,52 @@
+"""/metrics in the Prometheus text format, on a real cluster."""
+
+from __future__ import annotations
+
+import asyncio
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.harness import InProcessCluster, png_bytes
+
+
+async def test_metrics_show_tasks_devices_and_stage_histograms(make_cluster) -> None:
+    cluster: InProcessCluster = await make_cluster(heartbeat_interval_s=0.1)
+    agent = await cluster.add_agent("a1", emulate="rk3588", time_scale=5.0)
+    ids = [(await cluster.submit(f"k{i}", png_bytes())).task_id for i in range(4)]
+    await cluster.wait(ids)
+    await asyncio.sleep(0.25)
+    response = await cluster.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(response.text)}
+    for name in (
+        "edgesched_tasks",
+        "edgesched_queue_depth",
+        "edgesched_retries",
+        "edgesched_dead_tasks",
+        "edgesched_device_cpu",
+        "edgesched_device_memory",
+        "edgesched_device_xpu",
+        "edgesched_device_bandwidth_mbps",
+        "edgesched_device_latency_ms",
+        "edgesched_device_free_slots",
+        "edgesched_device_heartbeat_age_seconds",
+        "edgesched_stage_seconds",
+        "edgesched_tasks_finished",
+    ):
+        assert name in families, name
+    stages = {
+        s.labels["stage"]
+        for s in families["edgesched_stage_seconds"].samples
+        if s.name.endswith("_count") and s.value > 0
+    }
+    assert {"queue_wait", "transfer", "inference", "result_return", "end_to_end"} <= stages
+    finished = {
+        s.labels["state"]: s.value
+        for s in families["edgesched_tasks_finished"].samples
+        if s.name.endswith("_total")
+    }
+    assert finished == {"done": 4.0}
+    (slots,) = families["edgesched_device_free_slots"].samples
+    assert slots.labels == {"device": agent.identity.agent_id, "type": "rk3588"}
+    assert slots.value == 3
