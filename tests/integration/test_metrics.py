@@ -50,3 +50,20 @@ async def test_metrics_show_tasks_devices_and_stage_histograms(make_cluster) -> 
     (slots,) = families["edgesched_device_free_slots"].samples
     assert slots.labels == {"device": agent.identity.agent_id, "type": "rk3588"}
     assert slots.value == 3
+
+
+async def test_timing_records_export_as_csv(make_cluster) -> None:
+    import csv
+    import io
+
+    cluster: InProcessCluster = await make_cluster()
+    await cluster.add_agent("a1")
+    ids = [(await cluster.submit(f"k{i}", png_bytes())).task_id for i in range(3)]
+    await cluster.wait(ids)
+    await cluster.master.journal.flush()
+    response = await cluster.get("/api/v1/tasks/export.csv?state=done")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert sorted(r["id"] for r in rows) == sorted(ids)
+    assert all(float(r["end_to_end_ms"]) > 0 and r["state"] == "done" for r in rows)
+    assert {"queue_wait_ms", "transfer_ms", "inference_ms", "result_return_ms"} <= set(rows[0])

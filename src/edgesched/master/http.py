@@ -20,7 +20,7 @@ from edgesched.master.errmap import http_status, printable
 from edgesched.master.master import Master
 from edgesched.master.seed import SeedIntake
 from edgesched.master.seed_http import seed_router
-from edgesched.master.views import device_json, task_json
+from edgesched.master.views import device_json, task_json, timings_csv
 
 TaskStateName = Literal["queued", "assigned", "running", "done", "dead", "cancelled"]
 
@@ -238,6 +238,28 @@ def make_http_app(master: Master, link_port: int, intake: SeedIntake | None = No
     ) -> dict[str, Any]:
         rows = await master.journal.list_tasks(state, limit, offset)
         return {"tasks": [task_json(r) for r in rows], "count": len(rows)}
+
+    @app.get(
+        "/api/v1/tasks/export.csv",
+        response_class=PlainTextResponse,
+        responses={
+            200: {"content": {"text/csv": {"schema": {"type": "string"}}}},
+            401: {
+                "description": "missing or wrong API token",
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}
+                },
+            },
+        },
+        dependencies=[Depends(reads)],
+    )
+    async def export_csv(
+        state: TaskStateName | None = None, limit: int = Query(10_000, ge=1, le=100_000)
+    ) -> PlainTextResponse:
+        """Timing records (the seed's task execution statistics): one row per task, newest
+        first, with its stage durations in milliseconds."""
+        rows = await master.journal.list_tasks(state, limit, 0)
+        return PlainTextResponse(timings_csv(rows), media_type="text/csv")
 
     @app.get(
         "/api/v1/tasks/{task_id}",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from typing import Any
 
@@ -133,3 +135,43 @@ def device_json(device: Device, now: float) -> dict[str, Any]:
         "heartbeat_age_s": round(max(0.0, now - device.last_seen), 3),
         "info": device.info,
     }
+
+
+CSV_COLUMNS = (
+    "id",
+    "state",
+    "task_type",
+    "filename",
+    "device_id",
+    "device_type",
+    "attempts",
+    "submitted_unix_ms",
+    "finished_unix_ms",
+    *STAGE_FIELDS,
+    "error",
+)
+
+
+def timings_csv(rows: list[TaskRow]) -> str:
+    """Tasks with their stage durations, as CSV (a header line, then one row per task)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        timings = row.timings or {}
+        writer.writerow(
+            [
+                row.id,
+                row.state,
+                row.task_type,
+                row.filename,
+                row.device_id,
+                row.device_type,
+                row.attempt,
+                row.submitted_ms,
+                row.finished_ms,
+                *(round(float(timings.get(k, 0.0)), 3) for k in STAGE_FIELDS),
+                row.error,
+            ]
+        )
+    return buffer.getvalue()
