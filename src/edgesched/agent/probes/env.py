@@ -99,23 +99,7 @@ class ProbeEnv:
         The child gets its own process group so that a timeout kills the whole group: killing
         only a wrapper shell would leave a grandchild holding the pipe open.
         """
-        exe = self.which(argv[0])
-        if exe is None:
-            raise ProbeError(f"{argv[0]}: not found")
-        try:
-            proc = subprocess.Popen(
-                [exe, *argv[1:]],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                errors="replace",
-                start_new_session=True,
-                env=_child_environ(),
-            )
-        except OSError as exc:
-            raise ProbeError(f"{argv[0]}: {exc}") from exc
-        self._track(proc)
+        proc = self._start(argv, stderr=subprocess.PIPE)
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -132,6 +116,11 @@ class ProbeEnv:
 
     def spawn(self, argv: Sequence[str]) -> subprocess.Popen[str]:
         """Starts a long-lived streaming tool (tegrastats); ``close()`` ends it."""
+        return self._start(argv, stderr=subprocess.DEVNULL, bufsize=1)
+
+    def _start(self, argv: Sequence[str], stderr: int, bufsize: int = -1) -> subprocess.Popen[str]:
+        """A tool found on the sysroot, in its own process group (a timeout or close() kills
+        the whole group), tracked so that close() can end it."""
         exe = self.which(argv[0])
         if exe is None:
             raise ProbeError(f"{argv[0]}: not found")
@@ -140,10 +129,10 @@ class ProbeEnv:
                 [exe, *argv[1:]],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
+                stderr=stderr,
                 text=True,
                 errors="replace",
-                bufsize=1,
+                bufsize=bufsize,
                 start_new_session=True,
                 env=_child_environ(),
             )
