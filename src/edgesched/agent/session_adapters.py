@@ -90,7 +90,32 @@ def _single_feed(feeds: Mapping[str, Any]) -> npt.NDArray[Any]:
     return np.asarray(next(iter(feeds.values())))
 
 
-class RknnSession:
+class _VendorSession:
+    """What the decoders read of a session, the same for every vendor runtime: the NCHW view of
+    its input, its outputs, no metadata (class names then come from the task type's config)."""
+
+    _layout = "nchw"
+    _inputs: list[TensorInfo]
+    _outputs: list[TensorInfo]
+
+    def get_inputs(self) -> list[TensorInfo]:
+        return list(self._inputs)
+
+    def get_outputs(self) -> list[TensorInfo]:
+        return list(self._outputs)
+
+    def get_modelmeta(self) -> ModelMeta:
+        return ModelMeta()
+
+    def _feed(self, feeds: Mapping[str, Any]) -> npt.NDArray[Any]:
+        """The one input, in the layout the artefact was compiled for."""
+        tensor = _single_feed(feeds)
+        if self._layout == "nhwc":
+            tensor = tensor.transpose(0, 2, 3, 1)
+        return np.ascontiguousarray(tensor)
+
+
+class RknnSession(_VendorSession):
     """One RKNNLite runtime on one NPU core (``core_mask`` None: the driver picks, as RK356x
     needs). Not for concurrent use: the backend hands each runtime to one thread at a time."""
 
@@ -123,21 +148,10 @@ class RknnSession:
                 f"RKNNLite.init_runtime returned {ret}"
             )
 
-    def get_inputs(self) -> list[TensorInfo]:
-        return list(self._inputs)
-
-    def get_outputs(self) -> list[TensorInfo]:
-        """RKNNLite cannot describe its outputs: empty until the first run."""
-        return list(self._outputs)
-
-    def get_modelmeta(self) -> ModelMeta:
-        return ModelMeta()
+    # RKNNLite cannot describe its outputs: get_outputs() is empty until the first run
 
     def run(self, output_names: Sequence[str] | None, feeds: Mapping[str, Any]) -> list[Any]:
-        tensor = _single_feed(feeds)
-        if self._layout == "nhwc":
-            tensor = np.ascontiguousarray(tensor.transpose(0, 2, 3, 1))
-        outputs = self._rknn.inference(inputs=[tensor], data_format=[self._layout])
+        outputs = self._rknn.inference(inputs=[self._feed(feeds)], data_format=[self._layout])
         if outputs is None:  # RKNNLite logs its error and returns None
             raise BackendError(f"RKNNLite.inference on core mask {self.core_mask} failed")
         result = [np.asarray(o) for o in outputs]
@@ -151,7 +165,7 @@ class RknnSession:
             rknn.release()
 
 
-class AisBenchSession:
+class AisBenchSession(_VendorSession):
     """An Ascend ``.om`` model through ais_bench's InferSession on NPU ``device_id``."""
 
     def __init__(self, path: str, device_id: int = 0, input_layout: str = "nchw") -> None:
@@ -174,20 +188,8 @@ class AisBenchSession:
             TensorInfo(str(o.name), [int(d) for d in o.shape]) for o in self._session.get_outputs()
         ]
 
-    def get_inputs(self) -> list[TensorInfo]:
-        return list(self._inputs)
-
-    def get_outputs(self) -> list[TensorInfo]:
-        return list(self._outputs)
-
-    def get_modelmeta(self) -> ModelMeta:
-        return ModelMeta()
-
     def run(self, output_names: Sequence[str] | None, feeds: Mapping[str, Any]) -> list[Any]:
-        tensor = _single_feed(feeds)
-        if self._layout == "nhwc":
-            tensor = tensor.transpose(0, 2, 3, 1)
-        outputs = self._session.infer(feeds=[np.ascontiguousarray(tensor)], mode="static")
+        outputs = self._session.infer(feeds=[self._feed(feeds)], mode="static")
         return [np.asarray(o) for o in outputs]
 
     def release(self) -> None:
