@@ -70,21 +70,25 @@ async def test_a_truncated_picture_ends_dead_with_a_readable_error_while_others_
     assert results[bad].errors[0].kind == "bad_input"
 
 
-async def test_slots_bound_what_a_device_holds(make_cluster) -> None:
+async def test_slots_and_prefetch_bound_what_a_device_holds_and_runs(make_cluster) -> None:
     cluster = await make_cluster()
     agent = await cluster.add_agent("a1", emulate="rk3588", time_scale=20.0)
+    prefetch = cluster.master.settings.scheduling.prefetch
     ids = [(await cluster.submit(f"k{i}", png_bytes())).task_id for i in range(9)]
-    peak = 0
+    peak = running_peak = 0
     for _ in range(200):
         device = cluster.master.core.devices[agent.identity.agent_id]
         peak = max(peak, len(device.inflight))
-        assert len(device.inflight) <= 3
+        running_peak = max(running_peak, agent.meter.busy)
+        assert len(device.inflight) <= 3 + prefetch  # the master holds back the rest
+        assert agent.meter.busy <= 3  # the board runs one per NPU core; the others wait there
         if all(i not in cluster.master.rows for i in ids):
             break
         await asyncio.sleep(0.02)
     results = await cluster.wait(ids)
     assert all(r.state == DONE for r in results.values())
-    assert peak == 3
+    assert peak == 3 + prefetch
+    assert running_peak == 3
 
 
 async def test_an_agent_with_a_wrong_token_is_refused_and_never_listed(make_cluster) -> None:

@@ -11,8 +11,8 @@ from edgesched.core.state import Device, Task
 from edgesched.core.strategies import EarliestCompletion, make_strategy
 
 
-def core() -> Core:
-    settings = SchedulingSettings()
+def core(**overrides: int) -> Core:
+    settings = SchedulingSettings(**overrides)  # type: ignore[arg-type]
     return Core(settings, make_strategy("ect", settings, random.Random(0)), random.Random(0))
 
 
@@ -41,7 +41,7 @@ def test_the_profile_seeds_the_estimate_until_measured() -> None:
 
 
 def test_a_fast_busy_device_beats_a_slow_idle_one_until_its_queue_is_long() -> None:
-    c = core()
+    c = core(prefetch=0)
     c.register(device("fast", "orin"), [], [], 0.0)  # 5 ms a task
     c.register(device("slow", "atlas310"), [], [], 0.0)  # 25 ms a task
     submit(c, 12)
@@ -50,6 +50,17 @@ def test_a_fast_busy_device_beats_a_slow_idle_one_until_its_queue_is_long() -> N
     # than on the slow one (25 ms); t5 would not, so it runs on the slow board at once
     assert first == [("t0", "fast"), ("t5", "slow")]
     assert c.queue_depth() == 10
+
+
+def test_with_prefetch_the_fast_device_also_takes_queued_tasks_first() -> None:
+    c = core(prefetch=2)
+    c.register(device("fast", "orin"), [], [], 0.0)
+    c.register(device("slow", "atlas310"), [], [], 0.0)
+    submit(c, 12)
+    first = placed(c.dispatch(0.0))
+    # the orin takes its slot and its two prefetch places (payloads travel while t0 runs);
+    # t3, t4 (and t6, t7) still finish sooner by waiting for it than on the atlas (25 ms)
+    assert first == [("t0", "fast"), ("t1", "fast"), ("t2", "fast"), ("t5", "slow"), ("t8", "slow")]
 
 
 def test_expected_completion_adds_transfer_and_wait() -> None:

@@ -27,6 +27,7 @@ from edgesched.errors import ConflictError, NotFoundError
 
 
 def make_core(strategy: str = "roundrobin", **overrides: object) -> Core:
+    overrides.setdefault("prefetch", 0)  # the slot mechanics alone; prefetch has its own tests
     s = SchedulingSettings(**overrides)  # type: ignore[arg-type]
     return Core(s, make_strategy(strategy, s, random.Random(0)), random.Random(0))
 
@@ -853,3 +854,46 @@ def test_a_draining_device_gets_no_new_tasks_but_finishes_its_own():
 def test_draining_an_unknown_device_raises_not_found():
     with pytest.raises(NotFoundError):
         make_core().drain("ghost", True)
+
+
+# ---- prefetch: assignments beyond the slots, queued on the board ---------------------------------
+
+
+def test_with_prefetch_a_device_takes_its_slots_plus_the_prefetch_and_no_more():
+    core = make_core(prefetch=2)
+    device, _, _ = add_device(core, "d1", slots=3)
+    submit(core, *(f"t{i}" for i in range(10)))
+    assert len(assigns(core.dispatch(0.0))) == 5
+    assert device.openings == 0 and device.free_slots == 0
+    assert core.dispatch(0.0) == []
+    assert core.queue_depth() == 5
+
+
+def test_a_result_from_a_prefetching_device_opens_one_place_for_the_next_task():
+    core = make_core(prefetch=1)
+    add_device(core, "d1", slots=1)
+    submit(core, "t1", "t2", "t3")
+    assert [a.task.id for a in assigns(core.dispatch(0.0))] == ["t1", "t2"]
+    core.started("t1", 1, 0.1)
+    core.done("t1", 1, "d1", 5.0, 0.2)
+    assert [a.task.id for a in assigns(core.dispatch(0.2))] == ["t3"]
+
+
+def test_roundrobin_fills_free_slots_before_any_prefetch_queue():
+    core = make_core("roundrobin", prefetch=2)
+    add_device(core, "a", slots=1)
+    add_device(core, "b", slots=1)
+    submit(core, "t1", "t2")
+    assert sorted(a.device_id for a in assigns(core.dispatch(0.0))) == ["a", "b"]
+
+
+def test_load_prefers_a_fast_devices_short_queue_to_a_slow_devices_long_one():
+    core = make_core("load", prefetch=2)
+    fast, _, _ = add_device(core, "fast", slots=1)
+    slow, _, _ = add_device(core, "slow", slots=1)
+    fast.tasks_done, fast.service_ms_total = 10, 50.0  # 5 ms a task
+    slow.tasks_done, slow.service_ms_total = 10, 4000.0  # 400 ms a task
+    submit(core, "t1", "t2")
+    core.dispatch(0.0)  # one each: both slots busy, both queues empty
+    submit(core, "t3")
+    assert [a.device_id for a in assigns(core.dispatch(0.0))] == ["fast"]

@@ -208,7 +208,7 @@ class Harness:
         core = self.core
         queued_ids = set(core._ready) | {task_id for _, _, task_id in core._delayed}
         for device in core.devices.values():
-            assert len(device.inflight) <= device.slots, device
+            assert len(device.inflight) <= device.slots + device.prefetch, device
         for task_id, task in self.all_tasks.items():
             for move in task.moves:
                 assert move in LEGAL_TRANSITIONS, (task_id, move)

@@ -118,7 +118,11 @@ class Agent:
         self.rng = rng or random.Random(a.seed or None)
         self.meter = SlotMeter(self.slots, time.monotonic())
         self.pool = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="infer")
+        #: every task the master gave and whose payload is here: running, or waiting for a slot
+        #: (the master sends up to slots + scheduling.prefetch, so the next payload travels
+        #: while the current task runs)
         self.running: dict[str, tuple[int, asyncio.Task[None]]] = {}
+        self._slot_gate: Optional[asyncio.Semaphore] = None  # noqa: UP045 - made in the loop
         self.outbox = Outbox(Path(a.data_dir) / "outbox")
         #: outbox files sent on this link, removed once a later heartbeat is acknowledged
         self._unconfirmed: list[tuple[int, list[Path]]] = []
@@ -528,6 +532,14 @@ class Agent:
     # ---- running a task ----------------------------------------------------------------
 
     async def _execute(
+        self, a: agent_pb2.Assignment, payload: bytes, receive_ms: float, arrived: float
+    ) -> None:
+        if self._slot_gate is None:
+            self._slot_gate = asyncio.Semaphore(self.slots)
+        async with self._slot_gate:  # a prefetched task waits here for a slot, payload in hand
+            await self._run_in_slot(a, payload, receive_ms, arrived)
+
+    async def _run_in_slot(
         self, a: agent_pb2.Assignment, payload: bytes, receive_ms: float, arrived: float
     ) -> None:
         loop = asyncio.get_running_loop()

@@ -315,6 +315,7 @@ class Core:
         device.link_up = True
         device.last_seen = now
         device.sent_since_heartbeat = 0
+        device.prefetch = max(0, self.settings.prefetch)
         self.devices[device.id] = device
         known = {task_id for task_id, _ in device.inflight}
         drop = sorted(running_ids - known)
@@ -447,14 +448,18 @@ class Core:
         return self._delayed[0][0] if self._delayed else None
 
     def dispatch(self, now: float) -> list[Command]:
-        """Places ready tasks on devices with free slots, in submission order.
+        """Places ready tasks on devices with openings, in submission order.
 
-        A strategy that ``considers_busy`` (ect) also sees healthy devices without a free slot;
+        A device takes up to ``slots + prefetch`` assignments: the extra ones wait on the board
+        with their payload already there, so a transfer overlaps the task before it. Free slots
+        go first for a strategy blind to speed (roundrobin); one that ``weighs_queues`` (load)
+        scores prefetch queues against free slots.
+        A strategy that ``considers_busy`` (ect) also sees healthy devices without an opening;
         when it picks one of those, the task waits in the queue for it (a fast board about to
         free up beats a slow idle one).
         """
         healthy = sorted((d for d in self.devices.values() if d.schedulable), key=lambda d: d.id)
-        free = sum(d.free_slots for d in healthy)
+        free = sum(d.openings for d in healthy)
         if not free or not self._ready:
             return []
         out: list[Command] = []
@@ -469,19 +474,22 @@ class Core:
                 continue  # cancelled or already placed; its queue entry is stale
             strategy = self._strategy_for(task)
             busy_too = getattr(strategy, "considers_busy", False)
-            candidates = [
-                d
-                for d in healthy
-                if task.task_type in d.task_types and (busy_too or d.free_slots > 0)
-            ]
-            if not any(d.free_slots > 0 for d in candidates):
+            able = [d for d in healthy if task.task_type in d.task_types]
+            open_ = [d for d in able if d.openings > 0]
+            if not open_:
                 skipped.append(task_id)
                 continue
-            # native artefacts first; ONNX on a device without one only when none is free
-            best = min(d.tier(task.task_type) for d in candidates if d.free_slots > 0)
-            candidates = [d for d in candidates if d.tier(task.task_type) == best]
+            # native artefacts first; ONNX on a device without one only when none is open
+            best = min(d.tier(task.task_type) for d in open_)
+            if busy_too:
+                candidates = [d for d in able if d.tier(task.task_type) == best]
+            elif getattr(strategy, "weighs_queues", False):
+                candidates = [d for d in open_ if d.tier(task.task_type) == best]
+            else:  # blind to speed: a free slot first, a prefetch queue only when none is free
+                idle = [d for d in open_ if d.free_slots > 0 and d.tier(task.task_type) == best]
+                candidates = idle or [d for d in open_ if d.tier(task.task_type) == best]
             device = strategy.choose(task, candidates)
-            if device.free_slots <= 0:
+            if device.openings <= 0:
                 skipped.append(task_id)  # it waits for that device
                 device.reserved += 1  # the tasks behind it see a longer wait there
                 waits += 1

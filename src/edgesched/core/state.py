@@ -149,6 +149,7 @@ class Device:
     inflight: set[tuple[str, int]] = field(default_factory=set)
     sent_since_heartbeat: int = 0  #: optimistic accounting between heartbeats
     reserved: int = 0  #: tasks that chose to wait for this device in the current dispatch
+    prefetch: int = 0  #: assignments it may hold beyond its slots (queued on the board)
     tasks_done: int = 0
     service_ms_total: float = 0.0
     heartbeats: int = 0
@@ -157,7 +158,13 @@ class Device:
 
     @property
     def free_slots(self) -> int:
+        """Slots not running a task (what the dashboard and the load score show)."""
         return max(0, self.slots - len(self.inflight))
+
+    @property
+    def openings(self) -> int:
+        """Assignments it can still take: free slots, then room in its prefetch queue."""
+        return max(0, self.slots + self.prefetch - len(self.inflight))
 
     @property
     def mean_service_ms(self) -> float:

@@ -52,7 +52,7 @@ def load_score(device: Device, payload_bytes: int, s: SchedulingSettings) -> flo
     """The seed's weighted load score in consistent units; lower is better.
 
     score = w_cpu·cpu + w_mem·mem + w_xpu·xpu' + w_net·(bytes ÷ bandwidth + rtt) ÷ t_ref
-            + w_slots·(slots in use ÷ slots)
+            + w_slots·(slots in use ÷ slots) + w_queue·(expected queue wait ÷ t_ref)
 
     Utilisations are fractions. ``xpu'`` is the reported XPU utilisation plus one slot's share for
     every task sent since the last heartbeat (optimistic accounting: otherwise a burst herds onto
@@ -66,7 +66,10 @@ def load_score(device: Device, payload_bytes: int, s: SchedulingSettings) -> flo
     has_xpu = m.xpu >= 0
     xpu = clean_fraction(m.xpu) if has_xpu else cpu
     xpu_est = min(1.0, xpu + pending)
-    used = (slots - device.free_slots) / slots
+    used = min(len(device.inflight), slots) / slots
+    # a task sent into the prefetch queue waits for the tasks ahead of it, at the device's pace
+    ahead = len(device.inflight) - slots + 1
+    queue_ms = ahead * device.mean_service_ms / slots if ahead > 0 else 0.0
     net = network_ms(device, payload_bytes, s.assumed_bandwidth_mbps) / s.network_reference_ms
     return (
         s.weight_cpu * cpu
@@ -74,6 +77,7 @@ def load_score(device: Device, payload_bytes: int, s: SchedulingSettings) -> flo
         + s.weight_xpu * xpu_est
         + s.weight_network * net
         + s.weight_slots * used
+        + s.weight_queue * queue_ms / s.network_reference_ms
     )
 
 
@@ -81,6 +85,7 @@ class LoadGreedy:
     """Lowest load score wins; near-ties (within 1e-9) go to a random one of them, not the first."""
 
     name = "load"
+    weighs_queues = True  #: its score counts the wait in a device's prefetch queue
 
     def __init__(self, settings: SchedulingSettings, rng: random.Random) -> None:
         self._settings = settings
@@ -124,13 +129,16 @@ class EarliestCompletion:
         backlog = len(device.inflight) + device.reserved - slots + 1
         wait = 0.0 if backlog <= 0 else service / (slots + 1) + (backlog - 1) * service / slots
         transfer = network_ms(device, task.size_bytes, self._settings.assumed_bandwidth_mbps)
+        if device.openings > 0:
+            # sent now, the payload travels while the tasks ahead of it run
+            return max(wait, transfer) + service
         return wait + transfer + service
 
     def choose(self, task: Task, candidates: Sequence[Device]) -> Device:
         scored = [(self.expected_ms(task, d), d) for d in candidates]
         best = min(score for score, _ in scored)
         tied = [d for score, d in scored if score <= best * 1.02 + 1e-9]
-        free = [d for d in tied if d.free_slots > 0] or tied
+        free = [d for d in tied if d.free_slots > 0] or [d for d in tied if d.openings > 0] or tied
         return free[0] if len(free) == 1 else self._rng.choice(free)
 
 

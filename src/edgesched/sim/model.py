@@ -99,7 +99,8 @@ class Scenario:
 
 @dataclass(frozen=True)
 class Bound:
-    """LB = max(Σ work ÷ Σ capacity, the slowest task's best time, Σ bytes ÷ the master's rate).
+    """LB = max(Σ work ÷ Σ capacity, the latest a task can end at best (its arrival plus its best
+    time), Σ bytes ÷ the master's rate).
 
     A device's capacity is its slots over its mean service time (lognormal means, so a lucky run
     may end a little below the bound). Device links are not in it, as the issue defines it.
@@ -135,7 +136,7 @@ def lower_bound(scenario: Scenario) -> Bound:
     work = sum(t.work for t in tasks)
     capacity = sum(d.slot_count / d.mean_service_s for d in devices)  # work units per second
 
-    def best_s(task: SimTask) -> float:
+    def best_s(task: SimTask) -> float:  # from its submission
         # frame out, payload at the best rate the link and the master allow, service, result back
         return min(
             d.link.rtt_ms / 1000
@@ -147,7 +148,8 @@ def lower_bound(scenario: Scenario) -> Bound:
     bits = sum(t.size_bytes for t in tasks) * 8
     return Bound(
         compute_s=work / capacity,
-        single_task_s=max((best_s(t) for t in tasks), default=0.0),
+        # a task submitted late ends no sooner than its arrival plus its best time
+        single_task_s=max((t.at + best_s(t) for t in tasks), default=0.0),
         master_link_s=bits / master_bps,
         links_s=_links_estimate(scenario, work, bits),
     )

@@ -5,9 +5,11 @@ master's shell and the agents around it, in simulated seconds on a heap of event
 
 - the shell: every command is carried out as ``edgesched.master.master.Master.apply`` does, and
   ``dispatch`` runs after every submission, result and failure report, and on the 0.1 s ticker;
-- the agents: a device holds a slot from its assignment until the master has its result (the
-  core's backpressure), receives payloads one after another over its link (one stream per agent),
-  runs each task for a lognormal service time from its emulation profile, and beats every
+- the agents: a device holds an assignment from the master's decision until the master has its
+  result (the core's backpressure: at most ``slots + prefetch`` of them), receives payloads one
+  after another over its link (one stream per agent), runs at most ``slots`` tasks at once — a
+  payload that arrives while they are busy waits on the board, as the agent's slot gate makes it
+  wait — each for a lognormal service time from its emulation profile, and beats every
   ``heartbeat_interval_s`` with the metrics an emulated agent reports;
 - the network: a payload leaves over the master's uplink (first come, first served, at its fixed
   rate) and over the device's link (its seeded bandwidth trace); it has arrived when both are done.
@@ -80,6 +82,8 @@ class _Board:
     alive: bool = True
     link_free_at: float = 0.0
     attempts: dict[Key, bool] = field(default_factory=dict)  #: on the board → running yet
+    waiting: list[Key] = field(default_factory=list)  #: arrived, waiting for a slot
+    running: int = 0
     bandwidth_mbps: float = 0.0  #: the agent's moving average of measured transfers
     sent_at: dict[Key, float] = field(default_factory=dict)
     held_s: float = 0.0
@@ -224,6 +228,8 @@ class Simulation:
             return
         if running:
             board.meter.stop(self.now + board.one_way_s)
+            board.running -= 1
+            self._next(board)
         # the agent answers a cancel with a failure report; only that frees the slot in the core
         self._at(self.now + 2 * board.one_way_s, lambda: self._failed(board, key, "cancelled"))
 
@@ -255,13 +261,23 @@ class Simulation:
             board.bandwidth_mbps = (
                 mbps if not board.bandwidth_mbps else 0.8 * board.bandwidth_mbps + 0.2 * mbps
             )
-        board.attempts[key] = True
-        board.meter.start(self.now)
-        spec = self._tasks[key[0]]
-        draw = random.Random(sub_seed(self.scenario.seed, board.spec.id, key[0], str(key[1])))
-        service_ms = board.spec.profile.sample_ms(draw) * spec.work
         self._at(self.now + board.one_way_s, lambda: self._started(key))
-        self._at(self.now + service_ms / 1000, lambda: self._ran(board, key, service_ms))
+        board.waiting.append(key)
+        self._next(board)
+
+    def _next(self, board: _Board) -> None:
+        """Starts waiting payloads while the board has a free slot (the agent's slot gate)."""
+        while board.waiting and board.running < board.spec.slot_count:
+            key = board.waiting.pop(0)
+            if key not in board.attempts:
+                continue  # cancelled while it waited
+            board.running += 1
+            board.attempts[key] = True
+            board.meter.start(self.now)
+            spec = self._tasks[key[0]]
+            draw = random.Random(sub_seed(self.scenario.seed, board.spec.id, key[0], str(key[1])))
+            service_ms = board.spec.profile.sample_ms(draw) * spec.work
+            self._at(self.now + service_ms / 1000, partial(self._ran, board, key, service_ms))
 
     def _started(self, key: Key) -> None:
         self._apply(self.core.started(key[0], key[1], self.now))
@@ -270,6 +286,8 @@ class Simulation:
         if not board.alive or board.attempts.pop(key, None) is None:
             return
         board.meter.stop(self.now)
+        board.running -= 1
+        self._next(board)
         self._at(self.now + board.one_way_s, lambda: self._result_in(board, key, service_ms))
 
     def _result_in(self, board: _Board, key: Key, service_ms: float) -> None:
@@ -312,6 +330,8 @@ class Simulation:
             if running:
                 board.meter.stop(self.now)
         board.sent_at.clear()
+        board.waiting.clear()
+        board.running = 0
         board.attempts.clear()  # lost with the board; the core re-queues them once it is dead
 
 

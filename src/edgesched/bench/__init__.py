@@ -1,0 +1,1 @@
+"""``edgesched bench``: benchmarks run on purpose, each printing one JSON object."""

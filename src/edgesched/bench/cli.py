@@ -1,0 +1,104 @@
+"""``edgesched bench SCENARIO``: benchmarks run on purpose, each printing one JSON object.
+
+``makespan`` runs on the simulator (simulated time, quick); the others run real processes on
+loopback and take from seconds to minutes. ``make bench`` runs them all.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+@click.group("bench")
+def bench_command() -> None:
+    """Benchmarks: the simulator's makespan, and real runs of the master and agents."""
+
+
+def _seeds(value: str) -> list[int]:
+    """``1-10`` or ``1,4,7``."""
+    try:
+        if "-" in value.strip("-"):
+            first, last = value.split("-", 1)
+            seeds = list(range(int(first), int(last) + 1))
+        else:
+            seeds = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r}: give a range like 1-10 or a list like 1,4,7"
+        ) from None
+    if not seeds:
+        raise click.BadParameter(f"{value!r} names no seed")
+    return seeds
+
+
+@bench_command.command("makespan")
+@click.option("--tasks", default=1000, show_default=True, type=click.IntRange(min=1))
+@click.option("--seeds", default="1-10", show_default=True, help="a range like 1-10 or a list")
+@click.option(
+    "--prefetch",
+    type=click.IntRange(min=0),
+    default=None,
+    help="assignments a board holds beyond its slots [scheduling.prefetch]",
+)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@click.option(
+    "--plot",
+    default="docs/makespan.png",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="where to draw the chart (PNG)",
+)
+@click.option("--no-plot", is_flag=True, help="draw no chart (matplotlib not needed)")
+def makespan_command(
+    tasks: int, seeds: str, prefetch: int | None, as_json: bool, plot: Path, no_plot: bool
+) -> None:
+    """1 atlas310, 2 rk3588 and 1 orin in the simulator: every strategy against the bound."""
+    from edgesched.config import SchedulingSettings
+    from edgesched.sim.bench_makespan import run_makespan
+
+    settings = SchedulingSettings()
+    if prefetch is not None:
+        settings.prefetch = prefetch
+    try:
+        result = run_makespan(tasks, _seeds(seeds), None if no_plot else plot, settings)
+    except ImportError as exc:
+        raise click.UsageError(f"{exc}: install matplotlib, or pass --no-plot") from exc
+    if as_json:
+        click.echo(json.dumps(result, sort_keys=False))
+        return
+    click.echo(_table(result))
+
+
+def _table(result: dict[str, Any]) -> str:
+    seeds = result["seeds"]
+    lines = [
+        f"{result['tasks']} tasks, seeds {seeds[0]}..{seeds[-1]}, prefetch {result['prefetch']}:"
+        " makespan ÷ lower bound (median over seeds, worst)"
+    ]
+    for kind, w in result["workloads"].items():
+        lines.append(f"  {kind} ({w['arrivals']})")
+        for name, m in w["median"].items():
+            lines.append(
+                f"    {name:<12}{m['ratio_to_lb']:>7.3f}  worst {m['worst_ratio_to_lb']:.3f}"
+                f"  mean latency {m['mean_latency_s'] * 1000:.1f} ms"
+            )
+    gates = ", ".join(f"{k}={v}" for k, v in result["gates"].items())
+    lines.append(f"gates: {gates}; ran in {result['runtime_s']:.2f} s")
+    if "plot" in result:
+        lines.append(f"plot: {result['plot']}")
+    return "\n".join(lines)
+
+
+def _register() -> None:
+    """The real-process scenarios, each in its own module (imported when the group is built)."""
+    from edgesched.bench.overhead import overhead_command, payload_command
+
+    bench_command.add_command(overhead_command)
+    bench_command.add_command(payload_command)
+
+
+_register()
