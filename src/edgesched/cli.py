@@ -13,13 +13,13 @@ import click
 
 from edgesched import __version__
 from edgesched.agent.probe_cli import probe_command
+from edgesched.bench.cli import bench_command
 from edgesched.certs import certs_command
 from edgesched.chaos import chaos_command
 from edgesched.cli_ops import register as register_ops
 from edgesched.config import Settings, load_settings, render_toml
 from edgesched.errors import EdgeschedError
 from edgesched.logs import setup_logging
-from edgesched.sim.cli import bench_command
 
 CONFIG_HELP = "directory holding edgesched.toml"
 
@@ -263,10 +263,11 @@ def task_manager(
 @click.option(
     "--backend",
     default=None,
-    help="onnx|onnx_ep|rknn|ascend_om|filedrop|sleep, a comma list, or auto [onnx]",
+    help="onnx|onnx_ep|rknn|ascend_om|filedrop|sleep|noop|busy, a comma list, or auto [onnx]",
 )
 @click.option("--data-dir", default=None, help="agent id and outbox [workspace/slave]")
 @click.option("--threads", type=int, default=None, help="inference threads [1]")
+@click.option("--busy-ms", type=float, default=None, help="busy: CPU ms per raw task [5]")
 @click.option(
     "--filedrop-dir",
     "--input-dir",

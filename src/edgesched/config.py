@@ -60,7 +60,10 @@ class MasterSettings:
 
 @dataclass
 class SchedulingSettings:
-    strategy: str = "load"  #: "load" or "roundrobin"
+    strategy: str = "load"  #: "load", "roundrobin" or "ect"
+    #: assignments a board may hold beyond its slots: the next payload travels while the
+    #: current task runs (0 = the transfer sits inside the slot, as in the seed)
+    prefetch: int = 2
     heartbeat_interval_s: float = 2.0  #: agents beat this often
     suspect_after_beats: int = 3  #: missed beats before a device is suspect
     dead_grace_s: float = 30.0  #: suspect this long → dead, its tasks are queued again
@@ -74,6 +77,9 @@ class SchedulingSettings:
     weight_xpu: float = 0.4  #: load score: NPU/GPU utilisation (fraction)
     weight_network: float = 0.2  #: load score: (payload ÷ bandwidth + RTT) ÷ network_reference_ms
     weight_slots: float = 0.5  #: load score: fraction of the device's slots in use
+    weight_queue: float = (
+        0.2  #: load score: expected wait in its prefetch queue ÷ network_reference_ms
+    )
     network_reference_ms: float = 100.0  #: the time that counts as a network term of 1
     assumed_bandwidth_mbps: float = 100.0  #: used until a device's bandwidth is measured
 
@@ -91,6 +97,7 @@ class AgentSettings:
     time_scale: float = 1.0  #: emulated service times are multiplied by this
     backend: str = "onnx"  #: onnx, onnx_ep, rknn, ascend_om, filedrop, sleep, a list, or auto
     threads: int = 1  #: inference threads per slot
+    busy_ms: float = 5.0  #: the busy backend: CPU time each task burns
     seed: int = 0  #: seeds emulation; 0 = from the agent id
     drain_timeout_s: float = 30.0  #: on SIGTERM, finish running tasks for at most this long
     filedrop_dir: str = ""  #: filedrop: <dir>/input and <dir>/output/label; "" = <data_dir>/data
@@ -131,7 +138,7 @@ class ArtefactSettings:
 
 @dataclass
 class TaskTypeSettings:
-    kind: str = "picodet_layout"  #: picodet_layout, yolov5 or yolov8
+    kind: str = "picodet_layout"  #: picodet_layout, yolov5, yolov8, or raw (any bytes, no model)
     model: str = BUNDLED_LAYOUT  #: the ONNX model (a path, or "bundled:layout"); "" = none
     sha256: str = ""  #: checked when the model is loaded
     score_threshold: float = 0.5
@@ -139,6 +146,11 @@ class TaskTypeSettings:
     class_names: list[str] = field(default_factory=list)  #: empty = from the model's metadata
     cpu_fallback: bool = True  #: the ONNX model may run on the CPU of boards without a native one
     artefacts: list[ArtefactSettings] = field(default_factory=list)  #: compiled models
+
+    @property
+    def raw(self) -> bool:
+        """Any bytes, no model: run by the ``noop`` and ``busy`` backends (benchmarks, tests)."""
+        return self.kind == "raw"
 
     def all_artefacts(self) -> list[ArtefactSettings]:
         """The compiled artefacts, then the ONNX model as an artefact of format onnx."""
@@ -149,7 +161,8 @@ class TaskTypeSettings:
 
 
 def _default_tasktypes() -> dict[str, TaskTypeSettings]:
-    return {"layout": TaskTypeSettings()}
+    # echo: payloads of any bytes, no model — what the benchmarks measure the master's own cost on
+    return {"layout": TaskTypeSettings(), "echo": TaskTypeSettings(kind="raw", model="")}
 
 
 @dataclass
@@ -335,9 +348,10 @@ def validate(settings: Settings) -> None:
         if not (math.isfinite(value) and value > 0):
             raise ConfigError(f"agent.{key} must be a positive number, not {value!r}")
     for name, tt in settings.tasktypes.items():
-        if tt.kind not in ("picodet_layout", "yolov5", "yolov8"):
+        if tt.kind not in ("picodet_layout", "yolov5", "yolov8", "raw"):
             raise ConfigError(
-                f"tasktypes.{name}.kind must be picodet_layout, yolov5 or yolov8, not {tt.kind!r}"
+                f"tasktypes.{name}.kind must be picodet_layout, yolov5, yolov8 or raw, "
+                f"not {tt.kind!r}"
             )
         for artefact in tt.artefacts:
             if artefact.format not in MODEL_FORMATS:

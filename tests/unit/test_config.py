@@ -40,7 +40,8 @@ def test_without_any_source_the_settings_are_the_defaults():
     assert loaded.scheduling.suspect_after_beats == 3
     assert loaded.scheduling.dead_grace_s == 30.0
     assert loaded.agent.master_port == 6666
-    assert set(loaded.tasktypes) == {"layout"}
+    assert set(loaded.tasktypes) == {"layout", "echo"}
+    assert loaded.tasktypes["echo"].raw and not loaded.tasktypes["layout"].raw
     assert loaded.tasktypes["layout"].model == BUNDLED_LAYOUT
 
 
@@ -260,7 +261,7 @@ iou_threshold = 0.7
 """,
     )
     tasktypes = load_settings(tmp_path, env={}).tasktypes
-    assert set(tasktypes) == {"layout", "ocr"}
+    assert set(tasktypes) == {"layout", "echo", "ocr"}
     assert tasktypes["ocr"] == TaskTypeSettings(
         kind="yolov8",
         model="/models/ocr.onnx",
@@ -296,7 +297,7 @@ def test_the_default_task_types_are_not_shared_between_settings():
     a, b = Settings(), Settings()
     a.tasktypes["ocr"] = TaskTypeSettings()
     a.tasktypes["layout"].class_names.append("x")
-    assert set(b.tasktypes) == {"layout"}
+    assert set(b.tasktypes) == {"layout", "echo"}
     assert b.tasktypes["layout"].class_names == []
 
 
@@ -454,4 +455,4 @@ def test_a_value_with_a_newline_renders_as_valid_toml():
 def test_a_task_type_name_that_needs_quoting_renders_back_to_itself():
     s = Settings()
     s.tasktypes["scanned page"] = TaskTypeSettings()
-    assert set(tomllib.loads(render_toml(s))["tasktypes"]) == {"layout", "scanned page"}
+    assert set(tomllib.loads(render_toml(s))["tasktypes"]) == {"layout", "echo", "scanned page"}

@@ -224,12 +224,24 @@ def _filedrop(settings: Settings, device_type: str) -> Backend:
     a = settings.agent
     root = Path(a.filedrop_dir) if a.filedrop_dir else Path(a.data_dir) / "data"
     return FileDropBackend(
-        sorted(settings.tasktypes),
+        sorted(n for n, t in settings.tasktypes.items() if not t.raw),
         root / "input",
         root / "output",
         interval_s=a.interval_s,
         timeout_s=a.filedrop_timeout_s,
     )
+
+
+def _noop(settings: Settings, device_type: str) -> Backend:
+    from edgesched.agent.raw_backends import NoopBackend
+
+    return NoopBackend(settings.tasktypes)
+
+
+def _busy(settings: Settings, device_type: str) -> Backend:
+    from edgesched.agent.raw_backends import BusyBackend
+
+    return BusyBackend(settings.tasktypes, settings.agent.busy_ms)
 
 
 # Vendor modules are imported inside the factories: only the backend a board uses is loaded.
@@ -240,6 +252,8 @@ BACKENDS: dict[str, BackendFactory] = {
     "rknn": _rknn,
     "ascend_om": _ascend_om,
     "filedrop": _filedrop,
+    "noop": _noop,
+    "busy": _busy,
 }
 
 #: what ``--backend auto`` runs on each kind of board, best first

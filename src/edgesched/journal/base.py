@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
@@ -68,8 +69,14 @@ class Journal(Protocol):
 
     async def close(self) -> None: ...
 
-    async def insert(self, row: TaskRow) -> tuple[TaskRow, bool]:
-        """Stores a new task; returns (the stored row, True if it was a duplicate key)."""
+    async def insert(
+        self, row: TaskRow, before: Callable[[], None] | None = None
+    ) -> tuple[TaskRow, bool]:
+        """Stores a new task; returns (the stored row, True if it was a duplicate key).
+
+        ``before`` (writing the payload file) runs first, in the journal's own thread, and its
+        error fails the insert: the row is never durable without its payload.
+        """
         ...
 
     def update(self, task_id: str, values: dict[str, Any]) -> None:

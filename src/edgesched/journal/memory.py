@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 from edgesched.journal.base import TaskRow
@@ -23,7 +24,11 @@ class MemoryJournal:
     async def close(self) -> None:
         return None
 
-    async def insert(self, row: TaskRow) -> tuple[TaskRow, bool]:
+    async def insert(
+        self, row: TaskRow, before: Callable[[], None] | None = None
+    ) -> tuple[TaskRow, bool]:
+        if before is not None:
+            before()
         existing = self.keys.get((row.client_id, row.idem_key))
         if existing is not None:
             return copy.deepcopy(self.rows[existing]), True

@@ -18,6 +18,11 @@ from edgesched.v1 import client_pb2, client_pb2_grpc, common_pb2
 log = logging.getLogger("edgesched.intake")
 
 
+#: submissions of one SubmitStream in progress at once: enough for the journal's group commit
+#: to take many per transaction, few enough that one client cannot flood the master
+STREAM_WINDOW = 256
+
+
 def peer_host(peer: str) -> str:
     """``ipv4:1.2.3.4:5`` → ``1.2.3.4``; ``ipv6:[::1]:5`` → ``::1``; else ``unknown``."""
     if peer.startswith("ipv4:"):
@@ -71,17 +76,39 @@ class TaskServicer(client_pb2_grpc.TaskServiceServicer):
         request_iterator: AsyncIterator[client_pb2.SubmitRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[client_pb2.SubmitReply]:
-        async for request in request_iterator:
+        """Up to STREAM_WINDOW submissions in progress at once (so the journal commits them
+        together), replies in request order."""
+        started: asyncio.Queue[asyncio.Task[client_pb2.SubmitReply] | None] = asyncio.Queue(
+            maxsize=STREAM_WINDOW
+        )
+
+        async def read() -> None:
             try:
-                row, duplicate = await self.master.submit(_submission(request, context))
-            except EdgeschedError as exc:
-                yield client_pb2.SubmitReply(
-                    idempotency_key=request.idempotency_key,
-                    error_code=grpc_code(exc).name,
-                    error=str(exc),
-                )
-                continue
-            yield _reply(row, duplicate)
+                async for request in request_iterator:
+                    await started.put(asyncio.create_task(self._submit_one(request, context)))
+            finally:
+                await started.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (task := await started.get()) is not None:
+                yield await task
+            await reader  # the request stream's own error, if it ended with one
+        finally:
+            reader.cancel()
+
+    async def _submit_one(
+        self, request: client_pb2.SubmitRequest, context: grpc.aio.ServicerContext
+    ) -> client_pb2.SubmitReply:
+        try:
+            row, duplicate = await self.master.submit(_submission(request, context))
+        except EdgeschedError as exc:
+            return client_pb2.SubmitReply(
+                idempotency_key=request.idempotency_key,
+                error_code=grpc_code(exc).name,
+                error=str(exc),
+            )
+        return _reply(row, duplicate)
 
     async def WatchResults(
         self, request: client_pb2.WatchRequest, context: grpc.aio.ServicerContext
@@ -92,6 +119,9 @@ class TaskServicer(client_pb2_grpc.TaskServiceServicer):
         try:
             if not pending:
                 hub.watch_client(request.client_id or peer_host(context.peer()), queue)
+                # headers now tell the client its watch is registered: what it submits from
+                # here on is reported on this stream
+                await context.send_initial_metadata(())
                 while True:
                     yield result_pb(await queue.get())
             hub.watch_tasks(list(pending), queue)

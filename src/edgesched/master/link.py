@@ -13,9 +13,10 @@ import logging
 import math
 import re
 import secrets
+import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,8 @@ class AgentSession:
         self.closed = asyncio.Event()
         self.close_reason = ""
         self.on_unreadable: Any = None  #: called with (task id, attempt, message)
+        #: the payload of a task from the master's memory, or None (then it is read from disk)
+        self.cached: Callable[[str], bytes | None] | None = None
 
     def send_control(self, message: agent_pb2.MasterMessage) -> None:
         self._control.append(message)
@@ -97,7 +100,9 @@ class AgentSession:
     async def _frames(self, job: _Outgoing) -> AsyncIterator[agent_pb2.MasterMessage]:
         row = job.row
         try:
-            data = await asyncio.to_thread(Path(row.payload_path).read_bytes)
+            data = self.cached(row.id) if self.cached is not None else None
+            if data is None:  # not kept in memory (restarted master, a large payload)
+                data = await asyncio.to_thread(Path(row.payload_path).read_bytes)
         except OSError as exc:
             if self.on_unreadable is not None:
                 self.on_unreadable(row.id, job.attempt, f"payload unreadable: {exc.strerror}")
@@ -270,6 +275,7 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
             device, reg.running_task_ids, reg.finished_task_ids, now
         )
         session = AgentSession(agent_id, peer)
+        session.cached = master.cached_payload
         session.on_unreadable = lambda task_id, attempt, msg: master.task_failed(
             agent_id, task_id, attempt, "bad_input", msg
         )
@@ -306,7 +312,10 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
             now = master.clock.monotonic()
             master.core.seen(device_id, now)
             if kind == "heartbeat":
+                handling_started = time.perf_counter()
                 hb = message.heartbeat
+                device = master.core.devices.get(device_id)
+                revived = device is None or not device.schedulable
                 master.apply(master.core.heartbeat(device_id, _metrics(hb.metrics), now))
                 if hb.draining:
                     master.core.drain(device_id, True)
@@ -317,7 +326,9 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
                         )
                     )
                 )
-                master.pump()
+                if revived:  # a beat opens no slot: only a device coming back adds capacity
+                    master.pump()  # (dispatch sorts every device: per beat it was most CPU)
+                master.metrics.heartbeat.observe(time.perf_counter() - handling_started)
             elif kind == "started":
                 master.task_started(device_id, message.started.task_id, message.started.attempt)
             elif kind == "result":

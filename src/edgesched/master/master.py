@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -96,12 +97,18 @@ def write_payload(path: Path, data: bytes, durable: bool) -> None:
         raise
 
 
+def remove_quietly(path: Path) -> None:
+    """Removes a payload file that must not stay behind; one already gone is fine."""
+    with contextlib.suppress(OSError):
+        path.unlink()
+
+
 def check_task_type(settings: Settings, task_type: str) -> None:
     """A task type must name a configured model that at least one artefact can serve."""
     tt = settings.tasktypes.get(task_type)
     if tt is None:
         raise UnknownTaskTypeError(task_type, settings.tasktypes)
-    if not tt.all_artefacts():
+    if not tt.raw and not tt.all_artefacts():
         raise BadInputError(
             f"task type {task_type!r} has no model: set tasktypes.{task_type}.model or "
             f"[[tasktypes.{task_type}.artefacts]] in edgesched.toml"
@@ -112,14 +119,24 @@ def check_picture(data: bytes, max_bytes: int, max_pixels: int) -> None:
     """The master's cheap checks: size, a recognisable image header, the pixel count."""
     from edgesched.inference.images import sniff_image_header
 
+    check_size(data, max_bytes, "picture")
+    sniff_image_header(data, max_pixels=max_pixels)
+
+
+def check_size(data: bytes, max_bytes: int, what: str = "payload") -> None:
     if not data:
-        raise BadInputError("empty picture")
+        raise BadInputError(f"empty {what}")
     if len(data) > max_bytes:
         raise LimitExceededError(
-            f"picture of {len(data)} bytes is over the upload limit of {max_bytes} bytes "
+            f"{what} of {len(data)} bytes is over the upload limit of {max_bytes} bytes "
             "(master.max_upload_bytes)"
         )
-    sniff_image_header(data, max_pixels=max_pixels)
+
+
+#: payloads kept in memory from submission to the task's end, so a dispatch reads no file:
+#: each up to this size, all together up to the total (the rest are read from their files)
+PAYLOAD_CACHE_ITEM_BYTES = 4 * 1024 * 1024
+PAYLOAD_CACHE_BYTES = 256 * 1024 * 1024
 
 
 class Master:
@@ -142,6 +159,9 @@ class Master:
         self.api_token = TokenFile(self.data_dir, "api")
         self.token_created = self.join_token.created
         self.rows: dict[str, TaskRow] = {}  #: unfinished tasks, as journaled
+        self._payloads: dict[str, bytes] = {}  #: unfinished tasks' payloads kept in memory
+        self._cached_bytes = 0
+        self._pump_scheduled = False
         self.inflight: Counter[str] = Counter()  #: unfinished tasks per client
         self.sessions: dict[str, AgentSession] = {}
         self.agent_credentials: dict[str, str] = {}  #: agent id → sha256 of its credential
@@ -209,24 +229,29 @@ class Master:
             raise BadInputError("idempotency_key is required")
         strategy = canonical_strategy(sub.strategy) if sub.strategy else ""
         m = self.settings.master
-        existing = await self.journal.find_key(sub.client_id, sub.idem_key)
-        if existing is not None:
-            return existing, True
+        # a repeated key is found by the journal's insert (one round trip, not two); only a
+        # client at its limit is looked up first, so that its retries still get their answers
         if self.inflight[sub.client_id] >= m.max_inflight_per_client:
+            existing = await self.journal.find_key(sub.client_id, sub.idem_key)
+            if existing is not None:
+                return existing, True
             raise LimitExceededError(
                 f"client {sub.client_id!r} has {self.inflight[sub.client_id]} tasks in flight, "
                 f"the most allowed (master.max_inflight_per_client); wait for results"
             )
-        if not sub.checked:
+        if self.settings.tasktypes[sub.task_type].raw:
+            check_size(sub.payload, m.max_upload_bytes)
+        elif not sub.checked:
             await asyncio.to_thread(check_picture, sub.payload, m.max_upload_bytes, m.max_pixels)
         task_id = uuid.uuid4().hex
         durable = m.durability == "full"
+        write: Callable[[], None] | None = None
         if sub.payload_path:
             path = Path(sub.payload_path)
         else:
             ext = safe_extension(sub.filename)
             path = self.upload_dir / safe_component(sub.client_id) / f"{task_id}{ext}"
-            await asyncio.to_thread(write_payload, path, sub.payload, durable)
+            write = functools.partial(write_payload, path, sub.payload, durable)
         now_ms = self.clock.wall_ms()
         row = TaskRow(
             id=task_id,
@@ -246,31 +271,70 @@ class Master:
             client_addr=sub.client_addr,
             delivery="pending" if sub.origin == "seed" else "",
         )
-        stored, duplicate = await self.journal.insert(row)
+        # shielded: a client that goes away while the row commits must not leave a durable
+        # task that nobody queued (or a queued task without its payload)
+        return await asyncio.shield(self._admit(row, write, sub))
+
+    async def _admit(
+        self, row: TaskRow, write: Callable[[], None] | None, sub: Submission
+    ) -> tuple[TaskRow, bool]:
+        path = Path(row.payload_path)
+        try:
+            stored, duplicate = await self.journal.insert(row, write)
+        except Exception:
+            if write is not None:  # not stored: its payload file must not stay behind
+                remove_quietly(path)
+            raise
         failpoints.hit("after_commit_before_ack")
         if duplicate:
-            if not sub.payload_path:
-                with contextlib.suppress(OSError):
-                    path.unlink()
+            if write is not None:
+                remove_quietly(path)
             return stored, True
-        self.rows[task_id] = stored
+        self.rows[row.id] = stored
         self.inflight[sub.client_id] += 1
+        if (
+            len(sub.payload) <= PAYLOAD_CACHE_ITEM_BYTES
+            and self._cached_bytes < PAYLOAD_CACHE_BYTES
+        ):
+            self._payloads[row.id] = sub.payload  # sent from memory: no disk read per dispatch
+            self._cached_bytes += len(sub.payload)
         now = self.clock.monotonic()
         self.core.submit(
             Task(
-                id=task_id,
+                id=row.id,
                 task_type=sub.task_type,
                 size_bytes=len(sub.payload),
                 submitted_at=now,
                 client_id=sub.client_id,
-                strategy=strategy,
+                strategy=row.strategy,
                 deadline_s=sub.deadline_ms / 1000,
             ),
             now,
         )
-        log.info("task %s submitted type=%s size=%d", task_id, sub.task_type, len(sub.payload))
-        self.pump()
+        log.info("task %s submitted type=%s size=%d", row.id, sub.task_type, len(sub.payload))
+        self.pump_soon()
         return stored, False
+
+    def cached_payload(self, task_id: str) -> bytes | None:
+        """The payload of a task submitted to this process and not ended yet, if kept."""
+        return self._payloads.get(task_id)
+
+    def _forget_payload(self, task_id: str) -> None:
+        data = self._payloads.pop(task_id, None)
+        if data is not None:
+            self._cached_bytes -= len(data)
+
+    def pump_soon(self) -> None:
+        """One dispatch for everything that arrived in this turn of the event loop (a burst of
+        submissions committed together would otherwise sort every device once per task)."""
+        if not self._pump_scheduled:
+            self._pump_scheduled = True
+            asyncio.get_running_loop().call_soon(self._scheduled_pump)
+
+    def _scheduled_pump(self) -> None:
+        self._pump_scheduled = False
+        if not self.stopping:
+            self.pump()
 
     # ---- commands ----------------------------------------------------------------------
 
@@ -364,6 +428,7 @@ class Master:
         return error
 
     def _finished(self, task: Task) -> None:
+        self._forget_payload(task.id)
         row = self.rows.pop(task.id, None)
         if row is None:
             return

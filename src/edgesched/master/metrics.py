@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 #: seconds, from a fast board's milliseconds to a slow link's minutes
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+#: seconds one heartbeat takes to handle on the master, from tens of microseconds up
+HEARTBEAT_BUCKETS = (25e-6, 50e-6, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.1, 1)
 STAGES = ("queue_wait", "transfer", "inference", "result_return", "delivery", "end_to_end")
 
 
@@ -36,6 +38,12 @@ class MasterMetrics:
             "edgesched_tasks_finished",
             "Tasks that reached a final state",
             ["state"],
+            registry=self.registry,
+        )
+        self.heartbeat = Histogram(
+            "edgesched_heartbeat_handling_seconds",
+            "Time the master takes to handle one agent heartbeat (metrics, ack, dispatch)",
+            buckets=HEARTBEAT_BUCKETS,
             registry=self.registry,
         )
 

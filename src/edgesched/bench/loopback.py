@@ -1,0 +1,205 @@
+"""What the real-process benchmarks share: a cluster on loopback and a client that measures it.
+
+The client speaks the public gRPC API (TaskService) with the cluster's API token: it watches its
+own results on one WatchResults stream opened before anything is submitted, submits in bulk on
+one SubmitStream, and times sequential round trips (submit, then wait for that task's result).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from edgesched.client.send import percentile
+from edgesched.demo.cluster import LocalCluster
+from edgesched.errors import TransportError
+from edgesched.v1 import client_pb2, client_pb2_grpc, common_pb2
+
+TERMINAL = {common_pb2.TASK_STATE_DONE, common_pb2.TASK_STATE_DEAD, common_pb2.TASK_STATE_CANCELLED}
+MAX_MESSAGE = 64 * 1024 * 1024
+
+
+@contextmanager
+def cluster(
+    agents: list[list[str]],
+    master_args: list[str] | None = None,
+    root: Path | None = None,
+    strategy: str = "load",
+) -> Iterator[LocalCluster]:
+    """A master and one agent per argument list, on loopback, removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="edgesched-bench-") as tmp:
+        c = LocalCluster(Path(root or tmp), strategy=strategy, extra_master_args=master_args or [])
+        with c:
+            c.start_master()
+            for i, args in enumerate(agents):
+                c.start_agent(f"agent-{i + 1}", args)
+            c.wait_for_devices(len(agents))
+            yield c
+
+
+class Client:
+    """One client of the cluster, with its own id (idempotency keys and results are per client)."""
+
+    def __init__(self, c: LocalCluster, task_type: str = "echo") -> None:
+        self.target = c.grpc_target
+        self.metadata = (("authorization", f"Bearer {c.api_token}"),)
+        self.task_type = task_type
+        self.client_id = f"bench-{uuid.uuid4().hex[:8]}"
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: client_pb2_grpc.TaskServiceStub | None = None
+        self._results: dict[str, common_pb2.TaskResult] = {}
+        self._waiters: dict[str, asyncio.Future[common_pb2.TaskResult]] = {}
+        self._watch: asyncio.Task[None] | None = None
+        self._arrived = asyncio.Event()
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[Client]:
+        options = [
+            ("grpc.max_send_message_length", MAX_MESSAGE),
+            ("grpc.max_receive_message_length", MAX_MESSAGE),
+        ]
+        async with grpc.aio.insecure_channel(self.target, options=options) as channel:
+            self._channel = channel
+            self._stub = client_pb2_grpc.TaskServiceStub(channel)
+            ready = asyncio.Event()
+            self._watch = asyncio.create_task(self._watch_results(ready))
+            await asyncio.wait_for(ready.wait(), 10)
+            try:
+                yield self
+            finally:
+                self._watch.cancel()
+                await asyncio.gather(self._watch, return_exceptions=True)
+
+    @property
+    def stub(self) -> client_pb2_grpc.TaskServiceStub:
+        if self._stub is None:
+            raise TransportError("the client has no session")
+        return self._stub
+
+    async def _watch_results(self, ready: asyncio.Event) -> None:
+        call = self.stub.WatchResults(
+            client_pb2.WatchRequest(client_id=self.client_id), metadata=self.metadata
+        )
+        await call.wait_for_connection()
+        ready.set()
+        async for result in call:
+            if result.state not in TERMINAL:
+                continue
+            self._results[result.task_id] = result
+            waiter = self._waiters.pop(result.task_id, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(result)
+            self._arrived.set()
+
+    def request(self, payload: bytes, key: str | None = None) -> client_pb2.SubmitRequest:
+        return client_pb2.SubmitRequest(
+            client_id=self.client_id,
+            idempotency_key=key or uuid.uuid4().hex,
+            task_type=self.task_type,
+            filename="bench.bin",
+            payload=payload,
+        )
+
+    async def bulk(self, payloads: list[bytes], timeout_s: float) -> dict[str, Any]:
+        """Submits every payload on one stream and waits for every result: tasks per second
+        from the first submission to the last result."""
+        started = time.perf_counter()
+        requests = [self.request(p) for p in payloads]
+        ids: list[str] = []
+        errors: list[str] = []
+
+        async def requests_iter() -> AsyncIterator[client_pb2.SubmitRequest]:
+            for r in requests:
+                yield r
+
+        call = self.stub.SubmitStream(requests_iter(), metadata=self.metadata, timeout=timeout_s)
+        async for reply in call:
+            if reply.error_code:
+                errors.append(f"{reply.error_code}: {reply.error}")
+            else:
+                ids.append(reply.task_id)
+        submitted = time.perf_counter()
+        deadline = started + timeout_s
+        while any(i not in self._results for i in ids):
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                missing = sum(1 for i in ids if i not in self._results)
+                raise TransportError(f"{missing} of {len(ids)} results missing after {timeout_s} s")
+            self._arrived.clear()
+            if all(i in self._results for i in ids):
+                break
+            try:
+                await asyncio.wait_for(self._arrived.wait(), left)
+            except TimeoutError:
+                continue
+        ended = time.perf_counter()
+        states = [self._results[i].state for i in ids]
+        return {
+            "tasks": len(payloads),
+            "accepted": len(ids),
+            "done": sum(1 for s in states if s == common_pb2.TASK_STATE_DONE),
+            "errors": errors[:5],
+            "seconds": round(ended - started, 4),
+            "submit_seconds": round(submitted - started, 4),
+            "tasks_per_s": round(len(ids) / (ended - started), 1) if ids else 0.0,
+            "results": [self._results[i] for i in ids],
+        }
+
+    async def round_trips(self, payload: bytes, count: int, timeout_s: float) -> dict[str, Any]:
+        """``count`` tasks one after another: submit, wait for its result; milliseconds."""
+        loop = asyncio.get_running_loop()
+        times: list[float] = []
+        deadline = time.perf_counter() + timeout_s
+        for _ in range(count):
+            request = self.request(payload)
+            t0 = time.perf_counter()
+            waiter: asyncio.Future[common_pb2.TaskResult] = loop.create_future()
+            reply = await self.stub.Submit(request, metadata=self.metadata, timeout=10)
+            if reply.task_id in self._results:
+                waiter.set_result(self._results[reply.task_id])
+            else:
+                self._waiters[reply.task_id] = waiter
+            await asyncio.wait_for(waiter, max(0.1, deadline - time.perf_counter()))
+            times.append((time.perf_counter() - t0) * 1000)
+        return summary_ms(times)
+
+
+def summary_ms(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"n": 0}
+    return {
+        "n": len(values),
+        "p50": round(percentile(values, 50), 3),
+        "p99": round(percentile(values, 99), 3),
+        "mean": round(statistics.fmean(values), 3),
+        "max": round(max(values), 3),
+    }
+
+
+def fsync_ms(directory: Path, count: int = 200) -> dict[str, float]:
+    """The disk's fsync time where the master journals: write 4 KiB, fsync, ``count`` times."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"fsync-probe-{os.getpid()}"
+    times: list[float] = []
+    block = os.urandom(4096)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for _ in range(count):
+            os.write(fd, block)
+            t0 = time.perf_counter()
+            os.fsync(fd)
+            times.append((time.perf_counter() - t0) * 1000)
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+    return summary_ms(times)
