@@ -17,10 +17,14 @@ $(STAMP): requirements.lock pyproject.toml
 
 deps: $(STAMP)
 
-# Debian packages some tests need (CI runs as root); a no-op where they are present.
+# Debian packages some tests need (CI runs as root): iproute2 (the partition test) and
+# chromium (the dashboard's browser test). A no-op where they are present.
 deps-system:
-	@if [ "$$(id -u)" = 0 ] && ! command -v ip >/dev/null 2>&1; then \
-	  apt-get update -q && apt-get install -y -q iproute2; fi
+	@missing=""; \
+	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ "$$(id -u)" = 0 ] && [ -n "$$missing" ]; then \
+	  apt-get update -q && apt-get install -y -q $$missing; fi
 
 demo: $(STAMP)
 	$(BIN)/edgesched demo

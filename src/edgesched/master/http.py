@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from edgesched import __version__
 from edgesched.errors import AuthError, EdgeschedError
 from edgesched.master.auth import token_ok
+from edgesched.master.dashboard import dashboard_router
 from edgesched.master.errmap import http_status, printable
 from edgesched.master.master import Master
 from edgesched.master.seed import SeedIntake
@@ -157,6 +158,7 @@ def make_http_app(master: Master, link_port: int, intake: SeedIntake | None = No
     app.include_router(
         seed_router(master, intake or SeedIntake(master), changes=changes, reads=reads, seed=seed)
     )
+    app.include_router(dashboard_router(master, reads=reads, unauthorised=AUTH_ERRORS))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

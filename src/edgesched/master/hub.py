@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Callable
 
 from edgesched.journal.base import TaskRow
 
@@ -12,6 +13,11 @@ class ResultHub:
     def __init__(self) -> None:
         self._by_task: dict[str, set[asyncio.Queue[TaskRow]]] = defaultdict(set)
         self._by_client: dict[str, set[asyncio.Queue[TaskRow]]] = defaultdict(set)
+        self._listeners: list[Callable[[TaskRow], None]] = []  #: every finished task
+
+    def listen(self, listener: Callable[[TaskRow], None]) -> None:
+        """Calls ``listener`` with every task announced (the dashboard's window of them)."""
+        self._listeners.append(listener)
 
     def watch_tasks(self, task_ids: list[str], queue: asyncio.Queue[TaskRow]) -> None:
         for task_id in task_ids:
@@ -30,3 +36,5 @@ class ResultHub:
     def publish(self, row: TaskRow) -> None:
         for queue in self._by_task.pop(row.id, set()) | self._by_client.get(row.client_id, set()):
             queue.put_nowait(row)
+        for listener in self._listeners:
+            listener(row)
