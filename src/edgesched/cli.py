@@ -338,6 +338,9 @@ def client() -> None:
 @click.option("--client-id", default="", help="scopes idempotency keys [host name]")
 @click.option("--timeout", type=float, default=600.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+@click.option(
+    "--per-task", is_flag=True, help="print every task's stage durations (always up to 20 tasks)"
+)
 @click.option("--no-progress", is_flag=True)
 @click.option(
     "--api-token",
@@ -362,6 +365,7 @@ def client_send(
     timeout: float,
     as_json: bool,
     no_progress: bool,
+    per_task: bool,
     api_token: str,
     tls_ca: str,
     tls_cert: str,
@@ -420,7 +424,7 @@ def client_send(
     if as_json:
         click.echo(json.dumps(report.summary()))
     else:
-        print_report(report)
+        print_report(report, per_task=per_task)
     sys.exit(0 if report.failed == 0 else 1)
 
 

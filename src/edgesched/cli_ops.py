@@ -103,9 +103,14 @@ def register(main: click.Group) -> None:
     @tasks.command("show")
     @click.argument("task_id")
     @master_option
-    def tasks_show(task_id: str, master_url: str) -> None:
-        """One task: state, attempts, device, stage timings, result, errors (JSON)."""
-        click.echo(json.dumps(call("GET", master_url, f"/api/v1/tasks/{task_id}"), indent=2))
+    @json_option
+    def tasks_show(task_id: str, master_url: str, as_json: bool) -> None:
+        """One task: state, attempts, device, stage timings, result, errors."""
+        data = call("GET", master_url, f"/api/v1/tasks/{task_id}")
+        if as_json:
+            click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+            return
+        show_task(data)
 
     @tasks.command("retry")
     @click.argument("task_id")
@@ -207,3 +212,45 @@ def register(main: click.Group) -> None:
 
 
 __all__ = ["register"]
+
+
+STAGE_NAMES = ("queue_wait", "transfer", "inference", "result_return", "delivery", "end_to_end")
+
+
+def show_task(t: dict[str, Any]) -> None:
+    """A task as an operator reads it: facts, its stages with durations, its errors."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    facts = Table(show_header=False, title=f"task {t['id']}")
+    facts.add_column(style="bold")
+    facts.add_column()
+    for key in ("state", "task_type", "filename", "device_id", "attempts", "client_id", "error"):
+        if t.get(key) not in (None, ""):
+            facts.add_row(key, str(t[key]))
+    console.print(facts)
+    timings = t.get("timings") or {}
+    stages = Table(title="stages (ms)")
+    for stage in STAGE_NAMES:
+        stages.add_column(stage, justify="right")
+    stages.add_row(*(f"{float(timings.get(f'{s}_ms', 0.0)):.1f}" for s in STAGE_NAMES))
+    console.print(stages)
+    board = timings.get("board") or {}
+    if board:
+        console.print(
+            "on the board: " + ", ".join(f"{k} {float(v):.1f}" for k, v in sorted(board.items()))
+        )
+    errors = t.get("errors") or []
+    if errors:
+        table = Table(title="errors, oldest first")
+        for column in ("attempt", "device", "kind", "message"):
+            table.add_column(column)
+        for e in errors:
+            table.add_row(
+                str(e.get("attempt", "")),
+                str(e.get("device_id", "")),
+                str(e.get("kind", "")),
+                str(e.get("message", "")),
+            )
+        console.print(table)

@@ -18,9 +18,16 @@ from tests.harness import png_bytes
 EDGESCHED = [sys.executable, "-m", "edgesched"]
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, cwd: Path, timeout: float = 180, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*EDGESCHED, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+        [*EDGESCHED, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -108,6 +115,20 @@ def test_client_send_reports_a_corrupt_picture_and_writes_the_other_labels(
     summary = json.loads(sent.stdout)
     assert summary["sent"] == 3 and summary["done"] == 2 and summary["failed"] == 1
     assert sorted(p.name for p in out.iterdir()) == ["1.txt", "2.txt"]
+    # the stage breakdown: every task's stages, and over the done ones
+    by_file = {t["file"]: t for t in summary["tasks"]}
+    assert by_file["3.png"]["state"] == "dead"
+    for name in ("1.png", "2.png"):
+        stages = by_file[name]
+        assert stages["state"] == "done"
+        assert stages["inference"] > 0 and stages["end_to_end"] >= stages["inference"]
+    assert set(summary["stages_ms"]) >= {"queue_wait", "transfer", "inference", "end_to_end"}
+    table = run_cli(
+        "client", "send", "-P", str(cluster.grpc_port), "-D", str(pictures), "--out", str(out),
+        "--no-progress", cwd=tmp_path, env={"COLUMNS": "200"},
+    )  # fmt: skip
+    assert "stages per task" in table.stdout and "1.png" in table.stdout
+    assert "stage durations over done tasks" in table.stdout
 
 
 def test_config_show_prints_the_effective_settings_with_environment_applied(tmp_path: Path) -> None:
@@ -183,5 +204,14 @@ def test_a_dead_task_is_listed_and_retried_from_the_cli(
         (result,) = stub.WatchResults(client_pb2.WatchRequest(task_ids=[reply.task_id]), timeout=30)
     assert result.state == common_pb2.TASK_STATE_DEAD  # the picture is still broken
     assert result.attempts == 2 and len(result.errors) == 2
+    shown = run_cli("tasks", "show", reply.task_id, *master, cwd=tmp_path, env={"COLUMNS": "200"})
+    assert shown.returncode == 0
+    assert "dead" in shown.stdout and "end_to_end" in shown.stdout
+    errors = shown.stdout.split("errors, oldest first")[1]
+    assert errors.count("bad_input") == 2  # both attempts' errors, one row each
+    raw = json.loads(
+        run_cli("tasks", "show", reply.task_id, "--json", *master, cwd=tmp_path).stdout
+    )
+    assert raw["id"] == reply.task_id and len(raw["errors"]) == 2
     again = run_cli("tasks", "retry", "nope", *master, cwd=tmp_path)
     assert again.returncode == 1 and "404" in again.stderr

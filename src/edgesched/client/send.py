@@ -73,7 +73,48 @@ class SendReport:
             "throughput_per_s": round(self.done / self.seconds, 3) if self.seconds else 0.0,
             "latency_ms": {"p50": percentile(lat, 50), "p95": percentile(lat, 95)},
             "tasks_per_device": dict(sorted(self.by_device.items())),
+            "stages_ms": self.stage_summary(),
+            "tasks": [self.stages_of(o) for o in self.outcomes if o.result is not None],
         }
+
+    def done_results(self) -> list[common_pb2.TaskResult]:
+        return [
+            o.result
+            for o in self.outcomes
+            if o.result is not None and o.result.state == common_pb2.TASK_STATE_DONE
+        ]
+
+    def stage_summary(self) -> dict[str, dict[str, float]]:
+        """Per stage over the done tasks: mean, p50 and p95 in milliseconds."""
+        done = self.done_results()
+        out: dict[str, dict[str, float]] = {}
+        for stage in STAGES:
+            values = sorted(float(getattr(r.timings, f"{stage}_ms")) for r in done)
+            if values:
+                out[stage] = {
+                    "mean": round(sum(values) / len(values), 3),
+                    "p50": round(percentile(values, 50), 3),
+                    "p95": round(percentile(values, 95), 3),
+                }
+        return out
+
+    @staticmethod
+    def stages_of(outcome: Outcome) -> dict[str, object]:
+        """One task's stage durations (ms), as the master recorded them."""
+        r = outcome.result
+        assert r is not None
+        return {
+            "file": outcome.path.name,
+            "task_id": r.task_id,
+            "state": common_pb2.TaskState.Name(r.state).removeprefix("TASK_STATE_").lower(),
+            "device": r.device_id,
+            **{stage: round(float(getattr(r.timings, f"{stage}_ms")), 3) for stage in STAGES},
+        }
+
+
+#: a task's stages, as the master times them (``StageTimings``): queued → assigned → payload on
+#: the board → inference → result back → delivered to the client; and the whole
+STAGES = ("queue_wait", "transfer", "inference", "result_return", "delivery", "end_to_end")
 
 
 def percentile(values: list[float], q: float) -> float:
