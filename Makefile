@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lint typecheck unit deps deps-system proto clean chaos
+.PHONY: demo test check lint typecheck unit deps deps-system proto clean chaos bench
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -50,6 +50,18 @@ test: lint typecheck unit
 # 2,000 tasks, masters and agents killed at random (seeded), graded by an independent ledger
 chaos: $(STAMP)
 	$(BIN)/edgesched chaos --tasks 2000 --master-kills 2 --agent-kills 5 --bad 20 --seed 1
+
+# every benchmark scenario, one JSON object each (docs/benchmarks.md); run on purpose, never by
+# `make test`. The memory scenario's 10,000 real inferences take the longest (about 25 min here).
+BENCH_OUT := workspace/bench
+bench: $(STAMP)
+	mkdir -p $(BENCH_OUT)
+	$(BIN)/edgesched bench makespan --json > $(BENCH_OUT)/makespan.json && cat $(BENCH_OUT)/makespan.json
+	$(BIN)/edgesched bench overhead --json > $(BENCH_OUT)/overhead.json && cat $(BENCH_OUT)/overhead.json
+	$(BIN)/edgesched bench payload --json > $(BENCH_OUT)/payload.json && cat $(BENCH_OUT)/payload.json
+	$(BIN)/edgesched bench scale --json > $(BENCH_OUT)/scale.json && cat $(BENCH_OUT)/scale.json
+	$(BIN)/edgesched bench failover --json > $(BENCH_OUT)/failover.json && cat $(BENCH_OUT)/failover.json
+	$(BIN)/edgesched bench memory --json > $(BENCH_OUT)/memory.json && cat $(BENCH_OUT)/memory.json
 
 proto: $(STAMP)
 	scripts/gen-proto

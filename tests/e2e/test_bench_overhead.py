@@ -1,0 +1,45 @@
+"""`edgesched bench overhead` and `payload` at tiny sizes: every figure is in the JSON and every
+task came back. No assertion on speed (that is what the benchmarks are for)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+EDGESCHED = [sys.executable, "-m", "edgesched"]
+
+
+def bench(*args: str, cwd: Path) -> dict[str, object]:
+    done = subprocess.run(
+        [*EDGESCHED, "bench", *args, "--json"], cwd=cwd, capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result: dict[str, object] = json.loads(done.stdout)
+    return result
+
+
+def test_overhead_smoke_measures_both_durabilities(tmp_path: Path) -> None:
+    result = bench("overhead", "--tasks", "40", "--sequential", "10", cwd=tmp_path)
+    assert result["scenario"] == "overhead"
+    runs = result["durability"]
+    assert isinstance(runs, dict) and set(runs) == {"normal", "full"}
+    for run in runs.values():
+        assert run["bulk"]["accepted"] == run["bulk"]["done"] == 40
+        assert run["bulk"]["tasks_per_s"] > 0
+        assert run["round_trip_ms"]["n"] == 10
+        assert 0 < run["round_trip_ms"]["p50"] <= run["round_trip_ms"]["p99"]
+    fsync = result["fsync_ms"]
+    assert isinstance(fsync, dict) and fsync["n"] == 200
+    assert set(result["targets"]["met"]) == {"tasks_per_s", "round_trip_p50_ms"}  # type: ignore[index]
+
+
+def test_payload_smoke_reports_the_efficiency(tmp_path: Path) -> None:
+    result = bench("payload", "--tasks", "30", "--size", "20000", "--busy-ms", "2", cwd=tmp_path)
+    assert result["scenario"] == "payload"
+    bulk = result["bulk"]
+    assert isinstance(bulk, dict) and bulk["done"] == 30
+    work = result["work_ms_median"]
+    assert isinstance(work, float) and work >= 2.0  # the busy backend burns at least that much
+    assert isinstance(result["efficiency"], float) and result["efficiency"] > 0
