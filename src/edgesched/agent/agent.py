@@ -38,7 +38,7 @@ from edgesched.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 
 log = logging.getLogger("edgesched.agent")
 
-PROTOCOL = agent_pb2.ProtocolVersion(major=1, minor=0)
+PROTOCOL = agent_pb2.ProtocolVersion(major=1, minor=1)  # 1.1: payloads inline
 DEVICE_ALIASES = {"ATLAS_I": "atlas310", "RK3588": "rk3588", "ORIN": "orin"}
 DEVICE_TYPES = ("auto", "cpu", "atlas310", "rk3588", "orin", "nvidia")
 #: slots follow the hardware: an RK3588 runs one task per NPU core
@@ -48,6 +48,10 @@ PROBE_DEVICE = {"ascend": "atlas310", "rknpu": "rk3588", "jetson": "orin", "nvid
 BACKOFF_MIN_S = 0.2
 BACKOFF_MAX_S = 5.0
 
+
+#: payloads this large measure the link's bandwidth (smaller ones are mostly round trip); the
+#: master sends smaller ones inline with their assignment (edgesched.master.link.INLINE_BYTES)
+MIN_MEASURED_BYTES = 64 * 1024
 
 #: what goes up the link; None half-closes it
 SendQueue = asyncio.Queue[Optional[agent_pb2.AgentMessage]]  # Optional: runs on Python 3.9
@@ -289,10 +293,15 @@ class Agent:
                     finally:
                         next_msg = None
                     kind = message.WhichOneof("kind")
-                    if kind == "chunk" and self.pacer.active:
-                        # a slow uplink: the chunk takes its time, and what follows waits
+                    if self.pacer.active and kind in ("chunk", "assignment"):
+                        # a slow uplink: the payload takes its time, and what follows waits
+                        size = (
+                            len(message.chunk.data)
+                            if kind == "chunk"
+                            else len(message.assignment.payload)
+                        )
                         t = time.monotonic() - self._started
-                        await asyncio.sleep(self.pacer.delay_s(len(message.chunk.data), t))
+                        await asyncio.sleep(self.pacer.delay_s(size, t))
                     if kind == "registered":
                         heartbeats = self._on_registered(message.registered, send_q)
                     elif kind == "refused":
@@ -451,7 +460,12 @@ class Agent:
                 self.latency_ms = rtt if self.latency_ms == 0 else 0.8 * self.latency_ms + 0.2 * rtt
         elif kind == "assignment":
             a = message.assignment
-            self._inbound[(a.task_id, a.attempt)] = _Inbound(a, arrived_at=now)
+            inbound = _Inbound(a, arrived_at=now)
+            if a.payload_inline:  # the payload came with it: no chunk follows
+                payload, a.payload = a.payload, b""
+                self._received(inbound, payload, now)
+            else:
+                self._inbound[(a.task_id, a.attempt)] = inbound
         elif kind == "chunk":
             self._on_chunk(message.chunk, now)
         elif kind == "cancel":
@@ -472,9 +486,12 @@ class Agent:
         if not chunk.last:
             return
         del self._inbound[(chunk.task_id, chunk.attempt)]
-        payload = b"".join(inbound.parts)
+        self._received(inbound, b"".join(inbound.parts), now)
+
+    def _received(self, inbound: _Inbound, payload: bytes, now: float) -> None:
+        """The whole payload is here: check it, then run the task (or queue it for a slot)."""
         receive_ms = (now - inbound.arrived_at) * 1000
-        if len(payload) >= 64 * 1024 and now > inbound.arrived_at:
+        if len(payload) >= MIN_MEASURED_BYTES and now > inbound.arrived_at:
             mbps = len(payload) * 8 / (now - inbound.arrived_at) / 1e6
             self.bandwidth_mbps = (
                 mbps if not self.bandwidth_mbps else (0.8 * self.bandwidth_mbps + 0.2 * mbps)

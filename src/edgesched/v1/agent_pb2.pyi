@@ -682,6 +682,8 @@ class Assignment(_message.Message):
     DEADLINE_MS_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     SUB_DEVICE_FIELD_NUMBER: _builtins.int
+    PAYLOAD_FIELD_NUMBER: _builtins.int
+    PAYLOAD_INLINE_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     attempt: _builtins.int
     """fencing epoch: a result of an older attempt is discarded"""
@@ -692,6 +694,11 @@ class Assignment(_message.Message):
     deadline_ms: _builtins.int
     sub_device: _builtins.str
     """where the master accounted it; the agent may choose otherwise"""
+    payload: _builtins.bytes
+    """protocol ≥ 1.1: the whole payload, when it is small enough to ride with the assignment;
+    then no PayloadChunk follows (one message per task instead of two)
+    """
+    payload_inline: _builtins.bool
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     def __init__(
@@ -706,10 +713,12 @@ class Assignment(_message.Message):
         deadline_ms: _builtins.int = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         sub_device: _builtins.str = ...,
+        payload: _builtins.bytes = ...,
+        payload_inline: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "deadline_ms", b"deadline_ms", "filename", b"filename", "metadata", b"metadata", "payload_sha256", b"payload_sha256", "payload_size", b"payload_size", "sub_device", b"sub_device", "task_id", b"task_id", "task_type", b"task_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "deadline_ms", b"deadline_ms", "filename", b"filename", "metadata", b"metadata", "payload", b"payload", "payload_inline", b"payload_inline", "payload_sha256", b"payload_sha256", "payload_size", b"payload_size", "sub_device", b"sub_device", "task_id", b"task_id", "task_type", b"task_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
