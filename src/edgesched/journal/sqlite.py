@@ -178,15 +178,12 @@ class SQLiteJournal:
         results: list[tuple[Any, bool]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for op, _, _, _ in batch:
-                conn.execute("SAVEPOINT op")
-                try:
-                    results.append((op(conn), False))
-                    conn.execute("RELEASE op")
-                except Exception as exc:  # one bad operation must not sink the batch
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    results.append((exc, True))
+            try:  # the common case: every operation succeeds, no savepoint needed
+                results = [(op(conn), False) for op, _, _, _ in batch]
+            except Exception:  # one bad operation must not sink the batch: redo it one by one
+                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                results = [self._isolated(conn, op) for op, _, _, _ in batch]
             if any(write for _, _, _, write in batch):
                 failpoints.hit("before_commit")
             conn.execute("COMMIT")
@@ -208,6 +205,19 @@ class SQLiteJournal:
                     log.error("journal update failed: %s", value)
                 continue
             loop.call_soon_threadsafe(_resolve, future, value, failed)
+
+    @staticmethod
+    def _isolated(conn: sqlite3.Connection, op: Op) -> tuple[Any, bool]:
+        """One operation inside its own savepoint: its failure undoes it alone."""
+        conn.execute("SAVEPOINT op")
+        try:
+            value = op(conn)
+        except Exception as exc:
+            conn.execute("ROLLBACK TO op")
+            conn.execute("RELEASE op")
+            return exc, True
+        conn.execute("RELEASE op")
+        return value, False
 
     def _submit(self, op: Op, write: bool = False) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
