@@ -56,7 +56,7 @@ chaos: $(STAMP)
 BENCH_OUT := workspace/bench
 bench: $(STAMP)
 	mkdir -p $(BENCH_OUT)
-	$(BIN)/edgesched bench makespan --json > $(BENCH_OUT)/makespan.json && cat $(BENCH_OUT)/makespan.json
+	$(BIN)/edgesched bench makespan --real 300 --json > $(BENCH_OUT)/makespan.json && cat $(BENCH_OUT)/makespan.json
 	$(BIN)/edgesched bench overhead --json > $(BENCH_OUT)/overhead.json && cat $(BENCH_OUT)/overhead.json
 	$(BIN)/edgesched bench payload --json > $(BENCH_OUT)/payload.json && cat $(BENCH_OUT)/payload.json
 	$(BIN)/edgesched bench scale --json > $(BENCH_OUT)/scale.json && cat $(BENCH_OUT)/scale.json

@@ -1,5 +1,5 @@
-"""`edgesched bench overhead` and `payload` at tiny sizes: every figure is in the JSON and every
-task came back. No assertion on speed (that is what the benchmarks are for)."""
+"""`edgesched bench overhead`, `payload` and `makespan --real` at tiny sizes: every figure is in
+the JSON and every task came back. No assertion on speed (that is what the benchmarks are for)."""
 
 from __future__ import annotations
 
@@ -43,3 +43,18 @@ def test_payload_smoke_reports_the_efficiency(tmp_path: Path) -> None:
     work = result["work_ms_median"]
     assert isinstance(work, float) and work >= 2.0  # the busy backend burns at least that much
     assert isinstance(result["efficiency"], float) and result["efficiency"] > 0
+
+
+def test_makespan_with_a_real_run_compares_it_with_the_simulator(tmp_path: Path) -> None:
+    result = bench(
+        "makespan", "--tasks", "30", "--seeds", "1", "--no-plot", "--real", "12",
+        "--time-scale", "2", cwd=tmp_path,
+    )  # fmt: skip
+    real = result["real_vs_simulated"]
+    assert isinstance(real, dict) and real["tasks"] == 12
+    assert set(real["strategies"]) == {"roundrobin", "load", "ect"}
+    for r in real["strategies"].values():
+        assert r["real_done"] == 12
+        assert sum(r["simulated_tasks_per_board_type"].values()) == 12
+        assert r["real_makespan_s"] > 0 and r["simulated_makespan_s"] > 0
+    assert "simulator_agrees_within_10_percent" in result["gates"]  # type: ignore[operator]

@@ -53,10 +53,30 @@ def _seeds(value: str) -> list[int]:
     help="where to draw the chart (PNG)",
 )
 @click.option("--no-plot", is_flag=True, help="draw no chart (matplotlib not needed)")
+@click.option(
+    "--real",
+    "real_tasks",
+    type=click.IntRange(min=0),
+    default=0,
+    help="also run the cluster for real with this many tasks (emulated agents, sleep backend) "
+    "and compare with the simulator; 0 = no real run",
+)
+@click.option("--time-scale", default=20.0, show_default=True, help="the real run's time scale")
 def makespan_command(
-    tasks: int, seeds: str, prefetch: int | None, as_json: bool, plot: Path, no_plot: bool
+    tasks: int,
+    seeds: str,
+    prefetch: int | None,
+    as_json: bool,
+    plot: Path,
+    no_plot: bool,
+    real_tasks: int,
+    time_scale: float,
 ) -> None:
-    """1 atlas310, 2 rk3588 and 1 orin in the simulator: every strategy against the bound."""
+    """1 atlas310, 2 rk3588 and 1 orin in the simulator: every strategy against the bound.
+
+    With --real N, the same boards run N tasks for real (emulated, on loopback) under each
+    strategy, and the simulator replays the run: the makespans should agree within 10 %.
+    """
     from edgesched.config import SchedulingSettings
     from edgesched.sim.bench_makespan import run_makespan
 
@@ -67,6 +87,13 @@ def makespan_command(
         result = run_makespan(tasks, _seeds(seeds), None if no_plot else plot, settings)
     except ImportError as exc:
         raise click.UsageError(f"{exc}: install matplotlib, or pass --no-plot") from exc
+    if real_tasks:
+        from edgesched.bench.agreement import run_agreement
+
+        result["real_vs_simulated"] = run_agreement(
+            real_tasks, time_scale, ("roundrobin", "load", "ect")
+        )
+        result["gates"]["simulator_agrees_within_10_percent"] = result["real_vs_simulated"]["agree"]
     if as_json:
         click.echo(json.dumps(result, sort_keys=False))
         return
@@ -85,6 +112,14 @@ def _table(result: dict[str, Any]) -> str:
             lines.append(
                 f"    {name:<12}{m['ratio_to_lb']:>7.3f}  worst {m['worst_ratio_to_lb']:.3f}"
                 f"  mean latency {m['mean_latency_s'] * 1000:.1f} ms"
+            )
+    real = result.get("real_vs_simulated")
+    if real:
+        lines.append(f"  real run, {real['tasks']} tasks at time scale {real['time_scale']:g}:")
+        for name, r in real["strategies"].items():
+            lines.append(
+                f"    {name:<12}real {r['real_makespan_s']:.2f} s, simulated "
+                f"{r['simulated_makespan_s']:.2f} s ({r['difference']:.1%} apart)"
             )
     gates = ", ".join(f"{k}={v}" for k, v in result["gates"].items())
     lines.append(f"gates: {gates}; ran in {result['runtime_s']:.2f} s")

@@ -20,6 +20,7 @@ from typing import Any
 import click
 
 from edgesched.bench.loopback import Client, cluster, fsync_ms
+from edgesched.demo.cluster import LocalCluster
 from edgesched.sim.bench_makespan import machine
 
 TARGET_TASKS_PER_S = 5000
@@ -38,21 +39,24 @@ def run_overhead(
     payload = os.urandom(size)
     runs: dict[str, Any] = {}
     fsync: dict[str, float] = {}
-    for durability in durabilities:
-        agents = [["--backend", "noop", "--slots", "8"]] * 2
-        with cluster(agents, ["--durability", durability]) as c:
-            if not fsync:
-                fsync = fsync_ms(c.master_dir)
 
-            async def measure() -> dict[str, Any]:
-                async with Client(c).session() as client:
-                    await client.round_trips(payload, 20, timeout_s)  # warm up every path
-                    bulk = await client.bulk([payload] * tasks, timeout_s)
-                    bulk.pop("results")
-                    trips = await client.round_trips(payload, sequential, timeout_s)
-                return {"bulk": bulk, "round_trip_ms": trips}
+    async def measure(c: LocalCluster) -> dict[str, Any]:
+        async with Client(c).session() as client:
+            await client.round_trips(payload, 20, timeout_s)  # warm up every path
+            bulk = await client.bulk([payload] * tasks, timeout_s)
+            bulk.pop("results")
+            trips = await client.round_trips(payload, sequential, timeout_s)
+        return {"bulk": bulk, "round_trip_ms": trips}
 
-            runs[durability] = asyncio.run(measure())
+    async def main() -> None:  # one event loop for every run: gRPC's poller stays with it
+        for durability in durabilities:
+            agents = [["--backend", "noop", "--slots", "8"]] * 2
+            with cluster(agents, ["--durability", durability]) as c:
+                if not fsync:
+                    fsync.update(fsync_ms(c.master_dir))
+                runs[durability] = await measure(c)
+
+    asyncio.run(main())
     normal = runs.get("normal")
     return {
         "scenario": "overhead",
@@ -83,16 +87,16 @@ def run_payload(
     started = time.perf_counter()
     payloads = [os.urandom(size) for _ in range(min(tasks, 16))]
     agents = [["--backend", "busy", "--busy-ms", str(busy_ms), "--slots", "1"]] * 2
-    with cluster(agents) as c:
 
-        async def measure() -> dict[str, Any]:
+    async def measure() -> dict[str, Any]:
+        with cluster(agents) as c:
             async with Client(c).session() as client:
                 await client.round_trips(payloads[0], 10, timeout_s)  # warm up
                 return await client.bulk(
                     [payloads[i % len(payloads)] for i in range(tasks)], timeout_s
                 )
 
-        bulk = asyncio.run(measure())
+    bulk = asyncio.run(measure())
     results = bulk.pop("results")
     work = [r.timings.board.inference_ms for r in results if r.timings.board.inference_ms > 0]
     work_ms = statistics.median(work) if work else busy_ms

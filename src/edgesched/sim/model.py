@@ -95,6 +95,7 @@ class Scenario:
     master_mbps: float = 1000.0  #: the master's own uplink, shared by every transfer
     seed: int = 1
     settings: SchedulingSettings = field(default_factory=SchedulingSettings)
+    time_scale: float = 1.0  #: every service time times this (the agents' --time-scale)
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ def lower_bound(scenario: Scenario) -> Bound:
     devices = scenario.devices
     tasks = scenario.tasks
     master_bps = scenario.master_mbps * 1e6
-    work = sum(t.work for t in tasks)
+    work = sum(t.work for t in tasks) * scenario.time_scale
     capacity = sum(d.slot_count / d.mean_service_s for d in devices)  # work units per second
 
     def best_s(task: SimTask) -> float:  # from its submission
@@ -141,7 +142,7 @@ def lower_bound(scenario: Scenario) -> Bound:
         return min(
             d.link.rtt_ms / 1000
             + task.size_bytes * 8 / min(d.link.high_mbps * 1e6, master_bps)
-            + task.work * d.mean_service_s
+            + task.work * scenario.time_scale * d.mean_service_s
             for d in devices
         )
 

@@ -245,7 +245,10 @@ class Simulation:
             task_types=frozenset(t.task_type for t in self.scenario.tasks),
             formats={t.task_type: native for t in self.scenario.tasks},
             emulated=True,
-            info={"emulation_profile": spec.profile.name, "time_scale": "1"},
+            info={
+                "emulation_profile": spec.profile.name,
+                "time_scale": f"{self.scenario.time_scale:g}",
+            },
         )
         _, commands = self.core.register(device, [], [], self.now)
         self._apply(commands)
@@ -276,7 +279,7 @@ class Simulation:
             board.meter.start(self.now)
             spec = self._tasks[key[0]]
             draw = random.Random(sub_seed(self.scenario.seed, board.spec.id, key[0], str(key[1])))
-            service_ms = board.spec.profile.sample_ms(draw) * spec.work
+            service_ms = board.spec.profile.sample_ms(draw) * spec.work * self.scenario.time_scale
             self._at(self.now + service_ms / 1000, partial(self._ran, board, key, service_ms))
 
     def _started(self, key: Key) -> None:
