@@ -11,10 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgesched.config import SchedulingSettings
-from edgesched.core.state import Device, Metrics, Task
+from edgesched.core.state import Device, Metrics, Task, clean_fraction
 from edgesched.core.strategies import (
     ALIASES,
     STRATEGIES,
+    EarliestCompletion,
     LoadGreedy,
     RoundRobin,
     canonical_strategy,
@@ -347,3 +348,35 @@ def test_make_strategy_builds_the_strategy_registered_under_the_name(name, cls):
 def test_make_strategy_refuses_an_unknown_name():
     with pytest.raises(UnknownPluginError):
         make_strategy("nope", DEFAULTS, random.Random(0))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(devices(), min_size=1, max_size=6), payloads, st.integers(0, 2**32))
+def test_load_chooses_a_device_of_the_lowest_score_also_after_new_reports(devs, payload, seed):
+    for i, d in enumerate(devs):
+        d.id = f"d{i}"
+    strategy = LoadGreedy(DEFAULTS, random.Random(seed))
+    task = Task(id="t", task_type="layout", size_bytes=payload, submitted_at=0.0)
+    for _ in range(2):  # the second round sees every device with a new report
+        best = min(load_score(d, payload, DEFAULTS) for d in devs)
+        chosen = strategy.choose(task, devs)
+        assert load_score(chosen, payload, DEFAULTS) <= best + 2e-9
+        for d in devs:  # a heartbeat replaces the report; cached terms must not survive it
+            d.metrics = Metrics(cpu=1.0 - clean_fraction(d.metrics.cpu), memory=0.5, xpu=-1.0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(devices(), min_size=1, max_size=6), payloads)
+def test_ect_chooses_among_the_devices_of_the_earliest_expected_completion(devs, payload):
+    for i, d in enumerate(devs):
+        d.id = f"d{i}"
+        d.device_type = ("orin", "rk3588", "atlas310")[i % 3]
+        d.prefetch = i % 2
+    strategy = EarliestCompletion(DEFAULTS, random.Random(0))
+    task = Task(id="t", task_type="layout", size_bytes=payload, submitted_at=0.0)
+    for _ in range(2):  # the second round sees every device with a new report
+        best = min(strategy.expected_ms(task, d) for d in devs)
+        chosen = strategy.choose(task, devs)
+        assert strategy.expected_ms(task, chosen) <= best * 1.02 + 1e-6
+        for d in devs:
+            d.metrics = Metrics(bandwidth_mbps=5.0, latency_ms=3.0)

@@ -81,6 +81,20 @@ class Reconciled:
     drop: list[str]
 
 
+#: with this many tasks ready or fewer, dispatch does not count the fleet's openings first
+FEW_READY = 4
+
+
+def _by_tier(devices: list[Device], task_type: str) -> list[list[Device]]:
+    """The devices able to run ``task_type``, grouped by tier (native formats first), each group
+    in the order given."""
+    groups: dict[int, list[Device]] = {}
+    for d in devices:
+        if task_type in d.task_types:
+            groups.setdefault(d.tier(task_type), []).append(d)
+    return [groups[tier] for tier in sorted(groups)]
+
+
 class Core:
     def __init__(
         self, settings: SchedulingSettings, strategy: Strategy, rng: random.Random
@@ -92,6 +106,11 @@ class Core:
             str, Task
         ] = {}  #: unfinished tasks only; finished ones live in the journal
         self.devices: dict[str, Device] = {}
+        self._ordered: list[Device] | None = None  #: the devices by id, until one is replaced
+        #: the schedulable devices by id, and per task type the able ones by tier; kept until a
+        #: device joins, leaves or changes state (every such change goes through this class)
+        self._layout: tuple[list[Device], dict[str, list[list[Device]]]] | None = None
+        self._reserved: list[Device] = []  #: devices a task chose to wait for, this dispatch
         self._ready: deque[str] = deque()  #: queued tasks that may be dispatched now (FIFO)
         self._delayed: list[tuple[float, int, str]] = []  #: (not_before, seq, task id)
         self._deadlines: list[tuple[float, str, int]] = []  #: (due, task id, attempt)
@@ -139,6 +158,7 @@ class Core:
                 suspect_since=now,
             )
             self.devices[device.id] = device
+            self._ordered = self._layout = None
         task.live = {task.attempt: device.id}
         device.inflight.add((task.id, task.attempt))
         self._watch_deadline(task, now)
@@ -317,6 +337,7 @@ class Core:
         device.sent_since_heartbeat = 0
         device.prefetch = max(0, self.settings.prefetch)
         self.devices[device.id] = device
+        self._ordered = self._layout = None
         known = {task_id for task_id, _ in device.inflight}
         drop = sorted(running_ids - known)
         return Reconciled(keep=keep, drop=drop), out
@@ -331,6 +352,7 @@ class Core:
         device.sent_since_heartbeat = 0
         if device.state is DeviceState.SUSPECT and device.link_up:
             device.state = DeviceState.ONLINE
+            self._layout = None
         return []
 
     def seen(self, device_id: str, now: float) -> None:
@@ -344,6 +366,7 @@ class Core:
         if device is None or device.state in (DeviceState.DEAD, DeviceState.LEFT):
             return
         device.link_up = False
+        self._layout = None
         if device.state is DeviceState.ONLINE:
             device.state = DeviceState.SUSPECT
             device.suspect_since = now
@@ -354,6 +377,7 @@ class Core:
             return []
         device.state = DeviceState.LEFT
         device.link_up = False
+        self._layout = None
         return self._lose_attempts(device, now, "device left")
 
     def drain(self, device_id: str, on: bool) -> Device:
@@ -361,6 +385,7 @@ class Core:
         if device is None:
             raise NotFoundError(f"no device {device_id}")
         device.draining = on
+        self._layout = None
         return device
 
     # ---- time --------------------------------------------------------------------------
@@ -374,8 +399,10 @@ class Core:
             if device.state is DeviceState.ONLINE and now - device.last_seen > silent_after:
                 device.state = DeviceState.SUSPECT
                 device.suspect_since = device.last_seen + silent_after  # not the tick's time
+                self._layout = None
             if device.state is DeviceState.SUSPECT and now - device.suspect_since >= s.dead_grace_s:
                 device.state = DeviceState.DEAD
+                self._layout = None
                 out.append(Expired(device.id))
                 out += self._lose_attempts(device, now, "device dead (no heartbeat)")
         while self._delayed and self._delayed[0][0] <= now:
@@ -457,41 +484,58 @@ class Core:
         A strategy that ``considers_busy`` (ect) also sees healthy devices without an opening;
         when it picks one of those, the task waits in the queue for it (a fast board about to
         free up beats a slow idle one).
+
+        Cost: what does not change within one call (the schedulable devices in id order, and per
+        task type the able ones grouped by tier) is worked out once per call, so a decision is
+        one pass over the able devices plus the strategy's own.
         """
-        healthy = sorted((d for d in self.devices.values() if d.schedulable), key=lambda d: d.id)
-        free = sum(d.openings for d in healthy)
-        if not free or not self._ready:
+        if not self._ready:
             return []
+        if self._layout is None:
+            if self._ordered is None:
+                self._ordered = sorted(self.devices.values(), key=lambda d: d.id)
+            self._layout = ([d for d in self._ordered if d.schedulable], {})
+        healthy, tiers_by_type = self._layout
+        if len(self._ready) > FEW_READY:  # many waiting: stop as soon as every opening is taken
+            free = sum(max(0, d.slots + d.prefetch - len(d.inflight)) for d in healthy)
+            if not free:
+                return []
+        else:  # a few (one arrival): each finds out for itself, no pass over the fleet first
+            free = len(self._ready)
         out: list[Command] = []
         skipped: list[str] = []
         waits = 0
-        for device in healthy:
+        for device in self._reserved:
             device.reserved = 0
+        self._reserved = []
         while self._ready and free > 0 and waits < MAX_WAIT_DECISIONS:
             task_id = self._ready.popleft()
             task = self.tasks.get(task_id)
             if task is None or task.state is not TaskState.QUEUED:
                 continue  # cancelled or already placed; its queue entry is stale
+            tiers = tiers_by_type.get(task.task_type)
+            if tiers is None:
+                tiers = tiers_by_type[task.task_type] = _by_tier(healthy, task.task_type)
             strategy = self._strategy_for(task)
-            busy_too = getattr(strategy, "considers_busy", False)
-            able = [d for d in healthy if task.task_type in d.task_types]
-            open_ = [d for d in able if d.openings > 0]
-            if not open_:
+            # native artefacts first; ONNX on a device without one only when none is open
+            for tier in tiers:
+                open_ = [d for d in tier if len(d.inflight) < d.slots + d.prefetch]
+                if open_:
+                    break
+            else:
                 skipped.append(task_id)
                 continue
-            # native artefacts first; ONNX on a device without one only when none is open
-            best = min(d.tier(task.task_type) for d in open_)
-            if busy_too:
-                candidates = [d for d in able if d.tier(task.task_type) == best]
+            if getattr(strategy, "considers_busy", False):
+                candidates = tier
             elif getattr(strategy, "weighs_queues", False):
-                candidates = [d for d in open_ if d.tier(task.task_type) == best]
+                candidates = open_
             else:  # blind to speed: a free slot first, a prefetch queue only when none is free
-                idle = [d for d in open_ if d.free_slots > 0 and d.tier(task.task_type) == best]
-                candidates = idle or [d for d in open_ if d.tier(task.task_type) == best]
+                candidates = [d for d in open_ if d.free_slots > 0] or open_
             device = strategy.choose(task, candidates)
             if device.openings <= 0:
                 skipped.append(task_id)  # it waits for that device
                 device.reserved += 1  # the tasks behind it see a longer wait there
+                self._reserved.append(device)
                 waits += 1
                 continue
             task.attempt += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -140,6 +141,8 @@ class Device:
     address: str = ""  #: the agent's address as the master saw it
     state: DeviceState = DeviceState.ONLINE
     draining: bool = False
+    #: the last report; replaced (never changed in place) by each heartbeat: strategies cache
+    #: what they derive from it per report
     metrics: Metrics = field(default_factory=Metrics)
     last_seen: float = 0.0
     joined_at: float = 0.0
@@ -165,6 +168,14 @@ class Device:
     def openings(self) -> int:
         """Assignments it can still take: free slots, then room in its prefetch queue."""
         return max(0, self.slots + self.prefetch - len(self.inflight))
+
+    @functools.cached_property
+    def time_scale(self) -> float:
+        """An emulated board's time scale (from its info, read once), 1 for a real one."""
+        try:
+            return float(self.info.get("time_scale") or 1.0)
+        except ValueError:
+            return 1.0
 
     @property
     def mean_service_ms(self) -> float:

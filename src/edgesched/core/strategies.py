@@ -6,13 +6,15 @@ filtered (healthy, not draining, can run the task type, have a free slot) and so
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from edgesched.config import SchedulingSettings
 from edgesched.core.estimates import ServiceTimes
-from edgesched.core.state import Device, Task, clean_fraction
+from edgesched.core.state import Device, Metrics, Task, clean_fraction
 from edgesched.errors import UnknownPluginError
 
 
@@ -48,6 +50,47 @@ def network_ms(device: Device, payload_bytes: int, assumed_bandwidth_mbps: float
     return transfer_ms + max(0.0, device.metrics.latency_ms)
 
 
+@dataclass(frozen=True)
+class _Reported:
+    """The parts of a device's load score that change only with its heartbeat's metrics."""
+
+    metrics: Metrics  #: the report they come from (a heartbeat replaces it)
+    base: float  #: w_cpu·cpu + w_mem·mem + w_net·rtt ÷ t_ref
+    xpu: float  #: reported XPU utilisation (the CPU's where there is no XPU figure)
+    net_per_byte: float  #: w_net·(8 ÷ bandwidth) ÷ t_ref, per payload byte
+
+
+def _reported(m: Metrics, s: SchedulingSettings) -> _Reported:
+    cpu = clean_fraction(m.cpu)
+    xpu = clean_fraction(m.xpu) if m.xpu >= 0 else cpu
+    bandwidth = m.bandwidth_mbps if m.bandwidth_mbps > 0 else s.assumed_bandwidth_mbps
+    ref = s.network_reference_ms
+    return _Reported(
+        metrics=m,
+        base=s.weight_cpu * cpu
+        + s.weight_memory * clean_fraction(m.memory)
+        + s.weight_network * max(0.0, m.latency_ms) / ref,
+        xpu=xpu,
+        net_per_byte=s.weight_network * 8 / (bandwidth * 1e6) * 1e3 / ref,
+    )
+
+
+def _score(device: Device, r: _Reported, payload_bytes: int, s: SchedulingSettings) -> float:
+    slots = max(1, device.slots)
+    held = len(device.inflight)
+    xpu_est = min(1.0, r.xpu + device.sent_since_heartbeat / slots)
+    # a task sent into the prefetch queue waits for the tasks ahead of it, at the device's pace
+    ahead = held - slots + 1
+    queue = ahead * device.mean_service_ms / slots / s.network_reference_ms if ahead > 0 else 0.0
+    return (
+        r.base
+        + r.net_per_byte * payload_bytes
+        + s.weight_xpu * xpu_est
+        + s.weight_slots * min(held, slots) / slots
+        + s.weight_queue * queue
+    )
+
+
 def load_score(device: Device, payload_bytes: int, s: SchedulingSettings) -> float:
     """The seed's weighted load score in consistent units; lower is better.
 
@@ -59,30 +102,15 @@ def load_score(device: Device, payload_bytes: int, s: SchedulingSettings) -> flo
     the device that looked idle). A device without an XPU figure uses its CPU in that term.
     A device's score never depends on the other candidates.
     """
-    m = device.metrics
-    slots = max(1, device.slots)
-    pending = device.sent_since_heartbeat / slots
-    cpu = clean_fraction(m.cpu)
-    has_xpu = m.xpu >= 0
-    xpu = clean_fraction(m.xpu) if has_xpu else cpu
-    xpu_est = min(1.0, xpu + pending)
-    used = min(len(device.inflight), slots) / slots
-    # a task sent into the prefetch queue waits for the tasks ahead of it, at the device's pace
-    ahead = len(device.inflight) - slots + 1
-    queue_ms = ahead * device.mean_service_ms / slots if ahead > 0 else 0.0
-    net = network_ms(device, payload_bytes, s.assumed_bandwidth_mbps) / s.network_reference_ms
-    return (
-        s.weight_cpu * cpu
-        + s.weight_memory * clean_fraction(m.memory)
-        + s.weight_xpu * xpu_est
-        + s.weight_network * net
-        + s.weight_slots * used
-        + s.weight_queue * queue_ms / s.network_reference_ms
-    )
+    return _score(device, _reported(device.metrics, s), payload_bytes, s)
 
 
 class LoadGreedy:
-    """Lowest load score wins; near-ties (within 1e-9) go to a random one of them, not the first."""
+    """Lowest load score wins; near-ties (within 1e-9) go to a random one of them, not the first.
+
+    What a device's heartbeat reported is scored once per report (kept per device), so a
+    decision over a thousand devices costs only the terms that change between reports.
+    """
 
     name = "load"
     weighs_queues = True  #: its score counts the wait in a device's prefetch queue
@@ -90,11 +118,34 @@ class LoadGreedy:
     def __init__(self, settings: SchedulingSettings, rng: random.Random) -> None:
         self._settings = settings
         self._rng = rng
+        self._reported: dict[str, _Reported] = {}
 
     def choose(self, task: Task, candidates: Sequence[Device]) -> Device:
-        scored = [(load_score(d, task.size_bytes, self._settings), d) for d in candidates]
-        best = min(score for score, _ in scored)
-        tied = [d for score, d in scored if score <= best + 1e-9]
+        s, cache, size = self._settings, self._reported, task.size_bytes
+        best = math.inf
+        tied: list[Device] = []
+        w_xpu, w_slots, w_queue = s.weight_xpu, s.weight_slots, s.weight_queue
+        ref = s.network_reference_ms
+        for d in candidates:
+            r = cache.get(d.id)
+            if r is None or r.metrics is not d.metrics:
+                r = cache[d.id] = _reported(d.metrics, s)
+            # _score, inlined: this loop runs once per device per decision
+            slots = d.slots if d.slots > 0 else 1
+            held = len(d.inflight)
+            xpu = r.xpu + d.sent_since_heartbeat / slots
+            score = (
+                r.base
+                + r.net_per_byte * size
+                + w_xpu * (xpu if xpu < 1.0 else 1.0)
+                + w_slots * (held if held < slots else slots) / slots
+            )
+            if held >= slots:
+                score += w_queue * (held - slots + 1) * d.mean_service_ms / slots / ref
+            if score < best - 1e-9:
+                best, tied = score, [d]
+            elif score <= best + 1e-9:
+                tied.append(d)
         return tied[0] if len(tied) == 1 else self._rng.choice(tied)
 
 
@@ -115,38 +166,72 @@ class EarliestCompletion:
         self._settings = settings
         self._rng = rng
         self._times = ServiceTimes()
+        self._links: dict[str, tuple[Metrics, float, float]] = {}  #: per device, per report
 
     def bind(self, times: ServiceTimes) -> None:
         self._times = times
 
-    def expected_ms(self, task: Task, device: Device) -> float:
-        scale = _float(device.info.get("time_scale"), 1.0)
-        service = self._times.estimate(task.task_type, device.device_type, scale)
+    def expected_ms(
+        self, task: Task, device: Device, service: dict[tuple[str, float], float] | None = None
+    ) -> float:
+        """``service``: estimates already looked up in this decision, by (device type, scale)."""
+        key = (device.device_type, device.time_scale)
+        known = service.get(key) if service is not None else None
+        if known is None:
+            known = self._times.estimate(task.task_type, *key)
+            if service is not None:
+                service[key] = known
         slots = max(1, device.slots)
+        held = len(device.inflight)
         # tasks ahead of this one (running, and those that chose to wait here this round): the
         # first slot frees after about service / (slots + 1) when progress is spread evenly,
         # each further one takes service / slots more
-        backlog = len(device.inflight) + device.reserved - slots + 1
-        wait = 0.0 if backlog <= 0 else service / (slots + 1) + (backlog - 1) * service / slots
+        backlog = held + device.reserved - slots + 1
+        wait = 0.0 if backlog <= 0 else known / (slots + 1) + (backlog - 1) * known / slots
         transfer = network_ms(device, task.size_bytes, self._settings.assumed_bandwidth_mbps)
-        if device.openings > 0:
-            # sent now, the payload travels while the tasks ahead of it run
-            return max(wait, transfer) + service
-        return wait + transfer + service
+        if held < slots + device.prefetch:  # an opening: sent now, the payload travels while
+            return max(wait, transfer) + known  # the tasks ahead of it run
+        return wait + transfer + known
 
     def choose(self, task: Task, candidates: Sequence[Device]) -> Device:
-        scored = [(self.expected_ms(task, d), d) for d in candidates]
-        best = min(score for score, _ in scored)
-        tied = [d for score, d in scored if score <= best * 1.02 + 1e-9]
+        # expected_ms, inlined (this loop runs once per device per decision; a test holds the
+        # two to the same answers): service times looked up once per (device type, scale),
+        # each device's link terms once per heartbeat report
+        service: dict[tuple[str, float], float] = {}
+        links, size = self._links, task.size_bytes
+        assumed = self._settings.assumed_bandwidth_mbps
+        best = math.inf
+        near: list[tuple[float, Device]] = []  #: within 2 % of the best seen so far
+        for d in candidates:
+            key = (d.device_type, d.time_scale)
+            known = service.get(key)
+            if known is None:
+                known = service[key] = self._times.estimate(task.task_type, *key)
+            link = links.get(d.id)
+            if link is None or link[0] is not d.metrics:
+                link = links[d.id] = _link_terms(d.metrics, assumed)
+            slots = d.slots if d.slots > 0 else 1
+            held = len(d.inflight)
+            backlog = held + d.reserved - slots + 1
+            wait = 0.0 if backlog <= 0 else known / (slots + 1) + (backlog - 1) * known / slots
+            transfer = link[1] * size + link[2]
+            if held < slots + d.prefetch:
+                score = (wait if wait > transfer else transfer) + known
+            else:
+                score = wait + transfer + known
+            if score <= best * 1.02 + 1e-9:
+                if score < best:
+                    best = score
+                near.append((score, d))
+        tied = [d for score, d in near if score <= best * 1.02 + 1e-9]
         free = [d for d in tied if d.free_slots > 0] or [d for d in tied if d.openings > 0] or tied
         return free[0] if len(free) == 1 else self._rng.choice(free)
 
 
-def _float(value: str | None, default: float) -> float:
-    try:
-        return float(value) if value else default
-    except ValueError:
-        return default
+def _link_terms(m: Metrics, assumed_bandwidth_mbps: float) -> tuple[Metrics, float, float]:
+    """(the report, ms per payload byte, round trip ms): ``network_ms`` in two numbers."""
+    bandwidth = m.bandwidth_mbps if m.bandwidth_mbps > 0 else assumed_bandwidth_mbps
+    return m, 8 / (bandwidth * 1e6) * 1e3, max(0.0, m.latency_ms)
 
 
 StrategyFactory = Callable[[SchedulingSettings, random.Random], Strategy]
