@@ -167,6 +167,7 @@ class EarliestCompletion:
         self._rng = rng
         self._times = ServiceTimes()
         self._links: dict[str, tuple[Metrics, float, float]] = {}  #: per device, per report
+        self._grouped: tuple[Sequence[Device], dict[tuple[str, float], list[Device]]] | None = None
 
     def bind(self, times: ServiceTimes) -> None:
         self._times = times
@@ -195,37 +196,52 @@ class EarliestCompletion:
 
     def choose(self, task: Task, candidates: Sequence[Device]) -> Device:
         # expected_ms, inlined (this loop runs once per device per decision; a test holds the
-        # two to the same answers): service times looked up once per (device type, scale),
-        # each device's link terms once per heartbeat report
-        service: dict[tuple[str, float], float] = {}
+        # two to the same answers). Devices are taken a kind at a time (device type and time
+        # scale), fastest kind first: a kind whose bare service time already exceeds the best
+        # expected completion by the tie margin cannot win, nor can any slower kind after it.
         links, size = self._links, task.size_bytes
         assumed = self._settings.assumed_bandwidth_mbps
+        kinds = sorted(
+            (self._times.estimate(task.task_type, *key), key, group)
+            for key, group in self._kinds(candidates).items()
+        )
         best = math.inf
         near: list[tuple[float, Device]] = []  #: within 2 % of the best seen so far
-        for d in candidates:
-            key = (d.device_type, d.time_scale)
-            known = service.get(key)
-            if known is None:
-                known = service[key] = self._times.estimate(task.task_type, *key)
-            link = links.get(d.id)
-            if link is None or link[0] is not d.metrics:
-                link = links[d.id] = _link_terms(d.metrics, assumed)
-            slots = d.slots if d.slots > 0 else 1
-            held = len(d.inflight)
-            backlog = held + d.reserved - slots + 1
-            wait = 0.0 if backlog <= 0 else known / (slots + 1) + (backlog - 1) * known / slots
-            transfer = link[1] * size + link[2]
-            if held < slots + d.prefetch:
-                score = (wait if wait > transfer else transfer) + known
-            else:
-                score = wait + transfer + known
-            if score <= best * 1.02 + 1e-9:
-                if score < best:
-                    best = score
-                near.append((score, d))
-        tied = [d for score, d in near if score <= best * 1.02 + 1e-9]
+        for known, _, group in kinds:
+            if known > best * 1.02 + 1e-9:
+                break
+            for d in group:
+                link = links.get(d.id)
+                if link is None or link[0] is not d.metrics:
+                    link = links[d.id] = _link_terms(d.metrics, assumed)
+                slots = d.slots if d.slots > 0 else 1
+                held = len(d.inflight)
+                backlog = held + d.reserved - slots + 1
+                wait = 0.0 if backlog <= 0 else known / (slots + 1) + (backlog - 1) * known / slots
+                transfer = link[1] * size + link[2]
+                if held < slots + d.prefetch:
+                    score = (wait if wait > transfer else transfer) + known
+                else:
+                    score = wait + transfer + known
+                if score <= best * 1.02 + 1e-9:
+                    if score < best:
+                        best = score
+                    near.append((score, d))
+        tied = sorted((d for score, d in near if score <= best * 1.02 + 1e-9), key=lambda d: d.id)
         free = [d for d in tied if d.free_slots > 0] or [d for d in tied if d.openings > 0] or tied
         return free[0] if len(free) == 1 else self._rng.choice(free)
+
+    def _kinds(self, candidates: Sequence[Device]) -> dict[tuple[str, float], list[Device]]:
+        """The candidates by (device type, time scale), each in their order. The core hands the
+        same list object until a device changes state, so the grouping is kept for it."""
+        cached = self._grouped
+        if cached is not None and cached[0] is candidates:
+            return cached[1]
+        kinds: dict[tuple[str, float], list[Device]] = {}
+        for d in candidates:
+            kinds.setdefault((d.device_type, d.time_scale), []).append(d)
+        self._grouped = (candidates, kinds)
+        return kinds
 
 
 def _link_terms(m: Metrics, assumed_bandwidth_mbps: float) -> tuple[Metrics, float, float]:
