@@ -897,3 +897,21 @@ def test_load_prefers_a_fast_devices_short_queue_to_a_slow_devices_long_one():
     core.dispatch(0.0)  # one each: both slots busy, both queues empty
     submit(core, "t3")
     assert [a.device_id for a in assigns(core.dispatch(0.0))] == ["fast"]
+
+
+def test_the_deadline_watch_does_not_keep_ended_attempts():
+    # ended attempts leave their deadline behind until it falls due; the heap is swept of them
+    # so that a busy master's memory stays flat
+    core = make_core()
+    add_device(core, "d1", slots=1)
+    for i in range(5000):
+        submit(core, f"t{i}", now=float(i))
+        (assign,) = assigns(core.dispatch(float(i)))
+        core.done(assign.task.id, assign.attempt, "d1", 1.0, float(i))
+    assert len(core._deadlines) <= 2 * len(core.tasks) + 1024 + 1
+    # a live attempt's deadline survives every sweep
+    submit(core, "slow", now=5000.0)
+    core.dispatch(5000.0)
+    for i in range(3000):
+        core._watch_deadline(new_task(f"x{i}"), 5000.0)  # ended attempts' leftovers
+    assert any(entry[1] == "slow" for entry in core._deadlines)

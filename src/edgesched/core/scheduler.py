@@ -81,6 +81,9 @@ class Reconciled:
     drop: list[str]
 
 
+#: the deadline heap may hold this many ended attempts beyond twice the unfinished tasks
+DEADLINE_SLACK = 1024
+
 #: with this many tasks ready or fewer, dispatch does not count the fleet's openings first
 FEW_READY = 4
 
@@ -443,6 +446,16 @@ class Core:
     def _watch_deadline(self, task: Task, now: float) -> None:
         limit = task.deadline_s or self.settings.task_deadline_s
         heapq.heappush(self._deadlines, (now + limit, task.id, task.attempt))
+        # an attempt that ends leaves its entry behind until it falls due (600 s by default):
+        # at hundreds of tasks a second that is most of the heap, so it is swept of them once
+        # it is twice the size of what can still be due
+        if len(self._deadlines) > 2 * len(self.tasks) + DEADLINE_SLACK:
+            self._deadlines = [
+                entry
+                for entry in self._deadlines
+                if (live := self.tasks.get(entry[1])) is not None and entry[2] in live.live
+            ]
+            heapq.heapify(self._deadlines)
 
     def _missed_deadline(self, task_id: str, attempt: int, now: float) -> list[Command]:
         """A slow or hung device: the attempt is cancelled and the task runs elsewhere.
