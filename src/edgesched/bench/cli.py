@@ -130,12 +130,16 @@ def _table(result: dict[str, Any]) -> str:
 
 def _register() -> None:
     """The real-process scenarios, each in its own module (imported when the group is built)."""
+    from edgesched.bench.failover import failover_command
+    from edgesched.bench.memory import memory_command
     from edgesched.bench.overhead import overhead_command, payload_command
     from edgesched.bench.scale import scale_command
 
     bench_command.add_command(overhead_command)
     bench_command.add_command(payload_command)
     bench_command.add_command(scale_command)
+    bench_command.add_command(memory_command)
+    bench_command.add_command(failover_command)
 
 
 _register()

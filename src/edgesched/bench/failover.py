@@ -1,0 +1,428 @@
+"""``edgesched bench failover``: from an agent's death (SIGKILL) to its tasks running elsewhere.
+
+Two emulated agents with the sleep backend (A and B) join a master. B is drained, so the tasks
+submitted go to A; once A runs them B is undrained and A is killed with SIGKILL. The benchmark
+then polls ``GET /api/v1/tasks/{id}`` for each of A's tasks until it is assigned to B and
+running there, and reports how long after the kill each step was seen, with the settings in
+force. With the defaults (A's link drops at once, so A is suspect at once) the wait is the dead
+grace, ``scheduling.dead_grace_s`` (30 s), plus up to one tick of the master (0.1 s).
+
+``--signal stop`` freezes A (SIGSTOP) instead: its TCP connection stays open, as with a board
+that hangs or loses power behind a NAT, so the master must notice the silence first (no
+heartbeat for ``heartbeat_interval_s × suspect_after_beats``) before the grace starts.
+
+``--grace-s``, ``--heartbeat-s`` and ``--suspect-after-beats`` set the master's
+``EDGESCHED_SCHEDULING_*`` environment variables (the master has no flags for them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import click
+import grpc
+import httpx
+
+from edgesched.bench.harness import (
+    BenchError,
+    Deadline,
+    emit,
+    gateway,
+    http,
+    local_cluster,
+    pid_of,
+    run_options,
+    wait_devices,
+    work_dir,
+)
+from edgesched.config import load_settings
+from edgesched.demo.cluster import LocalCluster
+from edgesched.errors import EdgeschedError
+from edgesched.v1 import client_pb2, client_pb2_grpc
+
+RUNNING_STATES = ("assigned", "running")
+FINAL_STATES = ("done", "dead", "cancelled")
+
+
+def _small_jpeg() -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (30, 90, 200)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def master_env(
+    grace_s: float | None, heartbeat_s: float | None, suspect_after_beats: int | None
+) -> dict[str, str]:
+    env: dict[str, str] = {}
+    if grace_s is not None:
+        env["EDGESCHED_SCHEDULING_DEAD_GRACE_S"] = repr(grace_s)
+    if heartbeat_s is not None:
+        env["EDGESCHED_SCHEDULING_HEARTBEAT_INTERVAL_S"] = repr(heartbeat_s)
+    if suspect_after_beats is not None:
+        env["EDGESCHED_SCHEDULING_SUSPECT_AFTER_BEATS"] = str(suspect_after_beats)
+    return env
+
+
+def settings_in_force(env: dict[str, str]) -> dict[str, Any]:
+    """The scheduling settings the master reads (defaults, then the environment it inherits)."""
+    from edgesched.master.server import TICK_S
+
+    s = load_settings(None, env={**os.environ, **env}).scheduling
+    return {
+        "dead_grace_s": s.dead_grace_s,
+        "heartbeat_interval_s": s.heartbeat_interval_s,
+        "suspect_after_beats": s.suspect_after_beats,
+        "silent_before_suspect_s": s.heartbeat_interval_s * s.suspect_after_beats,
+        "master_tick_s": TICK_S,
+        "task_deadline_s": s.task_deadline_s,
+        "environment": env,
+    }
+
+
+def _agent_id(cluster: LocalCluster, name: str, deadline: Deadline) -> str:
+    """The id the master gave agent ``name`` (it saves it once the master answered)."""
+    path = cluster.root / name / "agent.json"
+    until = time.monotonic() + deadline.cap(10, f"reading the id of {name}")
+    while True:
+        try:
+            return str(json.loads(path.read_text(encoding="utf-8"))["agent_id"])
+        except (OSError, ValueError, KeyError) as exc:
+            if time.monotonic() > until:
+                raise BenchError(f"cannot read the id of {name} from {path}: {exc}") from exc
+        time.sleep(0.05)
+
+
+def _task(api: httpx.Client, task_id: str) -> dict[str, Any]:
+    task: dict[str, Any] = http(api, "GET", f"/api/v1/tasks/{task_id}")
+    return task
+
+
+def _device_states(api: httpx.Client) -> dict[str, str]:
+    return {d["id"]: d["state"] for d in http(api, "GET", "/api/v1/devices")["devices"]}
+
+
+def _submit(cluster: LocalCluster, count: int, deadline: Deadline) -> list[str]:
+    payload = _small_jpeg()
+    client_id = f"failover-{uuid.uuid4().hex[:8]}"
+    metadata = (("authorization", f"Bearer {cluster.api_token}"),)
+    ids = []
+    with grpc.insecure_channel(cluster.grpc_target) as channel:
+        stub = client_pb2_grpc.TaskServiceStub(channel)
+        for i in range(count):
+            reply = stub.Submit(
+                client_pb2.SubmitRequest(
+                    client_id=client_id,
+                    idempotency_key=f"failover-{i}",
+                    task_type="layout",
+                    filename=f"f{i}.jpg",
+                    payload=payload,
+                ),
+                timeout=deadline.cap(30, "submitting"),
+                metadata=metadata,
+            )
+            ids.append(reply.task_id)
+    return ids
+
+
+def _wait_on_a(
+    api: httpx.Client,
+    ids: list[str],
+    device_a: str,
+    want: int,
+    deadline: Deadline,
+    poll_s: float,
+) -> dict[str, dict[str, Any]]:
+    """Waits until ``want`` of the tasks run on A; returns those tasks as seen last."""
+    until = time.monotonic() + deadline.cap(60, "waiting for A to run the tasks")
+    while True:
+        rows = {task_id: _task(api, task_id) for task_id in ids}
+        on_a = {
+            t: r for t, r in rows.items() if r["device_id"] == device_a and r["state"] == "running"
+        }
+        if len(on_a) >= want:
+            return on_a
+        ended = [t for t, r in rows.items() if r["state"] in FINAL_STATES]
+        if ended:
+            raise BenchError(
+                f"{len(ended)} tasks ended before A ran them all: raise --time-scale "
+                f"(first: {rows[ended[0]]['state']} {rows[ended[0]]['error']})"
+            )
+        if time.monotonic() > until:
+            raise BenchError(f"only {len(on_a)} of {want} tasks running on A after 60 s")
+        time.sleep(poll_s)
+
+
+def run_failover(
+    root: Path,
+    deadline: Deadline,
+    profile: str,
+    time_scale: float,
+    tasks: int,
+    env: dict[str, str],
+    poll_s: float,
+    wait_done: bool,
+    how: str = "kill",
+) -> dict[str, Any]:
+    settings = settings_in_force(env)
+    agent_args = ["--backend", "sleep", "--emulate", profile, "--time-scale", repr(time_scale)]
+    with local_cluster(root) as cluster, contextlib.ExitStack() as stack:
+        cluster.start_master(timeout=deadline.cap(60, "starting the master"), env=env)
+        api = stack.enter_context(gateway(cluster, timeout=5.0))
+        cluster.start_agent("agent-a", agent_args)
+        cluster.start_agent("agent-b", agent_args)
+        devices = {d["id"]: d for d in wait_devices(cluster, 2, deadline, timeout=60)}
+        device_a = _agent_id(cluster, "agent-a", deadline)
+        device_b = _agent_id(cluster, "agent-b", deadline)
+        if {device_a, device_b} != set(devices):
+            raise BenchError(f"the devices online {sorted(devices)} are not A and B")
+        slots_a = int(devices[device_a]["slots"])
+        count = tasks or slots_a
+        http(api, "POST", f"/api/v1/devices/{device_b}/drain")
+        ids = _submit(cluster, count, deadline)
+        before = _wait_on_a(api, ids, device_a, min(count, slots_a), deadline, poll_s)
+        http(api, "POST", f"/api/v1/devices/{device_b}/undrain")
+        pid_a = pid_of(cluster, "agent-a")
+        # the moment of death: the whole process group of A, with no chance to say goodbye
+        kill_wall_ms = time.time() * 1000
+        killed_at = time.monotonic()
+        if how == "kill":
+            os.killpg(pid_a, signal.SIGKILL)
+            cluster.procs["agent-a"].wait(timeout=deadline.cap(10, "reaping A"))
+        else:
+            os.killpg(pid_a, signal.SIGSTOP)
+            stack.callback(_kill_group, pid_a)  # a stopped process ignores SIGTERM
+        # A's tasks: those running on A an instant before it died
+        a_tasks = {
+            t: r
+            for t, r in ((t, _task(api, t)) for t in before)
+            if r["device_id"] == device_a and r["state"] in RUNNING_STATES
+        }
+        if not a_tasks:
+            raise BenchError("A's tasks ended before it was killed: raise --time-scale")
+        expected = settings["dead_grace_s"]
+        if how == "stop":
+            expected += settings["silent_before_suspect_s"]
+        watch_s = expected + settings["silent_before_suspect_s"] + 60.0
+        until = time.monotonic() + deadline.cap(watch_s, "watching the failover")
+        seen: dict[str, dict[str, Any]] = {
+            t: {"task_id": t, "attempt_on_a": r["attempts"]} for t, r in a_tasks.items()
+        }
+        a_seen: dict[str, float] = {}
+        while True:
+            now = time.monotonic() - killed_at
+            state_a = _device_states(api).get(device_a, "gone")
+            a_seen.setdefault(state_a, round(now, 3))
+            for task_id, info in seen.items():
+                if "running_s" in info:
+                    continue
+                row = _task(api, task_id)
+                now = time.monotonic() - killed_at
+                if row["device_id"] == device_b and row["state"] in RUNNING_STATES:
+                    info.setdefault("assigned_s", round(now, 3))
+                    info["attempt_on_b"] = row["attempts"]
+                    if row["state"] == "running":
+                        info["running_s"] = round(now, 3)
+                        info["requeued_s"] = _requeued_s(row, device_a, kill_wall_ms)
+                elif row["state"] in FINAL_STATES:
+                    info["ended"] = row["state"]
+                    info["running_s"] = None  # never seen running on B
+                    info["error"] = row["error"]
+            if all("running_s" in i for i in seen.values()):
+                break
+            if time.monotonic() > until:
+                missing = sum(1 for i in seen.values() if "running_s" not in i)
+                raise BenchError(
+                    f"{missing} of A's {len(seen)} tasks not running on B {watch_s:g} s after the "
+                    f"kill (A is {state_a})"
+                )
+            time.sleep(poll_s)
+        done_on_b = None
+        if wait_done:
+            done_on_b = _wait_done(api, list(seen), device_b, deadline, poll_s)
+        moved = [i for i in seen.values() if i.get("running_s") is not None]
+        return {
+            "benchmark": "failover",
+            "settings": settings,
+            "signal": "SIGKILL" if how == "kill" else "SIGSTOP",
+            "profile": profile,
+            "time_scale": time_scale,
+            "slots_a": slots_a,
+            "tasks_submitted": count,
+            "tasks_on_a": len(seen),
+            "tasks_moved": len(moved),
+            "device_a": device_a,
+            "device_b": device_b,
+            "poll_s": poll_s,
+            "a_state_first_seen_s": a_seen,
+            "tasks": list(seen.values()),
+            "max_assigned_s": max((i["assigned_s"] for i in moved), default=None),
+            "max_running_s": max((i["running_s"] for i in moved), default=None),
+            "max_requeued_s": max(
+                (i["requeued_s"] for i in moved if i.get("requeued_s") is not None), default=None
+            ),
+            "expected_s": expected,
+            "done_on_b": done_on_b,
+        }
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _requeued_s(row: dict[str, Any], device_a: str, kill_wall_ms: float) -> float | None:
+    """When the master gave up A's attempt, from its own error record (wall clock, ms)."""
+    lost = [
+        e
+        for e in row.get("errors") or []
+        if e.get("device_id") == device_a and e.get("kind") == "device_lost"
+    ]
+    if not lost:
+        return None
+    return round((float(lost[-1]["at_unix_ms"]) - kill_wall_ms) / 1000, 3)
+
+
+def _wait_done(
+    api: httpx.Client, ids: list[str], device_b: str, deadline: Deadline, poll_s: float
+) -> int:
+    """How many of ``ids`` ended done on B (waits up to 120 s for all of them to end)."""
+    until = time.monotonic() + deadline.cap(120, "waiting for the moved tasks to finish")
+    while True:
+        rows = [_task(api, t) for t in ids]
+        if all(r["state"] in FINAL_STATES for r in rows) or time.monotonic() > until:
+            return sum(1 for r in rows if r["state"] == "done" and r["device_id"] == device_b)
+        time.sleep(poll_s)
+
+
+@click.command("failover")
+@click.option(
+    "--emulate",
+    "profile",
+    default="rk3588",
+    show_default=True,
+    type=click.Choice(["atlas310", "rk3588", "orin"]),
+    help="the board both agents emulate (rk3588: 3 slots, so A holds 3 tasks)",
+)
+@click.option(
+    "--time-scale",
+    default=100.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="stretches emulated task times (rk3588: 40 ms × 100 ≈ 4 s a task)",
+)
+@click.option(
+    "--tasks",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="tasks submitted while B is drained; 0 = as many as A has slots",
+)
+@click.option(
+    "--signal",
+    "how",
+    default="kill",
+    show_default=True,
+    type=click.Choice(["kill", "stop"]),
+    help="kill: SIGKILL (the link drops at once); stop: SIGSTOP (a hang: the link stays open)",
+)
+@click.option(
+    "--grace-s",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="scheduling.dead_grace_s for the master [the setting in force: 30]",
+)
+@click.option(
+    "--heartbeat-s",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="scheduling.heartbeat_interval_s for the master [2]",
+)
+@click.option(
+    "--suspect-after-beats",
+    type=click.IntRange(min=1),
+    default=None,
+    help="scheduling.suspect_after_beats for the master [3]",
+)
+@click.option(
+    "--poll-s",
+    default=0.05,
+    show_default=True,
+    type=click.FloatRange(min=0.005),
+    help="how often the tasks are looked at (the figures' resolution)",
+)
+@click.option(
+    "--wait-done/--no-wait-done",
+    default=True,
+    show_default=True,
+    help="wait for the moved tasks to finish on B",
+)
+@run_options(timeout_s=300.0)
+def failover_command(
+    profile: str,
+    time_scale: float,
+    tasks: int,
+    how: str,
+    grace_s: float | None,
+    heartbeat_s: float | None,
+    suspect_after_beats: int | None,
+    poll_s: float,
+    wait_done: bool,
+    timeout_s: float,
+    workdir: Path | None,
+    keep: bool,
+    as_json: bool,
+) -> None:
+    """Kill an agent (SIGKILL) that runs tasks: how long until they run on the other one."""
+    deadline = Deadline.after(timeout_s)
+    started = time.monotonic()
+    env = master_env(grace_s, heartbeat_s, suspect_after_beats)
+    try:
+        with work_dir(workdir, keep) as root:
+            result = run_failover(
+                root, deadline, profile, time_scale, tasks, env, poll_s, wait_done, how
+            )
+            if keep or workdir is not None:
+                result["workdir"] = str(root)
+    except (BenchError, EdgeschedError, grpc.RpcError, httpx.HTTPError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    result["runtime_s"] = round(time.monotonic() - started, 2)
+    emit(result, as_json, _summary)
+
+
+def _summary(result: dict[str, Any]) -> str:
+    s = result["settings"]
+    lines = [
+        f"settings: dead_grace_s={s['dead_grace_s']:g}, heartbeat_interval_s="
+        f"{s['heartbeat_interval_s']:g}, suspect_after_beats={s['suspect_after_beats']}, "
+        f"master tick {s['master_tick_s']:g} s",
+        f"A ({result['device_a']}) held {result['tasks_on_a']} tasks when it got "
+        f"{result['signal']}; "
+        f"A first seen: "
+        + ", ".join(f"{state} at {t:.2f} s" for state, t in result["a_state_first_seen_s"].items()),
+    ]
+    for info in result["tasks"]:
+        if info.get("running_s") is None:
+            lines.append(f"  {info['task_id']}: ended {info.get('ended')} before running on B")
+            continue
+        lines.append(
+            f"  {info['task_id']}: requeued {info.get('requeued_s')} s, assigned to B "
+            f"{info['assigned_s']:.2f} s, running on B {info['running_s']:.2f} s after the kill"
+        )
+    lines.append(
+        f"max: running on B {result['max_running_s']} s after the kill "
+        f"(expected ≈ {result['expected_s']:g} s); resolution {result['poll_s']:g} s"
+    )
+    if result["done_on_b"] is not None:
+        lines.append(f"{result['done_on_b']} of them finished on B")
+    lines.append(f"ran in {result['runtime_s']:.1f} s")
+    return "\n".join(lines)

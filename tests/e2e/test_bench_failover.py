@@ -1,0 +1,75 @@
+"""`edgesched bench failover` with a short grace: every figure is in its JSON, nothing is left
+running. No assertion on how fast the failover is."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_bench_memory import left_running
+
+pytestmark = [pytest.mark.e2e, pytest.mark.auth]
+
+
+def test_failover_smoke(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    args = [
+        *("--grace-s", "1", "--heartbeat-s", "0.5", "--time-scale", "50"),
+        *("--timeout", "60", "--workdir", str(work), "--json"),
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "edgesched", "bench", "failover", *args],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+
+    settings = result["settings"]
+    assert settings["dead_grace_s"] == 1.0
+    assert settings["heartbeat_interval_s"] == 0.5
+    assert settings["suspect_after_beats"] == 3
+    assert settings["environment"]["EDGESCHED_SCHEDULING_DEAD_GRACE_S"] == "1.0"
+    assert result["device_a"] != result["device_b"]
+    assert result["slots_a"] == 3 and result["tasks_submitted"] == 3
+    assert result["tasks_on_a"] >= 1
+    assert result["tasks_moved"] == result["tasks_on_a"] == len(result["tasks"])
+    for task in result["tasks"]:
+        assert task["attempt_on_b"] > task["attempt_on_a"]
+        for key in ("assigned_s", "running_s", "requeued_s"):
+            assert isinstance(task[key], float), key
+    for key in ("max_assigned_s", "max_running_s", "max_requeued_s", "expected_s"):
+        assert isinstance(result[key], float), key
+    assert "dead" in result["a_state_first_seen_s"]
+    assert isinstance(result["done_on_b"], int)
+    assert not left_running(work)
+
+
+def test_failover_of_a_frozen_agent(tmp_path: Path) -> None:
+    """SIGSTOP keeps A's link open: the master must notice the silence; A is killed at the end."""
+    work = tmp_path / "work"
+    args = [
+        *("--signal", "stop", "--grace-s", "1", "--heartbeat-s", "0.3", "--tasks", "1"),
+        *("--time-scale", "50", "--no-wait-done", "--timeout", "60"),
+        *("--workdir", str(work), "--json"),
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "edgesched", "bench", "failover", *args],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    assert result["signal"] == "SIGSTOP"
+    assert result["settings"]["silent_before_suspect_s"] == pytest.approx(0.9)
+    assert result["expected_s"] == pytest.approx(1.9)
+    assert result["tasks_submitted"] == 1 and result["tasks_moved"] == 1
+    assert isinstance(result["max_running_s"], float)
+    assert result["done_on_b"] is None
+    assert not left_running(work)
