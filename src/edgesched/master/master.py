@@ -326,7 +326,7 @@ class Master:
 
     def pump_soon(self) -> None:
         """One dispatch for everything that arrived in this turn of the event loop (a burst of
-        submissions committed together would otherwise sort every device once per task)."""
+        submissions committed together would otherwise start one dispatch per task)."""
         if not self._pump_scheduled:
             self._pump_scheduled = True
             asyncio.get_running_loop().call_soon(self._scheduled_pump)
