@@ -125,7 +125,12 @@ def test_a_master_killed_before_pushing_a_seed_result_pushes_it_after_restart(
             time.sleep(0.1)
         assert receiver.received == ["127.0.0.1_1.txt"]
         assert reply["filename"] == "127.0.0.1_1.png"
-        (task,) = all_tasks(cluster)
+        # the receiver has the file before the master has read its 200 and marked the task
+        while time.monotonic() < deadline:
+            (task,) = all_tasks(cluster)
+            if task["delivery"] == "delivered":
+                break
+            time.sleep(0.1)
         assert task["state"] == "done" and task["delivery"] == "delivered"
     finally:
         receiver.close()
