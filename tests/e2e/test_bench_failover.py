@@ -3,14 +3,11 @@ running. No assertion on how fast the failover is."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_bench_memory import left_running
+from tests.benchcli import bench_json, left_running
 
 pytestmark = [pytest.mark.e2e, pytest.mark.auth]
 
@@ -21,14 +18,7 @@ def test_failover_smoke(tmp_path: Path) -> None:
         *("--grace-s", "1", "--heartbeat-s", "0.5", "--time-scale", "50"),
         *("--timeout", "60", "--workdir", str(work), "--json"),
     ]
-    done = subprocess.run(
-        [sys.executable, "-m", "edgesched", "bench", "failover", *args],
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout)
+    result = bench_json("failover", *args, timeout=90)
 
     settings = result["settings"]
     assert settings["dead_grace_s"] == 1.0
@@ -58,14 +48,7 @@ def test_failover_of_a_frozen_agent(tmp_path: Path) -> None:
         *("--time-scale", "50", "--no-wait-done", "--timeout", "60"),
         *("--workdir", str(work), "--json"),
     ]
-    done = subprocess.run(
-        [sys.executable, "-m", "edgesched", "bench", "failover", *args],
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout)
+    result = bench_json("failover", *args, timeout=90)
     assert result["signal"] == "SIGSTOP"
     assert result["settings"]["silent_before_suspect_s"] == pytest.approx(0.9)
     assert result["expected_s"] == pytest.approx(1.9)

@@ -5,25 +5,13 @@ No assertion on speed or on the gates: those are for full runs on purpose.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-import psutil
 import pytest
 
+from tests.benchcli import bench_json, left_running, run_bench
+
 pytestmark = [pytest.mark.e2e, pytest.mark.auth]
-
-
-def left_running(path: Path) -> list[str]:
-    """Processes whose command line names ``path`` (what the benchmark started there)."""
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmdline = " ".join(proc.info["cmdline"] or [])
-        if str(path) in cmdline:
-            found.append(cmdline)
-    return found
 
 
 def test_memory_smoke(tmp_path: Path) -> None:
@@ -36,14 +24,7 @@ def test_memory_smoke(tmp_path: Path) -> None:
         *("--idle-s", "1", "--settle-s", "0", "--timeout", "90"),
         *("--workdir", str(work), "--json"),
     ]
-    done = subprocess.run(
-        [sys.executable, "-m", "edgesched", "bench", "memory", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout)
+    result = bench_json("memory", *args, timeout=120)
 
     assert result["parts"] == ["agent", "master", "idle"]
     agent = result["agent"]
@@ -84,12 +65,6 @@ def test_memory_smoke(tmp_path: Path) -> None:
 def test_memory_one_part_and_a_human_summary(tmp_path: Path) -> None:
     work = tmp_path / "work"
     args = ["--part", "idle", "--idle-s", "0.5", "--settle-s", "0", "--workdir", str(work)]
-    done = subprocess.run(
-        [sys.executable, "-m", "edgesched", "bench", "memory", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_bench("memory", *args, timeout=60)
     assert "idle (" in done.stdout and "% of a core" in done.stdout
     assert not left_running(work)

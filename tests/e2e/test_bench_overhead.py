@@ -3,21 +3,14 @@ the JSON and every task came back. No assertion on speed (that is what the bench
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
+from typing import Any
 
-EDGESCHED = [sys.executable, "-m", "edgesched"]
+from tests.benchcli import bench_json
 
 
-def bench(*args: str, cwd: Path) -> dict[str, object]:
-    done = subprocess.run(
-        [*EDGESCHED, "bench", *args, "--json"], cwd=cwd, capture_output=True, text=True, timeout=180
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result: dict[str, object] = json.loads(done.stdout)
-    return result
+def bench(scenario: str, *args: str, cwd: Path) -> dict[str, Any]:
+    return bench_json(scenario, *args, "--json", cwd=cwd)
 
 
 def test_overhead_smoke_measures_both_durabilities(tmp_path: Path) -> None:
@@ -32,7 +25,7 @@ def test_overhead_smoke_measures_both_durabilities(tmp_path: Path) -> None:
         assert 0 < run["round_trip_ms"]["p50"] <= run["round_trip_ms"]["p99"]
     fsync = result["fsync_ms"]
     assert isinstance(fsync, dict) and fsync["n"] == 200
-    assert set(result["targets"]["met"]) == {"tasks_per_s", "round_trip_p50_ms"}  # type: ignore[index]
+    assert set(result["targets"]["met"]) == {"tasks_per_s", "round_trip_p50_ms"}
 
 
 def test_payload_smoke_reports_the_efficiency(tmp_path: Path) -> None:
@@ -57,4 +50,4 @@ def test_makespan_with_a_real_run_compares_it_with_the_simulator(tmp_path: Path)
         assert r["real_done"] == 12
         assert sum(r["simulated_tasks_per_board_type"].values()) == 12
         assert r["real_makespan_s"] > 0 and r["simulated_makespan_s"] > 0
-    assert "simulator_agrees_within_10_percent" in result["gates"]  # type: ignore[operator]
+    assert "simulator_agrees_within_10_percent" in result["gates"]

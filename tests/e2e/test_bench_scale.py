@@ -3,13 +3,12 @@ rejoined with its credential), nothing is left running. No assertion on speed.""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import psutil
 import pytest
+
+from tests.benchcli import bench_json
 
 pytestmark = [pytest.mark.e2e]
 
@@ -21,14 +20,7 @@ def test_scale_smoke(tmp_path: Path) -> None:
         *("--decision-devices", "20", "--decision-samples", "100"),
         *("--workdir", str(work), "--json"),
     ]
-    done = subprocess.run(
-        [sys.executable, "-m", "edgesched", "bench", "scale", *args],
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout)
+    result = bench_json("scale", *args, timeout=90)
 
     assert result["agents"] == 20 and result["processes"] == 2
     assert result["agents_joined"] == 20 and result["devices_online"] == 20

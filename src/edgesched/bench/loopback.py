@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -20,6 +19,7 @@ from typing import Any
 
 import grpc
 
+from edgesched.bench.harness import local_cluster, work_dir
 from edgesched.client.send import percentile
 from edgesched.demo.cluster import LocalCluster
 from edgesched.errors import TransportError
@@ -36,15 +36,16 @@ def cluster(
     root: Path | None = None,
     strategy: str = "load",
 ) -> Iterator[LocalCluster]:
-    """A master and one agent per argument list, on loopback, removed afterwards."""
-    with tempfile.TemporaryDirectory(prefix="edgesched-bench-") as tmp:
-        c = LocalCluster(Path(root or tmp), strategy=strategy, extra_master_args=master_args or [])
-        with c:
-            c.start_master()
-            for i, args in enumerate(agents):
-                c.start_agent(f"agent-{i + 1}", args)
-            c.wait_for_devices(len(agents))
-            yield c
+    """A master and one agent per argument list, on loopback, stopped however it is left
+    (SIGTERM included; see :func:`edgesched.bench.harness.local_cluster`)."""
+    with work_dir(root, keep=False) as where, local_cluster(where) as c:
+        c.strategy = strategy
+        c.extra_master_args = master_args or []
+        c.start_master()
+        for i, args in enumerate(agents):
+            c.start_agent(f"agent-{i + 1}", args)
+        c.wait_for_devices(len(agents))
+        yield c
 
 
 class Client:
