@@ -214,13 +214,12 @@ def register(main: click.Group) -> None:
 __all__ = ["register"]
 
 
-STAGE_NAMES = ("queue_wait", "transfer", "inference", "result_return", "delivery", "end_to_end")
-
-
 def show_task(t: dict[str, Any]) -> None:
     """A task as an operator reads it: facts, its stages with durations, its errors."""
     from rich.console import Console
     from rich.table import Table
+
+    from edgesched.stages import STAGES
 
     console = Console()
     facts = Table(show_header=False, title=f"task {t['id']}")
@@ -232,9 +231,9 @@ def show_task(t: dict[str, Any]) -> None:
     console.print(facts)
     timings = t.get("timings") or {}
     stages = Table(title="stages (ms)")
-    for stage in STAGE_NAMES:
+    for stage in STAGES:
         stages.add_column(stage, justify="right")
-    stages.add_row(*(f"{float(timings.get(f'{s}_ms', 0.0)):.1f}" for s in STAGE_NAMES))
+    stages.add_row(*(f"{float(timings.get(f'{s}_ms', 0.0)):.1f}" for s in STAGES))
     console.print(stages)
     board = timings.get("board") or {}
     if board:

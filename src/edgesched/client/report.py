@@ -5,7 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from edgesched.client.send import STAGES, SendReport
+from edgesched.client.send import SendReport
+from edgesched.stages import STAGES
 from edgesched.v1 import common_pb2
 
 #: up to this many tasks, the per-task stage table is printed without --per-task

@@ -20,6 +20,7 @@ from pathlib import Path
 import grpc
 
 from edgesched.names import stem
+from edgesched.stages import STAGES
 from edgesched.v1 import client_pb2, client_pb2_grpc, common_pb2
 
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
@@ -110,11 +111,6 @@ class SendReport:
             "device": r.device_id,
             **{stage: round(float(getattr(r.timings, f"{stage}_ms")), 3) for stage in STAGES},
         }
-
-
-#: a task's stages, as the master times them (``StageTimings``): queued → assigned → payload on
-#: the board → inference → result back → delivered to the client; and the whole
-STAGES = ("queue_wait", "transfer", "inference", "result_return", "delivery", "end_to_end")
 
 
 def percentile(values: list[float], q: float) -> float:

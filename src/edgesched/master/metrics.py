@@ -13,6 +13,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from edgesched.stages import STAGES
+
 if TYPE_CHECKING:
     from edgesched.master.master import Master
 
@@ -20,7 +22,6 @@ if TYPE_CHECKING:
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 #: seconds one heartbeat takes to handle on the master, from tens of microseconds up
 HEARTBEAT_BUCKETS = (25e-6, 50e-6, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.1, 1)
-STAGES = ("queue_wait", "transfer", "inference", "result_return", "delivery", "end_to_end")
 
 
 class MasterMetrics:

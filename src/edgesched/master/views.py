@@ -9,6 +9,7 @@ from typing import Any
 
 from edgesched.core.state import Device, TaskState
 from edgesched.journal.base import TaskRow
+from edgesched.stages import STAGE_FIELDS
 from edgesched.v1 import common_pb2
 
 PB_STATE = {
@@ -28,14 +29,6 @@ BOARD_FIELDS = (
     "postprocess_ms",
     "paced_ms",
     "total_ms",
-)
-STAGE_FIELDS = (
-    "queue_wait_ms",
-    "transfer_ms",
-    "inference_ms",
-    "result_return_ms",
-    "delivery_ms",
-    "end_to_end_ms",
 )
 
 
