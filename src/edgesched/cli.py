@@ -22,6 +22,8 @@ from edgesched.errors import EdgeschedError
 from edgesched.logs import setup_logging
 
 CONFIG_HELP = "directory holding edgesched.toml"
+#: where a master on this machine keeps its tokens (its default --data-dir, from this folder)
+LOCAL_MASTER_DIR = "workspace/master"
 
 
 def _settings(config: str | None, **sections: dict[str, Any]) -> Settings:
@@ -207,9 +209,22 @@ def gateway(config: str | None, log_level: str, log_format: str, **flags: Any) -
     help="accepted for the seed's scripts; uploads are stored by the gateway (its --task)",
 )
 @click.option(
-    "--gateway", default="http://127.0.0.1:6666", show_default=True, help="the gateway's URL"
+    "--gateway",
+    default="",
+    help="the gateway's URL [http://127.0.0.1:<port in <data-dir>/endpoints.json, else 6666>]",
 )
-@click.option("--api-token", envvar="EDGESCHED_API_TOKEN", default="", help="the gateway's")
+@click.option(
+    "--api-token",
+    envvar="EDGESCHED_API_TOKEN",
+    default="",
+    help="the gateway's API token [read from <data-dir>/api-token at each forward]",
+)
+@click.option(
+    "--data-dir",
+    default="workspace/master",
+    show_default=True,
+    help="the gateway's data directory, when it runs on this machine",
+)
 @log_options
 def task_manager(
     port: int,
@@ -218,12 +233,15 @@ def task_manager(
     upload_path: str | None,
     gateway: str,
     api_token: str,
+    data_dir: str,
     log_level: str,
     log_format: str,
 ) -> None:
     """The seed's split layout: ImageUpload intake that forwards pictures to the gateway.
 
-    A client is answered only after the gateway journaled the task.
+    A client is answered only after the gateway journaled the task. Beside the gateway it
+    finds the gateway's port and API token itself; on another machine give --gateway and
+    --api-token (or EDGESCHED_API_TOKEN).
     """
     from edgesched.core.strategies import canonical_strategy
     from edgesched.master.taskmanager import TaskManager
@@ -235,9 +253,10 @@ def task_manager(
         raise click.UsageError(str(exc)) from exc
 
     async def run(stop: asyncio.Event) -> None:
-        manager = TaskManager(gateway, bind, port, chosen, api_token=api_token)
+        manager = TaskManager(gateway, bind, port, chosen, api_token=api_token, data_dir=data_dir)
         bound = await manager.start()
-        click.echo(f"edgesched task-manager {__version__}: gRPC {bind}:{bound} → {gateway}")
+        where = gateway or f"the gateway of {data_dir}"
+        click.echo(f"edgesched task-manager {__version__}: gRPC {bind}:{bound} → {where}")
         sys.stdout.flush()
         try:
             await stop.wait()
@@ -296,6 +315,20 @@ def task_manager(
     default=None,
     help="pace to a seeded trace fluctuating in the seed's 50-500 Mbit/s",
 )
+@click.option(
+    "--disconnect",
+    "disconnect_s",
+    type=float,
+    default=None,
+    help="simulated churn: leave (drain, hand tasks back) every S seconds; ≤0 never [0]",
+)
+@click.option(
+    "--reconnect",
+    "reconnect_s",
+    type=float,
+    default=None,
+    help="simulated churn: rejoin S seconds after leaving; ≤0 never leaves [20]",
+)
 @click.option("--tls-cert", default=None, help="this agent's certificate (mutual TLS)")
 @click.option("--tls-key", default=None, help="its private key")
 @click.option("--tls-ca", default=None, help="CA of the master's certificate: TLS when set")
@@ -305,7 +338,14 @@ def agent(config: str | None, log_level: str, log_format: str, **flags: Any) -> 
     setup_logging(log_level, log_format)
     settings = _settings(config, agent=flags)
     if not settings.agent.token:
-        raise click.UsageError("a join token is needed: --token or EDGESCHED_TOKEN")
+        from edgesched.master.token import read_token
+
+        # on the master's machine (the seed's one-machine layout) its join token is at hand
+        settings.agent.token = read_token(LOCAL_MASTER_DIR, "join") or ""
+    if not settings.agent.token:
+        raise click.UsageError(
+            f"a join token is needed: --token or EDGESCHED_TOKEN (none in {LOCAL_MASTER_DIR})"
+        )
 
     async def run(stop: asyncio.Event) -> None:
         from edgesched.agent.agent import Agent, Refused

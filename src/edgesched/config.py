@@ -46,6 +46,10 @@ class MasterSettings:
     result_port: int = 8888  #: seed clients' result receiver port (POST /recv_rst)
     result_push_ttl_s: float = 3600.0  #: a seed result not accepted by then is undeliverable
     gateway_url: str = "http://127.0.0.1:6666"  #: where a split task-manager forwards uploads
+    #: the seed's task-type names and the configured task type each runs as ("seed=configured");
+    #: a name configured in [tasktypes] is itself. YoloV5: the later senders' default; yolo: the
+    #: first generation's
+    seed_tasktypes: list[str] = field(default_factory=lambda: ["YoloV5=layout", "yolo=layout"])
     retention_s: float = 7 * 24 * 3600.0  #: finished tasks older than this leave the journal
     retention_rows: int = 100_000  #: at most this many finished tasks are kept
     auth: str = "api"  #: off | api (client API and changing routes need the API token) | all
@@ -109,6 +113,10 @@ class AgentSettings:
     bandwidth_limit_mbps: float = 0.0  #: pace incoming payloads to this rate (0 = no limit)
     bandwidth_fluctuate: bool = False  #: pace to a seeded fluctuating trace (the seed's 50-500)
     bandwidth_step_s: float = 5.0  #: how long each value of the fluctuating trace lasts
+    #: simulated churn, as the seed's agent: leave (drain, hand tasks back) every disconnect_s
+    #: seconds of membership, rejoin after reconnect_s; either ≤ 0 disables it
+    disconnect_s: float = 0.0
+    reconnect_s: float = 20.0
 
 
 @dataclass
@@ -347,6 +355,15 @@ def validate(settings: Settings) -> None:
         value = getattr(settings.agent, key)
         if not (math.isfinite(value) and value > 0):
             raise ConfigError(f"agent.{key} must be a positive number, not {value!r}")
+    for entry in m.seed_tasktypes:
+        seed_name, sep, target = entry.partition("=")
+        if not (sep and seed_name.strip() and target.strip()):
+            raise ConfigError(
+                f"master.seed_tasktypes: {entry!r} is not SEED_NAME=TASK_TYPE (YoloV5=layout)"
+            )
+    for key in ("disconnect_s", "reconnect_s"):
+        if not math.isfinite(getattr(settings.agent, key)):
+            raise ConfigError(f"agent.{key} must be a number (≤ 0 disables churn)")
     for name, tt in settings.tasktypes.items():
         if tt.kind not in ("picodet_layout", "yolov5", "yolov8", "raw"):
             raise ConfigError(

@@ -62,7 +62,7 @@ def test_a_seed_client_gets_one_label_file_per_picture_unary_and_streamed(
         target,
         [upload_message(f"{i}.png", (pages / f"{i}.png").read_bytes()) for i in (3, 4)],
     )
-    assert streamed == {"saved_count": 2}
+    assert streamed["saved_count"] == 2 and streamed["req_id"].startswith("127.0.0.1_")
     wait_for_files(receiver, 4)
     names = sorted(set(receiver.received))
     assert names == [f"127.0.0.1_{n}.txt" for n in (1, 2, 3, 4)]
@@ -80,9 +80,9 @@ def test_a_seed_client_with_an_unmapped_task_type_is_refused_and_nothing_is_queu
     write_pages(tmp_path / "req", 1)
     picture = (tmp_path / "req" / "1.png").read_bytes()
     with pytest.raises(grpc.RpcError) as caught:
-        upload_image(target, upload_message("1.png", picture, tasktype="yolo"))
+        upload_image(target, upload_message("1.png", picture, tasktype="Darknet"))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "tasktypes.yolo" in caught.value.details()
+    assert "tasktypes.Darknet" in caught.value.details()
     import httpx
 
     tasks = httpx.get(f"{cluster.http_url}/api/v1/tasks", timeout=5).json()["tasks"]

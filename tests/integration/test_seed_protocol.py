@@ -4,6 +4,7 @@ them. Peers are independent (tests/seedpeers.py), not edgesched's own client cod
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from pathlib import Path
 
@@ -70,7 +71,7 @@ async def test_upload_image_saves_under_the_seed_name_and_answers_filename_and_p
         (json.dumps({"filename": "a.png"}).encode(), "missing content_b64"),
         (json.dumps({"filename": "a.png", "content_b64": "@@@"}).encode(), "invalid base64"),
         (upload_message("a.png", b"not a picture at all"), "not a recognised image"),
-        (upload_message("a.png", png_bytes(), tasktype="yolo"), "tasktypes.yolo"),
+        (upload_message("a.png", png_bytes(), tasktype="Darknet"), "tasktypes.Darknet"),
     ],
 )
 async def test_upload_image_errors_are_invalid_argument_with_the_reason(
@@ -84,20 +85,24 @@ async def test_upload_image_errors_are_invalid_argument_with_the_reason(
     assert await cluster.master.journal.counts() == {}
 
 
-async def test_a_message_without_a_task_type_is_the_seeds_yolo_and_refused_by_name(
-    make_cluster,
-) -> None:
+async def test_the_seeds_task_type_names_run_as_their_default_mapping(make_cluster) -> None:
     cluster = await make_cluster()
-    body = json.dumps({"filename": "a.png", "content_b64": "iVBORw0KGgo="}).encode()
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await raw_unary(cluster, body)
-    assert "tasktypes.yolo" in (caught.value.details() or "")
+    picture = base64.b64encode(png_bytes()).decode()
+    no_type = json.dumps({"filename": "a.png", "content_b64": picture}).encode()  # Gen-A: "yolo"
+    await raw_unary(cluster, no_type)
+    await raw_unary(cluster, upload_message("b.png", png_bytes(), tasktype="YoloV5"))
+    rows = sorted(cluster.master.rows.values(), key=lambda r: r.metadata["seed_file"])
+    assert [(r.task_type, r.metadata["service"]) for r in rows] == [
+        ("layout", "yolo"),
+        ("layout", "YoloV5"),
+    ]
 
 
 async def test_upload_images_answers_saved_count_and_names_a_bad_message(make_cluster) -> None:
     cluster = await make_cluster()
     good = [upload_message(f"{i}.png", png_bytes()) for i in range(3)]
-    assert json.loads(await raw_stream(cluster, good)) == {"saved_count": 3}
+    reply = json.loads(await raw_stream(cluster, good))
+    assert reply["saved_count"] == 3 and reply["req_id"].startswith("127.0.0.1_")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await raw_stream(cluster, [good[0], b"{broken", good[1]])
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -204,14 +209,14 @@ async def test_schedule_with_an_unmapped_task_type_names_the_config_key(make_clu
     upload_file(cluster, "10.0.0.9", "a.png", png_bytes())
     body = {
         "ip": "10.0.0.9",
-        "tasktype": "YoloV5",
+        "tasktype": "Darknet",
         "filenames": ["a.png"],
         "req_id": "r",
         "total_num": 1,
     }
     response = await post_schedule(cluster, "", body)
     assert response.status_code == 400
-    assert "tasktypes.YoloV5" in response.json()["msg"]
+    assert "tasktypes.Darknet" in response.json()["msg"]
 
 
 async def test_nodes_shows_devices_in_the_seeds_shape(make_cluster) -> None:

@@ -155,9 +155,46 @@ class Agent:
         """Keeps a link to the master until ``stop`` is set."""
         self.probes.start()
         try:
-            await self._run(stop)
+            await self._churn(stop)
         finally:
             self.probes.close()
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _churn(self, stop: asyncio.Event) -> None:
+        """The seed's simulated churn (``--disconnect S --reconnect R``): every S seconds the
+        agent leaves as on SIGTERM (drains, hands back what it cannot finish, says goodbye),
+        stays away R seconds, then joins again with the same id. Either ≤ 0: stay until stop."""
+        a = self.settings.agent
+        if a.disconnect_s <= 0 or a.reconnect_s <= 0:
+            await self._run(stop)
+            return
+        while not stop.is_set():
+            leave = asyncio.Event()
+            timer = asyncio.ensure_future(self._leave_after(a.disconnect_s, stop, leave))
+            try:
+                await self._run(leave)
+            finally:
+                timer.cancel()
+            if stop.is_set():
+                return
+            log.info("simulated disconnect: rejoining in %.1f s", a.reconnect_s)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), a.reconnect_s)
+            self._leave.clear()
+            self.draining = False
+
+    async def _leave_after(self, seconds: float, stop: asyncio.Event, leave: asyncio.Event) -> None:
+        """Sets ``leave`` after ``seconds`` of membership, or at once when ``stop`` is set."""
+        joined = asyncio.ensure_future(self.connected.wait())
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({joined, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            joined.cancel()
+            stopped.cancel()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+        leave.set()
 
     async def _run(self, stop: asyncio.Event) -> None:
         await asyncio.to_thread(self.backend.warm)
@@ -181,7 +218,6 @@ class Agent:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._leave.wait(), wait)
             delay = min(BACKOFF_MAX_S, delay * 2)
-        self.pool.shutdown(wait=False, cancel_futures=True)
 
     def _register(self) -> agent_pb2.AgentMessage:
         held = self.backend.artefacts()

@@ -34,6 +34,16 @@ def result_name(row: TaskRow) -> str:
     return stem(row.metadata.get("seed_file") or Path(row.payload_path).name) + ".txt"
 
 
+def result_fields(row: TaskRow) -> dict[str, str]:
+    """The form fields beside the ``file`` part. The later receivers file a result under
+    ``<dir>/<service>/rst/`` (the fork's under ``<dir>/<req_id>/``); the first ignore them.
+    ``service`` is the task type as the client named it (``YoloV5``), not the one it ran as."""
+    fields = {"service": row.metadata.get("service") or row.task_type}
+    if row.metadata.get("req_id"):
+        fields["req_id"] = row.metadata["req_id"]
+    return fields
+
+
 def receiver_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}/recv_rst" if ":" in host else f"http://{host}:{port}/recv_rst"
 
@@ -74,7 +84,9 @@ class ResultPusher:
             try:
                 async with self._slots:
                     response = await self._client.post(
-                        url, files={"file": (name, row.label.encode(), "application/octet-stream")}
+                        url,
+                        data=result_fields(row),
+                        files={"file": (name, row.label.encode(), "application/octet-stream")},
                     )
                 if response.status_code == 200:
                     self._mark(row, "delivered", finished_ms)

@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgesched.config import Settings
 from edgesched.core.strategies import ALIASES, STRATEGIES
 from edgesched.errors import BadInputError
 from edgesched.journal.base import TaskRow
@@ -87,6 +90,22 @@ def parse_upload(body: bytes) -> SeedUpload:
     )
 
 
+def seed_task_type(settings: Settings, name: str) -> str:
+    """The configured task type that runs a seed task-type name (``YoloV5``, ``yolo``).
+
+    A name configured in ``[tasktypes]`` is itself; else ``master.seed_tasktypes`` maps it
+    (``"YoloV5=layout"``), so the seed's clients work at the first run; else it stays unknown
+    and is refused by name.
+    """
+    if name in settings.tasktypes:
+        return name
+    for entry in settings.master.seed_tasktypes:
+        seed_name, _, target = entry.partition("=")
+        if seed_name.strip() == name and target.strip():
+            return target.strip()
+    return name
+
+
 def upload_root(master: Master) -> Path:
     m = master.settings.master
     return Path(m.upload_dir) if m.upload_dir else master.data_dir / "upload"
@@ -117,7 +136,8 @@ class SeedIntake:
     ) -> tuple[TaskRow, str]:
         """Journals one picture; returns (task row, the saved file name)."""
         master = self.master
-        check_task_type(master.settings, upload.task_type)
+        task_type = seed_task_type(master.settings, upload.task_type)
+        check_task_type(master.settings, task_type)
         m = master.settings.master
         await asyncio.to_thread(check_picture, upload.payload, m.max_upload_bytes, m.max_pixels)
         ip = safe_component(client_ip)
@@ -135,7 +155,7 @@ class SeedIntake:
         name = f"{ip}_{number}{safe_extension(upload.filename)}"
         path = directory / name
         await asyncio.to_thread(write_payload, path, upload.payload, m.durability == "full")
-        metadata = {"seed_file": name}
+        metadata = {"seed_file": name, "service": upload.task_type}
         if upload.req_id:
             metadata["req_id"] = upload.req_id
         if upload.total_num:
@@ -144,7 +164,7 @@ class SeedIntake:
             Submission(
                 client_id=client_ip,
                 idem_key=key or f"seed-upload:{name}",
-                task_type=upload.task_type,
+                task_type=task_type,
                 filename=display_name(upload.filename) if upload.filename else name,
                 payload=upload.payload,
                 metadata=metadata,
@@ -211,34 +231,72 @@ def parse_schedule(body: bytes) -> ScheduleRequest:
     total = data.get("total_num", len(names))
     if not isinstance(total, int) or isinstance(total, bool) or total <= 0 or total != len(names):
         raise ScheduleError("invalid total_num or filenames size mismatch")
-    req_id = data.get("req_id") or names[0]
+    req_id = data.get("req_id") or ""
     return ScheduleRequest(ip, task_type.strip(), names, str(req_id), total)
 
 
-async def schedule(master: Master, request: ScheduleRequest, strategy: str) -> list[TaskRow]:
-    """Journals one task per named file already in the upload directory."""
-    check_task_type(master.settings, request.task_type)
+def schedule_key(request: ScheduleRequest, name: str, payload: bytes, mtime_ns: int) -> str:
+    """What makes a /schedule request for one file a retry of an earlier one: the same client,
+    req_id, file name, content (SHA-256) and file version (its modification time).
+
+    A seed task manager restarted after its delivered uploads were removed numbers from
+    ``<ip>_1`` again: the new picture under an old name is a new file (new time, usually new
+    content), so a new task. Only a request repeated for the very same file is the old task.
+    """
+    digest = hashlib.sha256(payload).hexdigest()
+    return f"seed-schedule:{request.req_id}:{name}:{digest}:{mtime_ns}"
+
+
+@dataclass
+class Scheduled:
+    row: TaskRow
+    new: bool  #: False: a retry of a request whose task exists (row.state says where it is)
+
+
+def _read_upload(path: Path) -> tuple[bytes, int]:
+    with open(path, "rb") as handle:
+        payload = handle.read()
+        return payload, os.fstat(handle.fileno()).st_mtime_ns
+
+
+async def schedule(master: Master, request: ScheduleRequest, strategy: str) -> list[Scheduled]:
+    """Journals one task per named file already in the upload directory.
+
+    Every file is read before anything is journaled: a request naming a missing file queues
+    nothing. The task type may be a seed name mapped by ``master.seed_tasktypes``.
+    """
+    task_type = seed_task_type(master.settings, request.task_type)
+    check_task_type(master.settings, task_type)
     directory = upload_root(master) / safe_component(request.client_ip)
-    rows = []
+    files = []
     for name in request.filenames:
         base = display_name(name)
         path = directory / base
-        if base != name.replace("\\", "/").rsplit("/", 1)[-1] or not path.is_file():
+        if base != name.replace("\\", "/").rsplit("/", 1)[-1]:
             raise ScheduleError(f"failed to open image file {request.client_ip}/{base}")
-        payload = await asyncio.to_thread(path.read_bytes)
-        row, _ = await master.submit(
+        try:
+            payload, mtime_ns = await asyncio.to_thread(_read_upload, path)
+        except OSError:
+            raise ScheduleError(f"failed to open image file {request.client_ip}/{base}") from None
+        files.append((base, path, payload, mtime_ns))
+    out = []
+    for base, path, payload, mtime_ns in files:
+        metadata = {"seed_file": base, "service": request.task_type}
+        if request.req_id:
+            metadata["req_id"] = request.req_id
+        row, duplicate = await master.submit(
             Submission(
                 client_id=request.client_ip,
-                idem_key=f"seed-upload:{base}",
-                task_type=request.task_type,
+                idem_key=schedule_key(request, base, payload, mtime_ns),
+                task_type=task_type,
                 filename=base,
                 payload=payload,
-                metadata={"seed_file": base, "req_id": request.req_id},
+                metadata=metadata,
                 origin="seed",
                 client_addr=request.client_ip,
                 strategy=strategy,
                 payload_path=str(path),
             )
         )
-        rows.append(row)
-    return rows
+        out.append(Scheduled(row, not duplicate))
+    return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
@@ -49,10 +50,13 @@ def image_upload_handler(uploader: Uploader) -> grpc.GenericRpcHandler:
         saved = 0
         problems: list[str] = []
         index = 0
+        req_id = ""  #: the first one a message carries, as the seed's task manager keeps it
         async for body in bodies:
             index += 1
             try:
-                await uploader(client_ip, parse_upload(body))
+                upload = parse_upload(body)
+                req_id = req_id or upload.req_id
+                await uploader(client_ip, upload)
                 saved += 1
             except EdgeschedError as exc:
                 # the seed skips bad messages silently; we keep going but say so at the end
@@ -63,7 +67,9 @@ def image_upload_handler(uploader: Uploader) -> grpc.GenericRpcHandler:
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"{saved} of {index} saved; " + "; ".join(problems)[:2000],
             )
-        return json.dumps({"saved_count": saved}).encode()
+        # the fork's sender prints req_id; the seed makes one up when the client gave none
+        req_id = req_id or f"{client_ip}_{uuid.uuid4().hex}"
+        return json.dumps({"saved_count": saved, "req_id": req_id}).encode()
 
     return grpc.method_handlers_generic_handler(
         "ImageUpload",

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, field_validator
 
-from edgesched.core.state import DeviceState
+from edgesched.core.state import DeviceState, TaskState
 from edgesched.errors import BadInputError, EdgeschedError
 from edgesched.master.errmap import http_status, printable
 from edgesched.master.master import Master
@@ -134,7 +134,12 @@ def seed_router(
         "/schedule",
         status_code=202,
         response_model=SeedReply,
-        responses={400: {"model": SeedReply}, 413: {"model": SeedReply}, **unauthorised},
+        responses={
+            200: {"model": SeedReply, "description": "a retry of a request already finished"},
+            400: {"model": SeedReply},
+            413: {"model": SeedReply},
+            **unauthorised,
+        },
         openapi_extra=SCHEDULE_BODY,
         dependencies=[Depends(seed)],
     )
@@ -147,11 +152,18 @@ def seed_router(
         try:
             chosen = schedule_strategy(stargety, strategy)
             parsed = parse_schedule(await request.body())
-            await schedule(master, parsed, chosen)
+            scheduled = await schedule(master, parsed, chosen)
         except ScheduleError as exc:
             return _error(exc.msg, exc.status)
         except EdgeschedError as exc:
             return _error(str(exc), http_status(exc))
+        finished = [s.row for s in scheduled if not s.new and TaskState(s.row.state).final]
+        if len(finished) == len(scheduled):
+            # a retry of a request whose tasks already ended: nothing is queued, so no 202
+            states = sorted({row.state for row in finished})
+            return JSONResponse(
+                {"status": "/".join(states), "msg": "task already finished"}, status_code=200
+            )
         return JSONResponse({"status": "queued", "msg": "task enqueued"}, status_code=202)
 
     @router.get(
