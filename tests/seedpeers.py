@@ -1,6 +1,7 @@
 """Independent peers written from the seed's wire facts alone (reference/seed-system.md §2.3,
-§2.9): a generic gRPC channel with identity serializers, and a bare http.server receiver.
-Neither uses edgesched's own client code."""
+§2.4, §2.9): a generic gRPC channel with identity serializers, bare http.server receivers of
+both generations, and a seed-style task manager that saves uploads and POSTs /schedule.
+None uses edgesched's own code."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import base64
 import json
 import re
 import threading
+import urllib.error
+import urllib.request
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -78,3 +82,127 @@ class Receiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def multipart_parts(content_type: str, body: bytes) -> list[tuple[str, str, bytes]]:
+    """(field name, file name or "", content) of each part of a multipart/form-data body."""
+    boundary = content_type.split("boundary=")[1].strip('"')
+    parts = []
+    for part in body.split(b"--" + boundary.encode())[1:]:
+        head, _, content = part.partition(b"\r\n\r\n")
+        name = re.search(rb'name="([^"]*)"', head)
+        filename = re.search(rb'filename="([^"]*)"', head)
+        if name:
+            parts.append(
+                (
+                    name.group(1).decode(),
+                    filename.group(1).decode() if filename else "",
+                    content[: -len(b"\r\n")],
+                )
+            )
+    return parts
+
+
+class LaterReceiver:
+    """The later generation's rst_recv (§2.9, Gen-B): files each result under
+    ``<dir>/<service or Unknown>/rst/<basename>``, the service from the form field ``service``
+    (basename only, ``.``/``..`` refused), else its ``--tasktype`` (default empty)."""
+
+    def __init__(self, directory: Path, tasktype: str = "") -> None:
+        self.directory = directory
+        self.saved: list[Path] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                if self.path != "/recv_rst":
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                fields = multipart_parts(self.headers["Content-Type"], body)
+                files = [(n, f, c) for n, f, c in fields if n == "file" and f]
+                services = [c.decode() for n, _, c in fields if n == "service"]
+                service = Path(services[0]).name if services else tasktype
+                if not files or service in (".", ".."):
+                    self.send_response(400)
+                    self.end_headers()
+                    return
+                _, filename, content = files[0]
+                target = receiver.directory / (service or "Unknown") / "rst" / Path(filename).name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(content)
+                receiver.saved.append(target)
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.end_headers()
+                self.wfile.write(b"File received")
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        directory.mkdir(parents=True, exist_ok=True)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class SeedTaskManager:
+    """The seed's task_manager.py as the gateway sees it (§2.3): each upload is saved as
+    ``<upload>/<ip>/<ip>_<n><ext>``, the counter seeded at start from the largest ``n`` in the
+    folder (so a restart after the folder was emptied numbers from 1 again), then announced by
+    ``POST /schedule?stargety=<strategy>``; the gateway's answer is only recorded (the seed
+    ignores it). ``generation`` "A" sends ``{ip, tasktype, filepath, filename}``, "B" adds a
+    fresh ``req_id`` (``<ip>_<uuid hex>``) and ``total_num`` 1."""
+
+    def __init__(
+        self, upload_root: Path, gateway: str, generation: str = "A", strategy: str = "load"
+    ) -> None:
+        self.upload_root = upload_root
+        self.gateway = gateway
+        self.generation = generation
+        self.strategy = strategy
+        self.counters: dict[str, int] = {}
+        self.answers: list[tuple[int, dict[str, Any]]] = []
+        if upload_root.is_dir():
+            for folder in upload_root.iterdir():
+                pattern = re.compile(rf"^{re.escape(folder.name)}_(\d+)(\.[^.]*)?$")
+                numbers = [
+                    int(m.group(1)) for p in folder.iterdir() if (m := pattern.match(p.name))
+                ]
+                self.counters[folder.name] = max(numbers, default=0)
+
+    def upload(self, ip: str, filename: str, data: bytes, tasktype: str = "yolo") -> str:
+        self.counters[ip] = self.counters.get(ip, 0) + 1
+        name = f"{ip}_{self.counters[ip]}{Path(filename).suffix}"
+        folder = self.upload_root / ip
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+        body: dict[str, Any] = {
+            "ip": ip,
+            "tasktype": tasktype,
+            "filepath": f"{ip}/",
+            "filename": name,
+        }
+        if self.generation == "B":
+            body.update(req_id=f"{ip}_{uuid.uuid4().hex}", total_num=1)
+        self.answers.append(self.schedule(body))
+        return name
+
+    def schedule(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        request = urllib.request.Request(
+            f"{self.gateway}/schedule?stargety={self.strategy}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
