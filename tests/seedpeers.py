@@ -206,3 +206,24 @@ class SeedTaskManager:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read())
+
+
+def send_pic(
+    host: str, port: int, directory: Path, limit: int | None, workers: int, tasktype: str = "yolo"
+) -> list[dict[str, Any]]:
+    """The seed's send_pic.py (§2.1, Gen-A sends "yolo"): the folder's files, numeric stems
+    first in numeric order, one unary UploadImage each on a pool of ``workers`` threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = sorted(
+        (p for p in directory.iterdir() if p.is_file()),
+        key=lambda p: (0, int(p.stem), "") if p.stem.isdigit() else (1, 0, p.stem),
+    )[:limit]
+    target = f"{host}:{port}"
+    with ThreadPoolExecutor(workers) as pool:
+        return list(
+            pool.map(
+                lambda p: upload_image(target, upload_message(p.name, p.read_bytes(), tasktype)),
+                files,
+            )
+        )
