@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from edgesched.journal.base import TaskRow
 from edgesched.master.taskmanager import TaskManager
 from edgesched.v1 import common_pb2
 from tests.harness import InProcessCluster, png_bytes
@@ -27,10 +28,10 @@ async def until(condition: Callable[[], object], limit_s: float = 30.0) -> None:
     raise AssertionError("condition not met in time")
 
 
-async def delivered(cluster: InProcessCluster, count: int) -> list:
+async def delivered(cluster: InProcessCluster, count: int) -> list[TaskRow]:
     """Waits until ``count`` tasks are done and marked delivered (the master marks a task
     after it read the receiver's 200, a moment after the receiver has the file)."""
-    rows: list = []
+    rows: list[TaskRow] = []
 
     async def check() -> bool:
         nonlocal rows
