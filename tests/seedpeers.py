@@ -122,14 +122,15 @@ class LaterReceiver:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 fields = multipart_parts(self.headers["Content-Type"], body)
                 files = [(n, f, c) for n, f, c in fields if n == "file" and f]
-                services = [c.decode() for n, _, c in fields if n == "service"]
-                service = Path(services[0]).name if services else tasktype
+                values = {n: c.decode() for n, f, c in fields if not f}
+                service = Path(values["service"]).name if "service" in values else tasktype
                 if not files or service in (".", ".."):
                     self.send_response(400)
                     self.end_headers()
                     return
                 _, filename, content = files[0]
-                target = receiver.directory / (service or "Unknown") / "rst" / Path(filename).name
+                folder = receiver.folder(service, values.get("req_id", ""))
+                target = receiver.directory / folder / Path(filename).name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(content)
                 receiver.saved.append(target)
@@ -147,9 +148,19 @@ class LaterReceiver:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
+    def folder(self, service: str, req_id: str) -> Path:
+        return Path(service or "Unknown") / "rst"
+
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class ForkReceiver(LaterReceiver):
+    """The fork's rst_recv (§12.3): ``<rst-path>/<req_id or service or Unknown>/<file>``."""
+
+    def folder(self, service: str, req_id: str) -> Path:
+        return Path(Path(req_id).name or service or "Unknown")
 
 
 class SeedTaskManager:

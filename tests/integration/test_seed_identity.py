@@ -15,7 +15,13 @@ from edgesched.journal.base import TaskRow
 from edgesched.master.taskmanager import TaskManager
 from edgesched.v1 import common_pb2
 from tests.harness import InProcessCluster, png_bytes
-from tests.seedpeers import LaterReceiver, Receiver, SeedTaskManager, upload_message
+from tests.seedpeers import (
+    ForkReceiver,
+    LaterReceiver,
+    Receiver,
+    SeedTaskManager,
+    upload_message,
+)
 
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (90, 90, 10)]
 
@@ -158,6 +164,28 @@ async def test_both_receiver_generations_file_results_where_they_expect(
     finally:
         first.close()
         later.close()
+
+
+async def test_the_forks_receiver_files_a_stream_under_the_req_id_its_sender_printed(
+    make_cluster, tmp_path: Path
+) -> None:
+    cluster = await make_cluster()
+    fork = ForkReceiver(tmp_path / "fork")
+    cluster.settings.master.result_port = fork.port
+    try:
+        await cluster.add_agent("a1")
+        target = f"127.0.0.1:{cluster.server.grpc_port}"
+        bodies = [upload_message(f"{i}.png", png_bytes(), tasktype="YoloV5") for i in (1, 2)]
+        async with grpc.aio.insecure_channel(target) as channel:
+            reply = json.loads(
+                await channel.stream_unary("/ImageUpload/UploadImages")(iter(bodies), timeout=10)
+            )
+        assert reply["saved_count"] == 2 and reply["req_id"].startswith("127.0.0.1_")
+        await delivered(cluster, 2)
+        folder = tmp_path / "fork" / reply["req_id"]
+        assert sorted(fork.saved) == [folder / "127.0.0.1_1.txt", folder / "127.0.0.1_2.txt"]
+    finally:
+        fork.close()
 
 
 async def test_the_split_task_manager_finds_the_local_gateway_and_a_wrong_token_is_unauthenticated(

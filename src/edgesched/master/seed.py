@@ -44,6 +44,9 @@ class SeedUpload:
     task_type: str
     req_id: str = ""
     total_num: int = 0
+    #: the request id of the stream it came in when it carried none itself (the first one a
+    #: message carried, else made up): recorded and pushed, not part of its identity
+    stream_req_id: str = ""
 
 
 def load_json(body: bytes) -> Any:
@@ -156,8 +159,8 @@ class SeedIntake:
         path = directory / name
         await asyncio.to_thread(write_payload, path, upload.payload, m.durability == "full")
         metadata = {"seed_file": name, "service": upload.task_type}
-        if upload.req_id:
-            metadata["req_id"] = upload.req_id
+        if upload.req_id or upload.stream_req_id:
+            metadata["req_id"] = upload.req_id or upload.stream_req_id
         if upload.total_num:
             metadata["total_num"] = str(upload.total_num)
         row, _ = await master.submit(

@@ -51,11 +51,13 @@ def image_upload_handler(uploader: Uploader) -> grpc.GenericRpcHandler:
         problems: list[str] = []
         index = 0
         req_id = ""  #: the first one a message carries, as the seed's task manager keeps it
+        made = f"{client_ip}_{uuid.uuid4().hex}"  #: the seed's own when no message has one
         async for body in bodies:
             index += 1
             try:
                 upload = parse_upload(body)
                 req_id = req_id or upload.req_id
+                upload.stream_req_id = req_id or made
                 await uploader(client_ip, upload)
                 saved += 1
             except EdgeschedError as exc:
@@ -67,9 +69,8 @@ def image_upload_handler(uploader: Uploader) -> grpc.GenericRpcHandler:
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"{saved} of {index} saved; " + "; ".join(problems)[:2000],
             )
-        # the fork's sender prints req_id; the seed makes one up when the client gave none
-        req_id = req_id or f"{client_ip}_{uuid.uuid4().hex}"
-        return json.dumps({"saved_count": saved, "req_id": req_id}).encode()
+        # the fork's sender prints req_id
+        return json.dumps({"saved_count": saved, "req_id": req_id or made}).encode()
 
     return grpc.method_handlers_generic_handler(
         "ImageUpload",

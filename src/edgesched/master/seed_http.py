@@ -75,6 +75,7 @@ class ForwardedUpload(BaseModel):
     req_id: str = ""
     total_num: int = 0
     strategy: str = ""
+    stream_req_id: str = ""  #: the request id of its UploadImages stream, when it has none
 
     @field_validator("*")
     @classmethod
@@ -226,7 +227,14 @@ def seed_router(
                 payload = base64.b64decode(body.content_b64, validate=True)
             except (binascii.Error, ValueError) as exc:
                 raise BadInputError(f"invalid base64 in content_b64: {exc}") from None
-            upload = SeedUpload(body.filename, payload, body.tasktype, body.req_id, body.total_num)
+            upload = SeedUpload(
+                body.filename,
+                payload,
+                body.tasktype,
+                body.req_id,
+                body.total_num,
+                body.stream_req_id,
+            )
             strategy = schedule_strategy(body.strategy, None) if body.strategy else ""
             row, name = await intake.upload(body.client_ip, upload, strategy)
         except ScheduleError as exc:

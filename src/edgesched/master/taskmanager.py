@@ -90,6 +90,7 @@ class TaskManager:
             "content_b64": base64.b64encode(upload.payload).decode("ascii"),
             "tasktype": upload.task_type,
             "req_id": upload.req_id,
+            "stream_req_id": upload.stream_req_id,
             "total_num": upload.total_num,
             "strategy": self.strategy,
         }
