@@ -96,6 +96,29 @@ async def test_a_restarted_seed_task_manager_reusing_names_loses_nothing_and_str
         receiver.close()
 
 
+async def test_the_seeds_own_upload_folder_reused_keeps_its_files_and_loses_no_new_picture(
+    make_cluster, tmp_path: Path
+) -> None:
+    cluster = await make_cluster()
+    folder = upload_folder(cluster) / "127.0.0.1"
+    folder.mkdir(parents=True)
+    for n in (1, 2):  # what the seed itself left there (with --keep-upload), never scheduled here
+        (folder / f"127.0.0.1_{n}.png").write_bytes(png_bytes(color=(n, n, n)))
+    receiver = Receiver(tmp_path / "rst")
+    cluster.settings.master.result_port = receiver.port
+    try:
+        await cluster.add_agent("a1")
+        manager = SeedTaskManager(upload_folder(cluster), cluster.http, "B")  # numbers past 2
+        for colour in COLOURS[:2]:
+            await asyncio.to_thread(manager.upload, "127.0.0.1", "x.png", png_bytes(color=colour))
+        await delivered(cluster, 2)
+        await until(lambda: len(receiver.received) == 2)
+        assert sorted(receiver.received) == ["127.0.0.1_3.txt", "127.0.0.1_4.txt"]
+        assert leftovers(cluster) == ["127.0.0.1_1.png", "127.0.0.1_2.png"]
+    finally:
+        receiver.close()
+
+
 async def test_a_retried_schedule_request_is_one_task_and_a_finished_one_is_not_queued_again(
     make_cluster, tmp_path: Path
 ) -> None:
