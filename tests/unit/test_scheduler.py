@@ -915,3 +915,19 @@ def test_the_deadline_watch_does_not_keep_ended_attempts():
     for i in range(3000):
         core._watch_deadline(new_task(f"x{i}"), 5000.0)  # ended attempts' leftovers
     assert any(entry[1] == "slow" for entry in core._deadlines)
+
+
+def test_an_agents_own_drain_ends_when_it_leaves_and_an_operators_outlasts_a_rejoin():
+    core = make_core()
+    add_device(core, "own")
+    add_device(core, "ops")
+    core.drain("own", True, own=True)  # the agent drains to leave (SIGTERM, churn)
+    core.drain("ops", True)  # an operator drains it, and the agent echoes it in heartbeats
+    core.drain("ops", True, own=True)
+    for device_id in ("own", "ops"):
+        core.leave(device_id, 1.0)
+    rejoined = {d: add_device(core, d, 2.0)[0] for d in ("own", "ops")}
+    assert not rejoined["own"].draining and rejoined["own"].schedulable
+    assert rejoined["ops"].draining and not rejoined["ops"].schedulable
+    submit(core, "t1", now=2.0)
+    assert placed(core.dispatch(2.0)) == [("t1", "own", 1)]

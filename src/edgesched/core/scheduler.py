@@ -380,13 +380,18 @@ class Core:
             return []
         device.state = DeviceState.LEFT
         device.link_up = False
+        if device.own_drain:  # it drained to leave; an operator's drain outlasts a rejoin
+            device.draining = device.own_drain = False
         self._layout = None
         return self._lose_attempts(device, now, "device left")
 
-    def drain(self, device_id: str, on: bool) -> Device:
+    def drain(self, device_id: str, on: bool, own: bool = False) -> Device:
+        """``own``: the agent reports its own drain (an operator's stays one if it was first)."""
         device = self.devices.get(device_id)
         if device is None:
             raise NotFoundError(f"no device {device_id}")
+        if on != device.draining or not on:
+            device.own_drain = on and own
         device.draining = on
         self._layout = None
         return device

@@ -141,6 +141,9 @@ class Device:
     address: str = ""  #: the agent's address as the master saw it
     state: DeviceState = DeviceState.ONLINE
     draining: bool = False
+    #: the drain is the agent's own (SIGTERM, simulated churn), not an operator's: it ends when
+    #: the agent leaves, so the agent is schedulable when it joins again
+    own_drain: bool = False
     #: the last report; replaced (never changed in place) by each heartbeat: strategies cache
     #: what they derive from it per report
     metrics: Metrics = field(default_factory=Metrics)

@@ -329,7 +329,7 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
                 revived = device is None or not device.schedulable
                 master.apply(master.core.heartbeat(device_id, _metrics(hb.metrics), now))
                 if hb.draining:
-                    master.core.drain(device_id, True)
+                    master.core.drain(device_id, True, own=True)
                 session.send_control(
                     agent_pb2.MasterMessage(
                         heartbeat_ack=agent_pb2.HeartbeatAck(
