@@ -265,25 +265,25 @@ def _read_upload(path: Path) -> tuple[bytes, int]:
 async def schedule(master: Master, request: ScheduleRequest, strategy: str) -> list[Scheduled]:
     """Journals one task per named file already in the upload directory.
 
-    Every file is read before anything is journaled: a request naming a missing file queues
-    nothing. The task type may be a seed name mapped by ``master.seed_tasktypes``.
+    Every named file is checked before anything is journaled: a request naming a missing file
+    queues nothing. The task type may be a seed name mapped by ``master.seed_tasktypes``.
     """
     task_type = seed_task_type(master.settings, request.task_type)
     check_task_type(master.settings, task_type)
     directory = upload_root(master) / safe_component(request.client_ip)
-    files = []
+    paths = []
     for name in request.filenames:
         base = display_name(name)
         path = directory / base
-        if base != name.replace("\\", "/").rsplit("/", 1)[-1]:
+        if base != name.replace("\\", "/").rsplit("/", 1)[-1] or not path.is_file():
             raise ScheduleError(f"failed to open image file {request.client_ip}/{base}")
+        paths.append((base, path))
+    out = []
+    for base, path in paths:  # one picture in memory at a time
         try:
             payload, mtime_ns = await asyncio.to_thread(_read_upload, path)
-        except OSError:
+        except OSError:  # removed since it was checked
             raise ScheduleError(f"failed to open image file {request.client_ip}/{base}") from None
-        files.append((base, path, payload, mtime_ns))
-    out = []
-    for base, path, payload, mtime_ns in files:
         metadata = {"seed_file": base, "service": request.task_type}
         if request.req_id:
             metadata["req_id"] = request.req_id
