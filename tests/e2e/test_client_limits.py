@@ -25,7 +25,7 @@ async def run_cli(*args: str, cwd: Path) -> tuple[int, str, str]:
         # generous: the run itself is bounded by --timeout; this only keeps a hang from
         # holding the suite
         out, err = await asyncio.wait_for(proc.communicate(), 120)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         proc.kill()
         await proc.wait()
         raise

@@ -346,7 +346,7 @@ async def test_the_in_flight_limit_holds_for_submissions_that_arrive_together(
     outcomes = await asyncio.gather(*(one(i) for i in range(10)))
     assert outcomes.count("ok") == 3, outcomes
     refusal = next(o for o in outcomes if o != "ok")
-    assert "has 3 tasks in flight, at most 3 are allowed" in refusal
+    assert "has 3 tasks in flight, the limit is 3" in refusal
     assert cluster.master.inflight["test"] == 3
     assert sum((await cluster.master.journal.counts()).values()) == 3
 

@@ -236,8 +236,8 @@ class Master:
                 return existing, True
             raise LimitExceededError(
                 f"client {sub.client_id!r} has {self.inflight[sub.client_id]} tasks in flight, "
-                f"at most {m.max_inflight_per_client} are allowed "
-                "(master.max_inflight_per_client); wait for results"
+                f"the limit is {m.max_inflight_per_client} (master.max_inflight_per_client); "
+                "wait for results"
             )
         # the place is taken now, before anything awaits: submissions arriving together cannot
         # all pass the check above; _admit gives it back unless the task is admitted
