@@ -134,12 +134,15 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
 
 def make_http_app(master: Master, link_port: int, intake: SeedIntake | None = None) -> FastAPI:
     app = FastAPI(title="edgesched gateway", version=__version__)
-    m = master.settings.master
     # base64 makes an upload 4/3 larger; the JSON around it stays under 1 MiB
     app.add_middleware(
         BodyLimit,
-        limit=lambda: m.max_request_bytes,
-        routes={"/api/v1/seed/upload": lambda: m.max_upload_bytes * 4 // 3 + 1024 * 1024},
+        limit=lambda: master.settings.master.max_request_bytes,
+        routes={
+            "/api/v1/seed/upload": lambda: (
+                master.settings.master.max_upload_bytes * 4 // 3 + 1024 * 1024
+            )
+        },
     )
     scheme = HTTPBearer(auto_error=False, description="the API token (edgesched token show --api)")
 
