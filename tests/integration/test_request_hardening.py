@@ -242,6 +242,11 @@ async def test_a_silent_receiver_does_not_delay_another_clients_results(
         # pushes time out in waves (10 s each, 80 of them) when they are not
         assert await wait_for(lambda: _true(len(good.received) == 5), 25), good.received
         assert sorted(good.received) == [f"127.0.0.1_{i}.txt" for i in range(1, 6)]
+        # nothing is kept for a receiver once its pushes are over
+        pusher = cluster.server.pusher
+        assert await wait_for(
+            lambda: _true(not any("127.0.0.1" in url for url in pusher._per_destination))
+        )
         # the silent receiver holds at most its own share of connections
         assert len(silent.held) <= cluster.settings.master.result_push_per_destination * 2
 

@@ -55,7 +55,9 @@ class ResultPusher:
         self.rng = rng or random.Random()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(CONCURRENCY)
-        self._per_destination: dict[str, asyncio.Semaphore] = {}
+        #: per receiver URL: its slots and how many pushes use them (dropped when none does)
+        self._per_destination: dict[str, tuple[asyncio.Semaphore, int]] = {}
+        self._pushing_to: dict[str, str] = {}  #: task id → the receiver URL it holds
         m = master.settings.master
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(m.result_push_timeout_s, connect=m.result_push_connect_timeout_s),
@@ -88,14 +90,30 @@ class ResultPusher:
             raise  # the master is stopping: the push resumes at the next start
         except Exception as exc:
             log.exception("result of task %s cannot be pushed", row.id)
-            self._mark(row, "undeliverable", finished_ms, f"{type(exc).__name__}: {exc}")
+            try:
+                self._mark(row, "undeliverable", finished_ms, f"{type(exc).__name__}: {exc}")
+            except Exception:  # the journal itself failed: the push resumes at the next start
+                log.exception("result of task %s: its outcome cannot be journaled", row.id)
+        finally:
+            self._done_with_destination(row)
 
-    def _destination(self, url: str) -> asyncio.Semaphore:
-        slots = self._per_destination.get(url)
-        if slots is None:
-            slots = asyncio.Semaphore(self.master.settings.master.result_push_per_destination)
-            self._per_destination[url] = slots
+    def _destination(self, row: TaskRow, url: str) -> asyncio.Semaphore:
+        """The receiver's own slots, shared by every push to it while any is under way."""
+        limit = self.master.settings.master.result_push_per_destination
+        slots, users = self._per_destination.get(url) or (asyncio.Semaphore(limit), 0)
+        self._per_destination[url] = (slots, users + 1)
+        self._pushing_to[row.id] = url
         return slots
+
+    def _done_with_destination(self, row: TaskRow) -> None:
+        url = self._pushing_to.pop(row.id, None)
+        if url is None:
+            return
+        slots, users = self._per_destination[url]
+        if users <= 1:
+            del self._per_destination[url]  # nothing kept for receivers nobody pushes to
+        else:
+            self._per_destination[url] = (slots, users - 1)
 
     async def _deliver(self, row: TaskRow, finished_ms: int) -> None:
         m = self.master.settings.master
@@ -109,7 +127,7 @@ class ResultPusher:
         give_up_ms = finished_ms + int(m.result_push_ttl_s * 1000)
         delay = BACKOFF_S
         await self.master.journal.flush()  # the done row is durable before its result leaves
-        destination = self._destination(url)
+        destination = self._destination(row, url)
         while True:
             failpoints.hit("before_result_push")
             try:
