@@ -50,6 +50,12 @@ def _run_until_signal(main: Any) -> None:
         sys.exit(2)
 
 
+#: a port to connect to (a value past 65535 would wrap around: 65599 is port 63)
+PORT = click.IntRange(1, 65535)
+#: a port to listen on: 0 picks a free one
+LISTEN_PORT = click.IntRange(0, 65535)
+
+
 def tls_options(func: Any) -> Any:
     """The master's security flags."""
     options = [
@@ -106,8 +112,10 @@ def main() -> None:
 @main.command()
 @click.option("--config", "config", default=None, help=CONFIG_HELP)
 @click.option("--bind", default=None, help="address to listen on [0.0.0.0]")
-@click.option("--port", type=int, default=None, help="gRPC port (client API, agent link) [9999]")
-@click.option("--http-port", type=int, default=None, help="HTTP gateway port [6666]")
+@click.option(
+    "--port", type=LISTEN_PORT, default=None, help="gRPC port (client API, agent link) [9999]"
+)
+@click.option("--http-port", type=LISTEN_PORT, default=None, help="HTTP gateway port [6666]")
 @click.option("--data-dir", default=None, help="journal, uploads, token [workspace/master]")
 @click.option("--strategy", default=None, help="load or roundrobin [load]")
 @click.option("--durability", type=click.Choice(["normal", "full"]), default=None)
@@ -120,7 +128,7 @@ def main() -> None:
     default=None,
     help="where seed uploads are saved [<data-dir>/upload]",
 )
-@click.option("--result-port", type=int, default=None, help="seed clients' /recv_rst port [8888]")
+@click.option("--result-port", type=PORT, default=None, help="seed clients' /recv_rst port [8888]")
 @tls_options
 @log_options
 def master(config: str | None, log_level: str, log_format: str, **flags: Any) -> None:
@@ -177,13 +185,15 @@ def _serve_master(config: str | None, flags: dict[str, Any], role: str) -> None:
     help="upload directory [<data-dir>/upload]",
 )
 @click.option("--bind", default=None, help="address to listen on [0.0.0.0]")
-@click.option("--http-port", type=int, default=None, help="HTTP port [6666]")
-@click.option("--link-port", "port", type=int, default=9998, show_default=True, help="gRPC port")
+@click.option("--http-port", type=LISTEN_PORT, default=None, help="HTTP port [6666]")
+@click.option(
+    "--link-port", "port", type=LISTEN_PORT, default=9998, show_default=True, help="gRPC port"
+)
 @click.option("--data-dir", default=None, help="journal, uploads, token [workspace/master]")
 @click.option("--strategy", default=None, help="load or roundrobin [load]")
 @click.option("--durability", type=click.Choice(["normal", "full"]), default=None)
 @click.option("--keep-upload", is_flag=True, default=None, help="keep uploads after delivery")
-@click.option("--result-port", type=int, default=None, help="seed clients' /recv_rst port [8888]")
+@click.option("--result-port", type=PORT, default=None, help="seed clients' /recv_rst port [8888]")
 @tls_options
 @log_options
 def gateway(config: str | None, log_level: str, log_format: str, **flags: Any) -> None:
@@ -197,7 +207,7 @@ def gateway(config: str | None, log_level: str, log_format: str, **flags: Any) -
 
 
 @main.command("task-manager")
-@click.option("-p", "--port", type=int, default=9999, show_default=True, help="gRPC port")
+@click.option("-p", "--port", type=LISTEN_PORT, default=9999, show_default=True, help="gRPC port")
 @click.option("--bind", default="0.0.0.0", show_default=True)
 @click.option("-s", "--strategy", default="load", show_default=True, help="load or roundrobin")
 @click.option(
@@ -272,8 +282,10 @@ def task_manager(
 @main.command()
 @click.option("--config", "config", default=None, help=CONFIG_HELP)
 @click.option("--master-ip", default=None, help="the master's address [127.0.0.1]")
-@click.option("--master-port", type=int, default=None, help="the master's HTTP port [6666]")
-@click.option("--link-port", type=int, default=None, help="the master's gRPC port; 0 asks it")
+@click.option("--master-port", type=PORT, default=None, help="the master's HTTP port [6666]")
+@click.option(
+    "--link-port", type=LISTEN_PORT, default=None, help="the master's gRPC port; 0 asks it"
+)
 @click.option("--token", default=None, help="join token (or EDGESCHED_TOKEN)")
 @click.option("--slots", type=int, default=None, help="tasks at once; 0 = the board's")
 @click.option("--device-type", default=None, help="auto|cpu|atlas310|rk3588|orin|nvidia")
@@ -369,14 +381,20 @@ def client() -> None:
 
 @client.command("send")
 @click.option("-H", "--host", default="127.0.0.1", show_default=True)
-@click.option("-P", "--port", type=int, default=9999, show_default=True)
+@click.option("-P", "--port", type=PORT, default=9999, show_default=True)
 @click.option("-D", "--dir", "directory", required=True, type=click.Path(exists=True))
 @click.option("-n", "--max", "limit", type=int, default=None, help="send at most N files")
 @click.option("-w", "--workers", type=int, default=8, show_default=True)
 @click.option("--tasktype", default="layout", show_default=True)
 @click.option("--out", default="workspace/client/data/rst", show_default=True)
 @click.option("--client-id", default="", help="scopes idempotency keys [host name]")
-@click.option("--timeout", type=float, default=600.0, show_default=True)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=600.0,
+    show_default=True,
+    help="seconds for the whole run; tasks not finished by then are named and the exit is 1",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
 @click.option(
     "--per-task", is_flag=True, help="print every task's stage durations (always up to 20 tasks)"
@@ -465,11 +483,20 @@ def client_send(
         click.echo(json.dumps(report.summary()))
     else:
         print_report(report, per_task=per_task)
+    unfinished = report.unfinished
+    if unfinished:
+        named = ", ".join(f"{o.path.name} (task {o.task_id})" for o in unfinished[:20])
+        more = f" and {len(unfinished) - 20} more" if len(unfinished) > 20 else ""
+        click.echo(
+            f"error: --timeout {timeout:g} s passed: {len(unfinished)} tasks not finished: "
+            f"{named}{more}; they stay queued on the master (edgesched tasks show <id>)",
+            err=True,
+        )
     sys.exit(0 if report.failed == 0 else 1)
 
 
 @client.command("recv")
-@click.option("-p", "--port", type=int, default=8888, show_default=True)
+@click.option("-p", "--port", type=PORT, default=8888, show_default=True)
 @click.option("--bind", default="0.0.0.0", show_default=True)
 @click.option("-d", "--dir", "directory", default="workspace/client/data/rst", show_default=True)
 def client_recv(port: int, bind: str, directory: str) -> None:

@@ -8,6 +8,7 @@ Task types are tables under ``[tasktypes.<name>]``. ``EDGESCHED_TOKEN`` is the a
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import math
 import os
@@ -45,6 +46,9 @@ class MasterSettings:
     upload_dir: str = ""  #: seed uploads (<dir>/<client-ip>/<ip>_<n>.<ext>); "" = <data_dir>/upload
     result_port: int = 8888  #: seed clients' result receiver port (POST /recv_rst)
     result_push_ttl_s: float = 3600.0  #: a seed result not accepted by then is undeliverable
+    result_push_per_destination: int = 4  #: pushes open at once to one client's receiver
+    result_push_connect_timeout_s: float = 5.0  #: a receiver not accepting by then: retry later
+    result_push_timeout_s: float = 10.0  #: a receiver silent this long (read/write): retry later
     gateway_url: str = "http://127.0.0.1:6666"  #: where a split task-manager forwards uploads
     #: the seed's task-type names and the configured task type each runs as ("seed=configured");
     #: a name configured in [tasktypes] is itself. YoloV5: the later senders' default; yolo: the
@@ -53,13 +57,16 @@ class MasterSettings:
     retention_s: float = 7 * 24 * 3600.0  #: finished tasks older than this leave the journal
     retention_rows: int = 100_000  #: at most this many finished tasks are kept
     auth: str = "api"  #: off | api (client API and changing routes need the API token) | all
-    auth_read: bool = False  #: read-only REST routes need the API token too
+    #: read-only REST routes (tasks, results, devices, /metrics) need the API token: "auto" =
+    #: when ``bind`` is not a loopback address, "on" = always, "off" = never
+    auth_read: str = "auto"
     tls_cert: str = ""  #: PEM certificate of the master (gRPC and HTTP); "" = plain text
     tls_key: str = ""  #: its private key
     tls_ca: str = ""  #: CA that signs client certificates (mutual TLS)
     tls_require_client_cert: bool = False  #: every gRPC and HTTP peer must show a CA-signed cert
     max_inflight_per_client: int = 10_000  #: unfinished tasks one client may have
     max_link_message_bytes: int = 0  #: largest gRPC message; 0 = the upload limit + 1 MiB
+    max_request_bytes: int = 1024 * 1024  #: largest HTTP body, upload routes excepted (413)
 
 
 @dataclass
@@ -310,11 +317,46 @@ def _artefacts(where: str, items: Any, path: Path) -> list[ArtefactSettings]:
     return out
 
 
+#: spellings of master.auth_read (a flag or an environment variable gives true/false)
+AUTH_READ_VALUES = {
+    "auto": "auto",
+    "on": "on",
+    "true": "on",
+    "1": "on",
+    "yes": "on",
+    "off": "off",
+    "false": "off",
+    "0": "off",
+    "no": "off",
+}
+
+
+def is_loopback(bind: str) -> bool:
+    """True for a loopback listen address (127.0.0.0/8, ::1, localhost); 0.0.0.0 is not."""
+    if bind == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(bind.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def reads_need_token(m: MasterSettings) -> bool:
+    """Whether read-only REST routes ask for the API token (the documented choice: yes as soon
+    as the master listens beyond loopback, unless auth_read says otherwise)."""
+    if m.auth == "off":
+        return False
+    value = AUTH_READ_VALUES.get(str(m.auth_read).strip().lower(), "on")
+    return value == "on" or (value == "auto" and not is_loopback(m.bind))
+
+
 def validate(settings: Settings) -> None:
     """Checks what can be checked before anything starts."""
     m, s = settings.master, settings.scheduling
     if m.auth not in ("off", "api", "all"):
         raise ConfigError(f"master.auth must be off, api or all, not {m.auth!r}")
+    if str(m.auth_read).strip().lower() not in AUTH_READ_VALUES:
+        raise ConfigError(f"master.auth_read must be auto, on or off, not {m.auth_read!r}")
     if bool(m.tls_cert) != bool(m.tls_key):
         raise ConfigError("master.tls_cert and master.tls_key go together")
     if m.tls_require_client_cert and not (m.tls_cert and m.tls_ca):
@@ -323,9 +365,19 @@ def validate(settings: Settings) -> None:
         raise ConfigError("master.max_inflight_per_client must be ≥ 1, max_link_message_bytes ≥ 0")
     if m.durability not in ("normal", "full"):
         raise ConfigError(f"master.durability must be normal or full, not {m.durability!r}")
-    for name, port in (("master.port", m.port), ("master.http_port", m.http_port)):
+    for name, port in (
+        ("master.port", m.port),
+        ("master.http_port", m.http_port),
+        ("agent.link_port", settings.agent.link_port),
+    ):
         if not 0 <= port <= 65535:
             raise ConfigError(f"{name} must be in 0..65535, not {port}")
+    for name, port in (
+        ("agent.master_port", settings.agent.master_port),
+        ("client.port", settings.client.port),
+    ):
+        if not 0 < port <= 65535:  # a larger value wraps around (65599 is port 63)
+            raise ConfigError(f"{name} must be in 1..65535, not {port}")
     for key in (
         "heartbeat_interval_s",
         "dead_grace_s",
@@ -345,8 +397,14 @@ def validate(settings: Settings) -> None:
         raise ConfigError("scheduling.max_attempts must be at least 1")
     if not 0 < m.result_port <= 65535:
         raise ConfigError(f"master.result_port must be in 1..65535, not {m.result_port}")
-    if not (math.isfinite(m.result_push_ttl_s) and m.result_push_ttl_s > 0):
-        raise ConfigError("master.result_push_ttl_s must be a positive number")
+    for key in ("result_push_ttl_s", "result_push_connect_timeout_s", "result_push_timeout_s"):
+        value = getattr(m, key)
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"master.{key} must be a positive number, not {value!r}")
+    if m.result_push_per_destination < 1:
+        raise ConfigError("master.result_push_per_destination must be at least 1")
+    if m.max_request_bytes < 1024:
+        raise ConfigError("master.max_request_bytes must be at least 1024")
     if not (math.isfinite(m.retention_s) and m.retention_s > 0) or m.retention_rows < 1:
         raise ConfigError("master.retention_s and master.retention_rows must be positive")
     if m.max_upload_bytes <= 0:

@@ -52,10 +52,10 @@ async def test_seed_protocols_stay_open_unless_auth_is_all(make_cluster) -> None
     assert refused.status_code == 401
 
 
-async def test_reads_are_open_unless_configured(make_cluster) -> None:
+async def test_reads_are_open_on_loopback_unless_configured(make_cluster) -> None:
     cluster: InProcessCluster = await make_cluster()
     assert (await cluster.get("/api/v1/devices")).status_code == 200
-    cluster.settings.master.auth_read = True
+    cluster.settings.master.auth_read = "on"
     assert (await cluster.get("/api/v1/devices")).status_code == 401
     assert (await cluster.get("/healthz")).status_code == 200  # health and discovery stay open
     assert (await cluster.get("/api/v1/link")).status_code == 200

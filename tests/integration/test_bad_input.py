@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 from PIL import Image
 
+from edgesched.master.master import Submission
 from edgesched.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 from tests.harness import InProcessCluster, master_settings, png_bytes
 
@@ -72,6 +74,7 @@ NATIVE: dict[str, tuple[str, bytes]] = {
     "name-nul": ("a\x00b\x07c\n.png", png_bytes()),
     "name-long": ("x" * 1000 + ".png", png_bytes()),
     "name-unicode": ("图像 ünï.png", png_bytes()),
+    "name-formula": ("=1+1.png", png_bytes()),
 }
 
 
@@ -201,6 +204,53 @@ async def case_seed(cluster: InProcessCluster, case: str) -> tuple[str, str, str
     return "OK", "—", ""
 
 
+async def case_request(cluster: InProcessCluster, case: str) -> tuple[str, str, str]:
+    """Request fields that would be addresses or paths, bodies too large, a full client."""
+    if case in ("schedule-ip-alias", "schedule-ip-name", "schedule-too-large"):
+        folder = Path(cluster.settings.master.data_dir) / "upload" / "127.0.0.1"
+        folder.mkdir(parents=True)
+        (folder / "127.0.0.1_1.png").write_bytes(png_bytes())
+        ip = {"schedule-ip-alias": "127.0.0.1/", "schedule-ip-name": ".."}.get(case, "127.0.0.1")
+        body = {"ip": ip, "tasktype": "layout", "filename": "127.0.0.1_1.png"}
+        if case == "schedule-too-large":
+            body["padding"] = "x" * (cluster.settings.master.max_request_bytes + 1)
+        async with httpx.AsyncClient() as client:
+            response = await client.post(f"{cluster.http}/schedule", json=body, timeout=30)
+        assert await cluster.master.journal.counts() == {}
+        assert (folder / "127.0.0.1_1.png").read_bytes() == png_bytes()  # nobody else's file
+        return str(response.status_code), "—", response.json()["msg"]
+    if case == "push-bad-address":
+        await cluster.add_agent("a1")
+        row, _ = await cluster.master.submit(
+            Submission(
+                client_id="old",
+                idem_key="old-1",
+                task_type="layout",
+                filename="a.png",
+                payload=png_bytes(),
+                origin="seed",
+                client_addr="127.0.0.1:",  # as a journal written before the check may hold
+            )
+        )
+        for _ in range(600):
+            await cluster.master.journal.flush()
+            stored = await cluster.master.journal.get(row.id)
+            if stored is not None and stored.delivery not in ("", "pending"):
+                break
+            await asyncio.sleep(0.05)
+        assert stored is not None and stored.delivery == "undeliverable"
+        return "OK", stored.state, " ".join(e["message"] for e in stored.errors)
+    if case == "inflight-limit":
+        cluster.settings.master.max_inflight_per_client = 1
+        await cluster.submit("first", png_bytes())
+        try:
+            await cluster.submit("second", png_bytes(color=(1, 2, 3)))
+        except grpc.aio.AioRpcError as exc:
+            return exc.code().name, "—", exc.details() or ""
+        return "OK", "?", ""
+    raise AssertionError(case)
+
+
 async def case_disk_full(tmp_path: Path) -> tuple[str, str, str]:
     if os.geteuid() != 0:
         if os.environ.get("CI") == "true":
@@ -255,8 +305,13 @@ async def test_every_row_of_the_bad_input_table_holds(row, make_cluster, tmp_pat
             else:
                 name, payload = NATIVE[case]
                 code, state, reason = await outcome_of_native(cluster, name, payload)
+                if case == "name-formula":  # shown as given, exported as text, not a formula
+                    export = (await cluster.get("/api/v1/tasks/export.csv")).text
+                    assert ",'=1+1.png," in export, export
         elif case.startswith("seed-"):
             code, state, reason = await case_seed(cluster, case)
+        elif case.startswith(("schedule-", "push-", "inflight-")):
+            code, state, reason = await case_request(cluster, case)
         else:
             code, state, reason = await case_link(cluster, case, caplog)
     assert code == row["code"], (case, reason)
@@ -286,4 +341,10 @@ def test_the_table_covers_every_case_the_issue_names() -> None:
         "duplicate-agent",
         "bad-heartbeat",
         "disk-full",
+        "schedule-ip-alias",
+        "schedule-ip-name",
+        "schedule-too-large",
+        "push-bad-address",
+        "name-formula",
+        "inflight-limit",
     } <= cases

@@ -101,7 +101,7 @@ async def test_the_page_is_open_and_the_feed_guarded_when_reads_need_the_token(
     make_cluster,
 ) -> None:
     cluster: InProcessCluster = await make_cluster()
-    cluster.master.settings.master.auth_read = True
+    cluster.master.settings.master.auth_read = "on"
     assert (await cluster.get("/")).status_code == 200
     assert (await cluster.get("/static/dashboard.js")).status_code == 200
     refused = await cluster.get("/api/v1/events")

@@ -67,3 +67,26 @@ async def test_timing_records_export_as_csv(make_cluster) -> None:
     assert sorted(r["id"] for r in rows) == sorted(ids)
     assert all(float(r["end_to_end_ms"]) > 0 and r["state"] == "done" for r in rows)
     assert {"queue_wait_ms", "transfer_ms", "inference_ms", "result_return_ms"} <= set(rows[0])
+
+
+async def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_escaped(make_cluster) -> None:
+    import csv
+    import io
+
+    from edgesched.v1 import client_pb2
+
+    cluster: InProcessCluster = await make_cluster()
+    names = ["=1+1.png", "+cmd.png", "-2.png", "@SUM(A1).png", "\tx.png", "plain.png"]
+    for i, name in enumerate(names):
+        request = client_pb2.SubmitRequest(
+            client_id="csv",
+            idempotency_key=f"csv-{i}",
+            task_type="layout",
+            filename=name,
+            payload=png_bytes(color=(i, 5, 5)),
+        )
+        await cluster.stub.Submit(request, timeout=10, metadata=cluster.auth)
+    response = await cluster.get("/api/v1/tasks/export.csv")
+    shown = {r["filename"] for r in csv.DictReader(io.StringIO(response.text))}
+    # the tab is a control character: the shown name drops it, so "x.png" stays plain
+    assert shown == {"'=1+1.png", "'+cmd.png", "'-2.png", "'@SUM(A1).png", "x.png", "plain.png"}

@@ -53,8 +53,10 @@ async def test_upload_image_saves_under_the_seed_name_and_answers_filename_and_p
     cluster = await make_cluster()
     reply = json.loads(await raw_unary(cluster, upload_message("photo.JPG", png_bytes())))
     assert reply["filename"] == "127.0.0.1_1.jpg"
-    assert reply["saved_path"].endswith("upload/127.0.0.1/127.0.0.1_1.jpg")
-    assert Path(reply["saved_path"]).read_bytes() == png_bytes()
+    # relative to the upload folder: the reply names no absolute path of the server
+    assert reply["saved_path"] == "127.0.0.1/127.0.0.1_1.jpg"
+    upload = Path(cluster.settings.master.data_dir) / "upload"
+    assert (upload / reply["saved_path"]).read_bytes() == png_bytes()
     second = json.loads(await raw_unary(cluster, upload_message("x", png_bytes())))
     assert second["filename"] == "127.0.0.1_2"
     (task,) = [

@@ -456,3 +456,44 @@ def test_a_task_type_name_that_needs_quoting_renders_back_to_itself():
     s = Settings()
     s.tasktypes["scanned page"] = TaskTypeSettings()
     assert set(tomllib.loads(render_toml(s))["tasktypes"]) == {"layout", "echo", "scanned page"}
+
+
+@pytest.mark.parametrize(
+    ("bind", "auth_read", "auth", "needed"),
+    [
+        ("127.0.0.1", "auto", "api", False),
+        ("::1", "auto", "api", False),
+        ("localhost", "auto", "api", False),
+        ("0.0.0.0", "auto", "api", True),
+        ("::", "auto", "api", True),
+        ("192.168.1.10", "auto", "api", True),
+        ("0.0.0.0", "off", "api", False),
+        ("127.0.0.1", "on", "api", True),
+        ("127.0.0.1", "True", "api", True),  # what the --auth-read flag gives
+        ("0.0.0.0", "auto", "off", False),  # auth off: no token anywhere
+    ],
+)
+def test_reads_need_the_token_beyond_loopback_unless_configured(bind, auth_read, auth, needed):
+    from edgesched.config import reads_need_token
+
+    s = Settings()
+    s.master.bind, s.master.auth_read, s.master.auth = bind, auth_read, auth
+    assert reads_need_token(s.master) is needed
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("EDGESCHED_MASTER_AUTH_READ", "sometimes", "auth_read must be auto, on or off"),
+        ("EDGESCHED_MASTER_RESULT_PUSH_PER_DESTINATION", "0", "result_push_per_destination"),
+        ("EDGESCHED_MASTER_RESULT_PUSH_TIMEOUT_S", "nan", "result_push_timeout_s"),
+        ("EDGESCHED_MASTER_RESULT_PUSH_CONNECT_TIMEOUT_S", "0", "result_push_connect_timeout_s"),
+        ("EDGESCHED_MASTER_MAX_REQUEST_BYTES", "10", "max_request_bytes"),
+        ("EDGESCHED_CLIENT_PORT", "65599", "client.port must be in 1..65535"),
+        ("EDGESCHED_AGENT_MASTER_PORT", "0", "agent.master_port must be in 1..65535"),
+        ("EDGESCHED_AGENT_LINK_PORT", "70000", "agent.link_port must be in 0..65535"),
+    ],
+)
+def test_push_body_and_port_settings_are_checked(key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env={key: value})

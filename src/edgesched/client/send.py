@@ -56,6 +56,11 @@ class SendReport:
     def failed(self) -> int:
         return self.sent - self.done
 
+    @property
+    def unfinished(self) -> list[Outcome]:
+        """Submitted pictures without a final result: the run's timeout passed first."""
+        return [o for o in self.outcomes if o.task_id and o.result is None]
+
     def latencies_ms(self) -> list[float]:
         return [
             o.result.timings.end_to_end_ms
@@ -237,7 +242,7 @@ class Sender:
         while True:
             try:
                 reply: client_pb2.SubmitReply = await stub.Submit(
-                    request, timeout=30, metadata=self.metadata
+                    request, timeout=self._call_timeout(30.0), metadata=self.metadata
                 )
                 return reply
             except grpc.aio.AioRpcError as exc:
@@ -248,6 +253,10 @@ class Sender:
                     return None
             await asyncio.sleep(self.rng.uniform(delay / 2, delay))
             delay = min(5.0, delay * 2)
+
+    def _call_timeout(self, most: float) -> float:
+        """A call's deadline: never past the run's own (--timeout), at least a moment."""
+        return max(0.1, min(most, self._deadline - time.monotonic()))
 
     async def _flush_batches(self, stub: client_pb2_grpc.TaskServiceStub) -> None:
         while True:
@@ -268,7 +277,12 @@ class Sender:
                 request = client_pb2.WatchRequest(
                     client_id=self.client_id, task_ids=sorted(remaining)
                 )
-                async for result in stub.WatchResults(request, metadata=self.metadata):
+                # the stream ends at the run's deadline: a task that stays queued cannot keep
+                # the sender past --timeout
+                call = stub.WatchResults(
+                    request, metadata=self.metadata, timeout=self._call_timeout(3600.0)
+                )
+                async for result in call:
                     if result.task_id not in remaining:
                         continue  # a duplicate delivery: results are deduplicated by task id
                     remaining.discard(result.task_id)
@@ -278,6 +292,8 @@ class Sender:
                         self.on_result(outcome)
                     delay = 0.2
             except grpc.aio.AioRpcError as exc:
+                if time.monotonic() >= self._deadline:
+                    return  # out of time: what is left is reported as not finished
                 if exc.code() not in RETRYABLE:
                     raise
                 await asyncio.sleep(self.rng.uniform(delay / 2, delay))

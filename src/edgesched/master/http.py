@@ -14,8 +14,10 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edgesched import __version__
+from edgesched.config import reads_need_token
 from edgesched.errors import AuthError, EdgeschedError
 from edgesched.master.auth import token_ok
+from edgesched.master.bodylimit import BodyLimit
 from edgesched.master.dashboard import dashboard_router
 from edgesched.master.errmap import http_status, printable
 from edgesched.master.master import Master
@@ -132,6 +134,16 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
 
 def make_http_app(master: Master, link_port: int, intake: SeedIntake | None = None) -> FastAPI:
     app = FastAPI(title="edgesched gateway", version=__version__)
+    # base64 makes an upload 4/3 larger; the JSON around it stays under 1 MiB
+    app.add_middleware(
+        BodyLimit,
+        limit=lambda: master.settings.master.max_request_bytes,
+        routes={
+            "/api/v1/seed/upload": lambda: (
+                master.settings.master.max_upload_bytes * 4 // 3 + 1024 * 1024
+            )
+        },
+    )
     scheme = HTTPBearer(auto_error=False, description="the API token (edgesched token show --api)")
 
     def check(credentials: HTTPAuthorizationCredentials | None) -> None:
@@ -147,7 +159,9 @@ def make_http_app(master: Master, link_port: int, intake: SeedIntake | None = No
             check(credentials)
 
     async def reads(credentials: HTTPAuthorizationCredentials | None = Depends(scheme)) -> None:
-        if master.settings.master.auth != "off" and master.settings.master.auth_read:
+        """Reads (results, detections, client ids, host names, metrics) need the API token
+        when the master listens beyond loopback, or always with auth_read = on."""
+        if reads_need_token(master.settings.master):
             check(credentials)
 
     async def seed(credentials: HTTPAuthorizationCredentials | None = Depends(scheme)) -> None:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgesched import failpoints
 from edgesched.clock import Clock, SystemClock
-from edgesched.config import Settings
+from edgesched.config import MasterSettings, Settings
 from edgesched.core.scheduler import (
     Assign,
     CancelAttempt,
@@ -227,7 +227,6 @@ class Master:
         check_task_type(self.settings, sub.task_type)
         if not sub.idem_key:
             raise BadInputError("idempotency_key is required")
-        strategy = canonical_strategy(sub.strategy) if sub.strategy else ""
         m = self.settings.master
         # a repeated key is found by the journal's insert (one round trip, not two); only a
         # client at its limit is looked up first, so that its retries still get their answers
@@ -237,8 +236,31 @@ class Master:
                 return existing, True
             raise LimitExceededError(
                 f"client {sub.client_id!r} has {self.inflight[sub.client_id]} tasks in flight, "
-                f"the most allowed (master.max_inflight_per_client); wait for results"
+                f"the limit is {m.max_inflight_per_client} (master.max_inflight_per_client); "
+                "wait for results"
             )
+        # the place is taken now, before anything awaits: submissions arriving together cannot
+        # all pass the check above; _admit gives it back unless the task is admitted
+        self.inflight[sub.client_id] += 1
+        try:
+            row, write = await self._prepare(sub, m)
+        except BaseException:
+            self._release(sub.client_id)
+            raise
+        # shielded: a client that goes away while the row commits must not leave a durable
+        # task that nobody queued (or a queued task without its payload)
+        return await asyncio.shield(self._admit(row, write, sub))
+
+    def _release(self, client_id: str) -> None:
+        self.inflight[client_id] -= 1
+        if self.inflight[client_id] <= 0:
+            del self.inflight[client_id]
+
+    async def _prepare(
+        self, sub: Submission, m: MasterSettings
+    ) -> tuple[TaskRow, Callable[[], None] | None]:
+        """Checks the payload and builds the task's row (and how to write its payload)."""
+        strategy = canonical_strategy(sub.strategy) if sub.strategy else ""
         if self.settings.tasktypes[sub.task_type].raw:
             check_size(sub.payload, m.max_upload_bytes)
         elif not sub.checked:
@@ -271,9 +293,7 @@ class Master:
             client_addr=sub.client_addr,
             delivery="pending" if sub.origin == "seed" else "",
         )
-        # shielded: a client that goes away while the row commits must not leave a durable
-        # task that nobody queued (or a queued task without its payload)
-        return await asyncio.shield(self._admit(row, write, sub))
+        return row, write
 
     async def _admit(
         self, row: TaskRow, write: Callable[[], None] | None, sub: Submission
@@ -281,17 +301,18 @@ class Master:
         path = Path(row.payload_path)
         try:
             stored, duplicate = await self.journal.insert(row, write)
-        except Exception:
+        except BaseException:
+            self._release(sub.client_id)
             if write is not None:  # not stored: its payload file must not stay behind
                 remove_quietly(path)
             raise
         failpoints.hit("after_commit_before_ack")
         if duplicate:
+            self._release(sub.client_id)
             if write is not None:
                 remove_quietly(path)
             return stored, True
-        self.rows[row.id] = stored
-        self.inflight[sub.client_id] += 1
+        self.rows[row.id] = stored  # it keeps the in-flight place submit() took
         if (
             len(sub.payload) <= PAYLOAD_CACHE_ITEM_BYTES
             and self._cached_bytes < PAYLOAD_CACHE_BYTES
@@ -432,9 +453,7 @@ class Master:
         row = self.rows.pop(task.id, None)
         if row is None:
             return
-        self.inflight[row.client_id] -= 1
-        if self.inflight[row.client_id] <= 0:
-            del self.inflight[row.client_id]
+        self._release(row.client_id)
         self.finished_total[row.state] = self.finished_total.get(row.state, 0) + 1
         self.metrics.finished.labels(row.state).inc()
         if task.state is TaskState.DONE:

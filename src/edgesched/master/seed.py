@@ -12,6 +12,7 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -30,7 +31,7 @@ from edgesched.master.master import (
     check_task_type,
     write_payload,
 )
-from edgesched.names import display_name, safe_component, safe_extension
+from edgesched.names import display_name, safe_extension
 
 #: What the seed's task manager sends when a client gives no task type (Gen-A).
 SEED_DEFAULT_TASKTYPE = "yolo"
@@ -109,6 +110,40 @@ def seed_task_type(settings: Settings, name: str) -> str:
     return name
 
 
+def canonical_ip(value: str) -> str:
+    """A client's address as one spelling: an IPv4 or IPv6 literal, never a host name.
+
+    The seed builds folders and result URLs from this string, so anything else ("127.0.0.1/",
+    "..", "host.example") would name another client's folder or be looked up in DNS. IPv4
+    mapped into IPv6 is the IPv4 address; an IPv6 zone (``%eth0``) is refused.
+    """
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        raise BadInputError(
+            f"invalid ip {value[:64]!r}: must be an IPv4 or IPv6 address (no host names)"
+        ) from None
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.scope_id is not None:
+            raise BadInputError(f"invalid ip {value[:64]!r}: an IPv6 zone is not accepted")
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+    return str(address)
+
+
+def ip_folder(canonical: str) -> str:
+    """The upload folder (and file-name prefix) of a canonical address: one per address.
+    IPv6's colons become dashes (``::1`` → ``--1``), which no other address spells."""
+    return canonical.replace(":", "-")
+
+
+def reply_path(row: TaskRow) -> str:
+    """What a reply says of where a picture was saved: ``<client-ip>/<file>`` under the upload
+    folder, never the server's absolute path (the seed clients only print it)."""
+    path = Path(row.payload_path)
+    return f"{path.parent.name}/{path.name}"
+
+
 def upload_root(master: Master) -> Path:
     m = master.settings.master
     return Path(m.upload_dir) if m.upload_dir else master.data_dir / "upload"
@@ -139,11 +174,12 @@ class SeedIntake:
     ) -> tuple[TaskRow, str]:
         """Journals one picture; returns (task row, the saved file name)."""
         master = self.master
+        client_ip = canonical_ip(client_ip)
         task_type = seed_task_type(master.settings, upload.task_type)
         check_task_type(master.settings, task_type)
         m = master.settings.master
         await asyncio.to_thread(check_picture, upload.payload, m.max_upload_bytes, m.max_pixels)
-        ip = safe_component(client_ip)
+        ip = ip_folder(client_ip)
         directory = upload_root(master) / ip
         # Gen-B clients name each request; a picture resent under the same req_id and name
         # (after a master restart) is the same task, not a second one
@@ -226,6 +262,10 @@ def parse_schedule(body: bytes) -> ScheduleRequest:
     ip, task_type = data.get("ip"), data.get("tasktype")
     if not isinstance(ip, str) or not ip or not isinstance(task_type, str) or not task_type:
         raise ScheduleError("missing required fields")
+    try:
+        ip = canonical_ip(ip)
+    except BadInputError as exc:
+        raise ScheduleError(str(exc)) from None
     names = data.get("filenames")
     if names is None and isinstance(data.get("filename"), str) and data["filename"]:
         names = [data["filename"]]
@@ -270,7 +310,7 @@ async def schedule(master: Master, request: ScheduleRequest, strategy: str) -> l
     """
     task_type = seed_task_type(master.settings, request.task_type)
     check_task_type(master.settings, task_type)
-    directory = upload_root(master) / safe_component(request.client_ip)
+    directory = upload_root(master) / ip_folder(request.client_ip)
     paths = []
     for name in request.filenames:
         base = display_name(name)

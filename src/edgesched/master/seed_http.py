@@ -21,6 +21,7 @@ from edgesched.master.seed import (
     SeedIntake,
     SeedUpload,
     parse_schedule,
+    reply_path,
     schedule,
     schedule_strategy,
 )
@@ -241,6 +242,6 @@ def seed_router(
             return _error(exc.msg, exc.status)
         except EdgeschedError as exc:
             return _error(str(exc), http_status(exc))
-        return {"filename": name, "saved_path": row.payload_path, "task_id": row.id}
+        return {"filename": name, "saved_path": reply_path(row), "task_id": row.id}
 
     return router

@@ -25,7 +25,7 @@ from edgesched.master.intake import TaskServicer
 from edgesched.master.link import AgentLinkServicer
 from edgesched.master.master import Master
 from edgesched.master.pusher import ResultPusher
-from edgesched.master.seed import SeedIntake, SeedUpload
+from edgesched.master.seed import SeedIntake, SeedUpload, reply_path
 from edgesched.master.seed_grpc import image_upload_handler
 from edgesched.v1 import agent_pb2_grpc, client_pb2_grpc
 
@@ -106,7 +106,7 @@ class MasterServer:
 
         async def upload(client_ip: str, picture: SeedUpload) -> tuple[str, str]:
             row, name = await intake.upload(client_ip, picture)
-            return name, row.payload_path
+            return name, reply_path(row)
 
         server.add_generic_rpc_handlers((image_upload_handler(upload),))
         address = f"{_host(s.bind)}:{s.port}"

@@ -31,7 +31,7 @@ from edgesched.errors import (
     LimitExceededError,
     TransportError,
 )
-from edgesched.master.seed import SeedUpload
+from edgesched.master.seed import SeedUpload, canonical_ip
 from edgesched.master.seed_grpc import image_upload_handler
 from edgesched.master.server import grpc_options
 from edgesched.master.token import read_token
@@ -85,7 +85,8 @@ class TaskManager:
 
     async def forward(self, client_ip: str, upload: SeedUpload) -> tuple[str, str]:
         body = {
-            "client_ip": client_ip,
+            # the peer's address in its one spelling (the gateway checks it again)
+            "client_ip": canonical_ip(client_ip),
             "filename": upload.filename,
             "content_b64": base64.b64encode(upload.payload).decode("ascii"),
             "tasktype": upload.task_type,

@@ -145,6 +145,17 @@ CSV_COLUMNS = (
 )
 
 
+#: a spreadsheet takes a cell starting with one of these as a formula (CSV injection)
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """Text a spreadsheet would run as a formula is shown as text: a leading ``'``."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
 def timings_csv(rows: list[TaskRow]) -> str:
     """Tasks with their stage durations, as CSV (a header line, then one row per task)."""
     buffer = io.StringIO()
@@ -153,7 +164,8 @@ def timings_csv(rows: list[TaskRow]) -> str:
     for row in rows:
         timings = row.timings or {}
         writer.writerow(
-            [
+            csv_cell(cell)
+            for cell in [
                 row.id,
                 row.state,
                 row.task_type,

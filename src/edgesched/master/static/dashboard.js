@@ -2,7 +2,7 @@
 //
 // It reads GET api/v1/events (server-sent events: a JSON snapshot of the cluster a second)
 // through fetch(), so that the API token can travel as an Authorization header when the
-// master asks for it on reads too (--auth-read). Histories for the charts and the
+// master asks for it on reads too (master.auth_read). Histories for the charts and the
 // sparklines are kept here, from the snapshots. Every text that comes from the cluster is
 // put in the page as text (textContent), never as markup.
 (() => {
