@@ -134,6 +134,9 @@ class Agent:
         #: link turns out to be dead they go to the outbox instead of being lost
         self._unacked: list[tuple[int, agent_pb2.AgentMessage]] = []
         self.draining = False
+        #: draining to leave (SIGTERM): kept on a new link; an operator's drain is not (the
+        #: master tells a rejoining agent again when an operator drained it)
+        self._stopping = False
         self._leave = asyncio.Event()
         self._idle = asyncio.Event()  #: set whenever the last running task ends
         self._send_q: SendQueue | None = None
@@ -347,6 +350,7 @@ class Agent:
             log.info("sending %d results kept while the link was down", len(items))
             # the next heartbeat's ack proves the master has read them
             self._unconfirmed.append((self._hb_seq + 1, [path for path, _ in items]))
+        self.draining = self._stopping  # a new link: undrained unless this agent is leaving
         self.connected.set()
         interval = max(0.05, reply.heartbeat_interval_ms / 1000.0)
         return asyncio.create_task(self._heartbeats(interval, send_q))
@@ -381,6 +385,7 @@ class Agent:
 
     async def _drain(self, send_q: SendQueue) -> None:
         """SIGTERM: take nothing new, finish what runs (bounded), then leave."""
+        self._stopping = True
         self.draining = True
         send_q.put_nowait(self._heartbeat())  # tells the master at once
         log.info("draining: %d tasks to finish", len(self.running))

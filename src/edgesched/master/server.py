@@ -156,6 +156,7 @@ class MasterServer:
             if now >= next_prune:
                 next_prune = now + PRUNE_EVERY_S
                 await self.prune()
+                await self.master.forget_gone()
 
     async def prune(self) -> int:
         """Retention: finished tasks past the TTL or the row cap leave the journal and disk."""
