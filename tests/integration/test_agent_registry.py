@@ -1,0 +1,42 @@
+"""Devices long gone are forgotten: registry, API, metrics and the journal's agents."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.harness import InProcessCluster
+
+
+async def test_a_device_gone_longer_than_the_setting_is_forgotten_and_may_come_back(
+    make_cluster,
+) -> None:
+    cluster: InProcessCluster = await make_cluster()
+    master = cluster.master
+    master.settings.master.forget_dead_after_s = 0.2
+    agent = await cluster.add_agent("a")
+    agent_id = agent.identity.agent_id
+    await cluster.stop_agent(agent)  # SIGTERM's path: drain, goodbye
+    assert master.core.devices[agent_id].state.value == "left"
+    assert agent_id in await master.journal.agents()
+    while not await master.forget_gone():  # the ticker does this every minute
+        await asyncio.sleep(0.05)
+    assert agent_id not in master.core.devices
+    assert (await cluster.get("/api/v1/devices")).json()["devices"] == []
+    assert agent_id not in (await cluster.get("/metrics")).text
+    assert agent_id not in await master.journal.agents()
+    assert agent_id not in master.agent_credentials
+    # it kept its identity and still has the join token: it joins again, under the same id
+    again = await cluster.add_agent("a")
+    assert again.identity.agent_id == agent_id
+    (device,) = (await cluster.get("/api/v1/devices")).json()["devices"]
+    assert device["id"] == agent_id and device["state"] == "online"
+
+
+async def test_forgetting_is_off_with_zero(make_cluster) -> None:
+    cluster: InProcessCluster = await make_cluster()
+    cluster.master.settings.master.forget_dead_after_s = 0.0
+    agent = await cluster.add_agent("a")
+    await cluster.stop_agent(agent)
+    await asyncio.sleep(0.05)
+    assert await cluster.master.forget_gone() == []
+    assert agent.identity.agent_id in cluster.master.core.devices
