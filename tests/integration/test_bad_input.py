@@ -310,6 +310,8 @@ async def case_agent_limits(cluster: InProcessCluster, case: str) -> tuple[str, 
             done_on = {r.device_id for r in results.values()}
             states = {common_pb2.TaskState.Name(r.state) for r in results.values()}
             assert agent_id not in done_on and states == {"TASK_STATE_DONE"}, (done_on, states)
+            shown = {d["id"]: d for d in (await cluster.get("/api/v1/devices")).json()["devices"]}
+            assert shown[agent_id]["state"] == "stalled", shown[agent_id]
             kinds = {e.kind for r in results.values() for e in r.errors}
             assert kinds == {"stalled"}, kinds
             return "OK", "done", "; ".join(e.message for e in results[ids[0]].errors)

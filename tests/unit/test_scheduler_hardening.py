@@ -75,7 +75,7 @@ def test_a_device_that_beats_but_never_starts_its_tasks_is_stalled_and_they_run_
     add_device(core, "honest", 29.0, slots=5)
     core.heartbeat("liar", Metrics(), 30.0)
     out = core.tick(30.0)
-    assert liar.stalled and not liar.schedulable
+    assert liar.stalled and not liar.schedulable and liar.shown_state == "stalled"
     assert sorted(c.task_id for c in out if isinstance(c, CancelAttempt)) == [
         f"t{i}" for i in range(5)
     ]

@@ -476,6 +476,8 @@ class Core:
                 out += self._lose_attempts(device, now, "device dead (no heartbeat)")
             if (
                 device.unstarted
+                and device.state is DeviceState.ONLINE
+                and device.link_up
                 and not device.stalled
                 and s.stall_after_s > 0
                 and now - device.progress_at >= s.stall_after_s

@@ -199,6 +199,16 @@ class Device:
         return self.operator_drained or self.self_draining
 
     @property
+    def shown_state(self) -> str:
+        """The state an operator sees: an online device that is stalled or drains says so."""
+        if self.state is DeviceState.ONLINE:
+            if self.stalled:
+                return "stalled"
+            if self.draining:
+                return "draining"
+        return self.state.value
+
+    @property
     def free_slots(self) -> int:
         """Slots not running a task (what the dashboard and the load score show)."""
         return max(0, self.slots - len(self.inflight))
