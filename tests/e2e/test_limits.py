@@ -70,3 +70,25 @@ def test_the_shipped_units_set_an_open_files_limit() -> None:
             if line.startswith("LimitNOFILE=")
         ]
         assert values and int(values[0]) >= 65536, unit.name
+
+
+def test_a_master_out_of_descriptors_does_not_flood_its_log(cluster: LocalCluster) -> None:
+    # the limit left low on purpose: the accept loop fails at the speed of the loop, and each
+    # failure used to be a log line (329 MB in a minute)
+    with soft_nofile(LOW_SOFT_LIMIT):
+        cluster.start_master(env={"EDGESCHED_MASTER_RAISE_NOFILE": "false"})
+    assert proc_limits(cluster.procs["master"].pid)[0] == LOW_SOFT_LIMIT
+    log_path = cluster.root / "logs" / "master.log"
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(IDLE_CONNECTIONS):
+            with contextlib.suppress(OSError):
+                idle.append(socket.create_connection(("127.0.0.1", cluster.http_port), timeout=1))
+        time.sleep(2.0)  # long enough for a flood to show, whatever the speed of the machine
+    finally:
+        for sock in idle:
+            sock.close()
+    lines = log_path.read_text(errors="replace").splitlines()
+    starved = [line for line in lines if "Too many open files" in line]
+    assert starved, "the master was expected to run out of descriptors"
+    assert len(lines) < 200, f"{len(lines)} log lines in 2 s"
