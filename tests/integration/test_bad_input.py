@@ -219,6 +219,7 @@ AGENT_LIMIT_CASES = {
     "agent-long-name",
     "agent-huge-probe",
     "agent-long-error",
+    "agent-huge-result",
     "agent-many-slots",
     "agent-join-flood",
     "agent-too-many",
@@ -293,6 +294,20 @@ async def case_agent_limits(cluster: InProcessCluster, case: str) -> tuple[str, 
                     break
                 await asyncio.sleep(0.02)
             return "OK", "—", f"error kept as {len(row.errors[0]['message'])} characters"
+        if case == "agent-huge-result":
+            task_id = (await cluster.submit("huge-result", png_bytes())).task_id
+            assignment = await read_kind(agent, "assignment")
+            done = agent_pb2.TaskDone(
+                task_id=task_id, attempt=assignment.attempt, label="l" * (2 << 20)
+            )
+            agent.queue.put_nowait(agent_pb2.AgentMessage(result=done))
+            for _ in range(200):
+                row = await cluster.master.get_task(task_id)
+                if row.errors:
+                    break
+                await asyncio.sleep(0.02)
+            assert row.state != "done" and not row.label
+            return "OK", "—", row.errors[0]["message"]
         if case == "agent-silent":
             # the liar claims 100,000 slots, beats, and never reports a start: its tasks go
             # to an honest agent once scheduling.stall_after_s passes

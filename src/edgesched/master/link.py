@@ -52,6 +52,8 @@ MAX_HOSTNAME = 255
 MAX_TEXT = 2048
 MAX_ITEMS = 256
 MAX_TASK_IDS = 100_000  #: running and finished task ids in a registration
+MAX_LABEL = 1024 * 1024  #: a result's label text (the seed's label file)
+MAX_DETECTIONS = 10_000  #: detections in one result
 JOIN_WINDOW_S = 60.0
 
 
@@ -202,6 +204,15 @@ def _oversized(reg: agent_pb2.Register) -> str:
             return f"{len(ids)} {what} task ids (at most {MAX_TASK_IDS})"
         if any(len(task_id) > MAX_NAME for task_id in ids):
             return f"a {what} task id over {MAX_NAME} characters"
+    return ""
+
+
+def _oversized_result(r: agent_pb2.TaskDone) -> str:
+    """Why a result is too large to keep ("" when it is not)."""
+    if len(r.label) > MAX_LABEL:
+        return f"result too large: a label of {len(r.label)} characters (at most {MAX_LABEL})"
+    if len(r.detections) > MAX_DETECTIONS:
+        return f"result too large: {len(r.detections)} detections (at most {MAX_DETECTIONS})"
     return ""
 
 
@@ -464,6 +475,10 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
                 master.task_started(device_id, message.started.task_id, message.started.attempt)
             elif kind == "result":
                 r = message.result
+                oversized = _oversized_result(r)
+                if oversized:  # not cut: a cut result would be a wrong one; it runs again
+                    master.task_failed(device_id, r.task_id, r.attempt, "backend", oversized)
+                    continue
                 detections = [
                     {
                         "class_id": d.class_id,
