@@ -214,3 +214,30 @@ def test_a_device_that_left_with_a_task_is_forgotten_its_task_queued_elsewhere()
     core.leave("d1", 1.0)  # its attempt went back to the queue
     assert core.forget(1000.0, 10.0) == ["d1"]
     assert core.tasks["t1"].state is TaskState.QUEUED
+
+
+def test_a_task_cancelled_before_its_payload_left_does_not_stall_its_device():
+    # the master drops a queued payload when its task is cancelled: the agent never hears of
+    # it, so never reports it; that silence is not the device's
+    core = make_core(stall_after_s=10.0)
+    device, _, _ = add_device(core, "d1", 0.0, slots=2)
+    submit(core, "t1")
+    core.dispatch(0.0)
+    core.cancel("t1", 1.0)
+    core.heartbeat("d1", Metrics(), 20.0)
+    core.tick(20.0)
+    assert not device.stalled and device.schedulable
+
+
+def test_an_attempt_judged_by_its_deadline_is_not_judged_again_by_the_stall_watch():
+    core = make_core(stall_after_s=30.0, task_deadline_s=10.0)
+    device, _, _ = add_device(core, "d1", 0.0, slots=2)
+    submit(core, "t1")
+    core.dispatch(0.0)
+    core.heartbeat("d1", Metrics(), 10.0)
+    core.tick(10.0)  # deadline: t1 queued again, and (the only device) sent back to it
+    assert placed(core.dispatch(10.0)) == [("t1", "d1", 2)]
+    core.started("t1", 2, 11.0, "d1")
+    core.heartbeat("d1", Metrics(), 40.0)
+    core.tick(40.0)
+    assert not device.stalled

@@ -195,6 +195,7 @@ class Core:
         out: list[Command] = []
         for attempt, device_id in sorted(task.live.items()):
             out.append(CancelAttempt(task.id, device_id, attempt, f"task {state.value}"))
+            self._unwatch(device_id, task.id, attempt)
         task.live.clear()
         self.tasks.pop(task.id, None)
         out += [Persist(task), Finished(task)]
@@ -213,7 +214,13 @@ class Core:
         if device.stalled:
             device.stalled = False
             self._layout = None
-            self._ordered = None
+
+    def _unwatch(self, device_id: str, task_id: str, attempt: int) -> None:
+        """An attempt ended on the master's side (cancelled, moved, timed out): the stall watch
+        waits for no start of it (a cancelled payload may never have left the master)."""
+        device = self.devices.get(device_id)
+        if device is not None:
+            device.unstarted.discard((task_id, attempt))
 
     def started(self, task_id: str, attempt: int, now: float, device_id: str = "") -> list[Command]:
         device = self.devices.get(device_id) if device_id else None
@@ -326,6 +333,7 @@ class Core:
         if task is None or task.live.get(attempt) != device_id:
             return []
         del task.live[attempt]
+        self._unwatch(device_id, task_id, attempt)
         task.errors.append(AttemptError(attempt, device_id, kind, why, now, False))
         if kind == "stalled":
             task.avoid = device_id
@@ -557,6 +565,7 @@ class Core:
         if task is None or attempt not in task.live:
             return []
         device_id = task.live.pop(attempt)
+        self._unwatch(device_id, task_id, attempt)  # the deadline judged it already
         task.avoid = device_id  # the next attempt goes elsewhere if another device can run it
         limit = task.deadline_s or self.settings.task_deadline_s
         why = f"attempt {attempt} not finished within {limit:g} s"
