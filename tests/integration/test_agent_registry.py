@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.harness import InProcessCluster
+from tests.harness import InProcessCluster, png_bytes
 
 
 async def test_a_device_gone_longer_than_the_setting_is_forgotten_and_may_come_back(
@@ -42,3 +42,29 @@ async def test_forgetting_is_off_with_zero(make_cluster) -> None:
     await asyncio.sleep(0.05)
     assert await cluster.master.forget_gone() == []
     assert agent.identity.agent_id in cluster.master.core.devices
+
+
+async def test_an_operators_drain_outlives_the_agents_restart_and_is_told_to_it(
+    make_cluster,
+) -> None:
+    cluster: InProcessCluster = await make_cluster()
+    master = cluster.master
+    agent = await cluster.add_agent("a")
+    agent_id = agent.identity.agent_id
+    master.drain(agent_id, True)
+    await cluster.stop_agent(agent)  # its own drain and goodbye on top of the operator's
+    again = await cluster.add_agent("a")
+    for _ in range(200):  # the master tells the new process it is drained
+        if again.draining:
+            break
+        await asyncio.sleep(0.02)
+    assert again.draining
+    device = master.core.devices[agent_id]
+    assert device.draining and device.operator_drained
+    reply = await cluster.submit("k", png_bytes())
+    await asyncio.sleep(0.3)
+    assert (await master.get_task(reply.task_id)).state == "queued"
+    master.drain(agent_id, False)
+    result = (await cluster.wait([reply.task_id]))[reply.task_id]
+    assert result.device_id == agent_id
+    assert not again.draining
