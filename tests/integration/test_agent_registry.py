@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from tests.harness import InProcessCluster, png_bytes
 
 
@@ -68,3 +70,16 @@ async def test_an_operators_drain_outlives_the_agents_restart_and_is_told_to_it(
     result = (await cluster.wait([reply.task_id]))[reply.task_id]
     assert result.device_id == agent_id
     assert not again.draining
+
+
+async def test_an_agent_refused_by_the_join_limits_tries_again_later(make_cluster) -> None:
+    cluster: InProcessCluster = await make_cluster()
+    cluster.master.settings.master.max_agents = 1
+    await cluster.add_agent("first")
+    with pytest.raises(TimeoutError):  # refused for now, and still trying
+        await asyncio.wait_for(cluster.add_agent("second"), 1.0)
+    instance, _, task = cluster.agents[-1]
+    assert not task.done() and not instance.connected.is_set()
+    cluster.master.settings.master.max_agents = 2  # room again (a device forgotten, a new cap)
+    await asyncio.wait_for(instance.connected.wait(), 30)
+    assert len(cluster.master.core.devices) == 2

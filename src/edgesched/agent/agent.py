@@ -308,6 +308,8 @@ class Agent:
                     if kind == "registered":
                         heartbeats = self._on_registered(message.registered, send_q)
                     elif kind == "refused":
+                        if message.refused.code == "limit":  # the master's join limits: for now
+                            raise TransportError(f"refused for now: {message.refused.message}")
                         raise Refused(f"{message.refused.code}: {message.refused.message}")
                     else:
                         self._on_message(message)
