@@ -51,6 +51,8 @@ MAX_NAME = 64
 MAX_HOSTNAME = 255
 MAX_TEXT = 2048
 MAX_ITEMS = 256
+MAX_INFO_ITEMS = 64  #: static info entries (probe name, SoC, driver versions, ...)
+MAX_INFO_TEXT = 256  #: each static info value (kept per device, shown by the API)
 MAX_TASK_IDS = 100_000  #: running and finished task ids in a registration
 MAX_LABEL = 1024 * 1024  #: a result's label text (the seed's label file)
 MAX_DETECTIONS = 10_000  #: detections in one result
@@ -194,11 +196,12 @@ def _oversized(reg: agent_pb2.Register) -> str:
         ("sub-devices", len(caps.sub_devices)),
         ("model formats", len(caps.model_formats)),
         ("backends", len(caps.backends)),
-        ("static_info entries", len(reg.static_info)),
     ]
     for what, count in lists:
         if count > MAX_ITEMS:
             return f"{count} {what} (at most {MAX_ITEMS})"
+    if len(reg.static_info) > MAX_INFO_ITEMS:
+        return f"{len(reg.static_info)} static_info entries (at most {MAX_INFO_ITEMS})"
     for what, ids in (("running", reg.running_task_ids), ("finished", reg.finished_task_ids)):
         if len(ids) > MAX_TASK_IDS:
             return f"{len(ids)} {what} task ids (at most {MAX_TASK_IDS})"
@@ -381,7 +384,7 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
             old.close("replaced by a new session")
         caps = reg.capabilities
         slots = self._slots(reg, agent_id)
-        info = {key: clip(value) for key, value in reg.static_info.items()}
+        info = {key: clip(value, MAX_INFO_TEXT) for key, value in reg.static_info.items()}
         if reg.emulated:
             info.setdefault("emulation_profile", reg.emulation_profile)
             info.setdefault("time_scale", f"{reg.time_scale:g}")
