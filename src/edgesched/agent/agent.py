@@ -479,7 +479,7 @@ class Agent:
             self._cancel(message.cancel.task_id, message.cancel.reason)
         elif kind == "drain" and not self._leave.is_set():
             # an operator's drain: keep running what we have, report it in every heartbeat
-            self.draining = message.drain.drain
+            self.draining = message.drain.drain or self._stopping  # an undrain cannot stop a leave
             log.info("%s: %s", "draining" if self.draining else "undrained", message.drain.reason)
 
     def _on_chunk(self, chunk: agent_pb2.PayloadChunk, now: float) -> None:
