@@ -67,6 +67,12 @@ class MasterSettings:
     max_inflight_per_client: int = 10_000  #: unfinished tasks one client may have
     max_link_message_bytes: int = 0  #: largest gRPC message; 0 = the upload limit + 1 MiB
     max_request_bytes: int = 1024 * 1024  #: largest HTTP body, upload routes excepted (413)
+    max_slots_per_device: int = 64  #: a registration's slots are clamped to this (and its type's)
+    cpu_slots_per_core: int = 8  #: a CPU agent's slots: at most this many per core it reports
+    max_agents: int = 5000  #: agent ids admitted with the join token and not forgotten
+    max_joins_per_minute: int = 1200  #: new agent ids admitted with the join token, per minute
+    forget_dead_after_s: float = 86400.0  #: dead or left this long → forgotten; 0 = never
+    raise_nofile: bool = True  #: raise the open-files soft limit to the hard one at start
 
 
 @dataclass
@@ -83,6 +89,9 @@ class SchedulingSettings:
     retry_backoff_cap_s: float = 30.0  #: retry delay never exceeds this
     task_deadline_s: float = 600.0  #: an attempt not finished by then runs elsewhere (not counted)
     no_device_ttl_s: float = 600.0  #: a task no online device can run waits this long, then dies
+    #: a device holding assignments it reports no start of for this long (while it may still
+    #: beat) is suspected: no new tasks, its attempts run elsewhere; 0 = never
+    stall_after_s: float = 120.0
     weight_cpu: float = 0.3  #: load score: CPU utilisation (fraction)
     weight_memory: float = 0.1  #: load score: memory utilisation (fraction)
     weight_xpu: float = 0.4  #: load score: NPU/GPU utilisation (fraction)
@@ -389,7 +398,7 @@ def validate(settings: Settings) -> None:
         value = getattr(s, key)
         if not (math.isfinite(value) and value > 0):  # NaN fails every comparison
             raise ConfigError(f"scheduling.{key} must be a positive number, not {value!r}")
-    for key in ("retry_backoff_s", "retry_backoff_cap_s", *(k for k in _weights(s))):
+    for key in ("retry_backoff_s", "retry_backoff_cap_s", "stall_after_s", *_weights(s)):
         value = getattr(s, key)
         if not (math.isfinite(value) and value >= 0):
             raise ConfigError(f"scheduling.{key} must be a number ≥ 0, not {value!r}")
@@ -409,6 +418,11 @@ def validate(settings: Settings) -> None:
         raise ConfigError("master.retention_s and master.retention_rows must be positive")
     if m.max_upload_bytes <= 0:
         raise ConfigError("master.max_upload_bytes must be positive")
+    for key in ("max_slots_per_device", "cpu_slots_per_core", "max_agents", "max_joins_per_minute"):
+        if getattr(m, key) < 1:
+            raise ConfigError(f"master.{key} must be at least 1, not {getattr(m, key)}")
+    if not (math.isfinite(m.forget_dead_after_s) and m.forget_dead_after_s >= 0):
+        raise ConfigError("master.forget_dead_after_s must be a number ≥ 0 (0 = never)")
     for key in ("interval_s", "filedrop_timeout_s"):
         value = getattr(settings.agent, key)
         if not (math.isfinite(value) and value > 0):

@@ -110,3 +110,29 @@ def test_sigterm_drains_an_agent_and_stops_the_master_cleanly(cluster: LocalClus
     cluster.grpc_port = cluster.http_port = 0
     cluster.start_master()  # the journal it left opens and holds the finished task
     assert task(cluster, task_id)["state"] == "done"
+
+
+def test_an_agent_restarted_after_sigterm_takes_tasks_again(cluster: LocalCluster) -> None:
+    # systemctl restart: SIGTERM (the agent drains itself and leaves), then a start with the
+    # same data dir. The master used to keep the device draining for good, and queued tasks
+    # ended dead after no_device_ttl_s.
+    cluster.start_master(env={"EDGESCHED_SCHEDULING_NO_DEVICE_TTL_S": "20"})
+    cluster.start_agent("agent", ["--backend", "sleep"])
+    (first,) = cluster.wait_for_devices(1)
+    proc = cluster.procs["agent"]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    cluster.start_agent("agent", ["--backend", "sleep"])
+    deadline = time.monotonic() + 30
+    while True:
+        (device,) = cluster.devices()
+        if device["state"] != "left":
+            break
+        assert time.monotonic() < deadline, "the agent never rejoined"
+        time.sleep(0.05)
+    assert device["id"] == first["id"]
+    task_id = submit(cluster, "after-restart")
+    result = wait_result(cluster, task_id)
+    assert result.state == common_pb2.TASK_STATE_DONE and result.device_id == first["id"]
+    (device,) = cluster.devices()
+    assert device["state"] == "online" and not device["draining"]

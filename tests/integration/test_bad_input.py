@@ -188,6 +188,163 @@ async def case_link(cluster: InProcessCluster, case: str, caplog) -> tuple[str, 
     raise AssertionError(case)
 
 
+def registration(token: str, **fields: Any) -> agent_pb2.AgentMessage:
+    caps = fields.pop("capabilities", None) or agent_pb2.Capabilities(
+        task_types=["layout"], slots=1
+    )
+    fields.setdefault("device_type", "cpu")
+    return agent_pb2.AgentMessage(
+        register=agent_pb2.Register(
+            protocol=agent_pb2.ProtocolVersion(major=1, minor=1),
+            join_token=token,
+            capabilities=caps,
+            **fields,
+        )
+    )
+
+
+async def join(cluster: InProcessCluster, message: agent_pb2.AgentMessage) -> tuple[RawAgent, Any]:
+    agent = RawAgent(cluster)
+    agent.queue.put_nowait(message)
+    return agent, await agent.call.read()
+
+
+async def read_kind(agent: RawAgent, kind: str) -> Any:
+    for _ in range(100):
+        message = await asyncio.wait_for(agent.call.read(), 10)
+        if message.WhichOneof("kind") == kind:
+            return getattr(message, kind)
+    raise AssertionError(f"no {kind} from the master")
+
+
+AGENT_LIMIT_CASES = {
+    "agent-long-hostname",
+    "agent-long-name",
+    "agent-huge-probe",
+    "agent-long-error",
+    "agent-huge-result",
+    "agent-many-slots",
+    "agent-join-flood",
+    "agent-too-many",
+    "agent-silent",
+}
+
+
+async def case_agent_limits(cluster: InProcessCluster, case: str) -> tuple[str, str, str]:
+    """An admitted (or admissible) agent that sends what a real one never would."""
+    token = cluster.master.token
+    m = cluster.settings.master
+    opened: list[RawAgent] = []
+    try:
+        if case in ("agent-long-hostname", "agent-long-name"):
+            fields: dict[str, Any] = (
+                {"hostname": "h" * (1 << 20)}
+                if case == "agent-long-hostname"
+                else {"capabilities": agent_pb2.Capabilities(task_types=["t" * 100], slots=1)}
+            )
+            agent, reply = await join(cluster, registration(token, **fields))
+            opened.append(agent)
+            assert reply.WhichOneof("kind") == "refused"
+            assert not cluster.master.core.devices and not cluster.master.agent_credentials
+            return "REFUSED", "—", reply.refused.message
+        if case in ("agent-join-flood", "agent-too-many"):
+            if case == "agent-join-flood":
+                m.max_joins_per_minute = 3
+            else:
+                m.max_agents = 3
+            for _ in range(3):
+                agent, reply = await join(cluster, registration(token))
+                opened.append(agent)
+                assert reply.WhichOneof("kind") == "registered"
+            agent, reply = await join(cluster, registration(token))
+            opened.append(agent)
+            assert reply.WhichOneof("kind") == "refused"
+            assert len(cluster.master.agent_credentials) == 3
+            return "REFUSED", "—", reply.refused.message
+        if case == "agent-many-slots":
+            caps = agent_pb2.Capabilities(task_types=["layout"], slots=100_000)
+            info = {"generic.cpu_count": "2"}
+            agent, reply = await join(
+                cluster, registration(token, capabilities=caps, static_info=info)
+            )
+            opened.append(agent)
+            device = cluster.master.core.devices[reply.registered.agent_id]
+            assert device.slots == 2 * m.cpu_slots_per_core
+            return "OK", "—", f"slots bounded to {device.slots}"
+        slots = 100_000 if case == "agent-silent" else 1
+        caps = agent_pb2.Capabilities(task_types=["layout"], slots=slots)
+        agent, reply = await join(cluster, registration(token, capabilities=caps))
+        opened.append(agent)
+        agent_id = reply.registered.agent_id
+        if case == "agent-huge-probe":
+            metrics = agent_pb2.DeviceMetrics(probe="p" * (30 << 20))
+            agent.queue.put_nowait(
+                agent_pb2.AgentMessage(heartbeat=agent_pb2.Heartbeat(seq=1, metrics=metrics))
+            )
+            await read_kind(agent, "heartbeat_ack")
+            probe = cluster.master.core.devices[agent_id].metrics.probe
+            return "OK", "—", f"probe kept as {len(probe)} characters"
+        if case == "agent-long-error":
+            task_id = (await cluster.submit("long-error", png_bytes())).task_id
+            assignment = await read_kind(agent, "assignment")
+            failure = agent_pb2.TaskFailed(
+                task_id=task_id, attempt=assignment.attempt, kind="backend", message="e" * (1 << 20)
+            )
+            agent.queue.put_nowait(agent_pb2.AgentMessage(failure=failure))
+            for _ in range(200):
+                row = await cluster.master.get_task(task_id)
+                if row.errors:
+                    break
+                await asyncio.sleep(0.02)
+            return "OK", "—", f"error kept as {len(row.errors[0]['message'])} characters"
+        if case == "agent-huge-result":
+            task_id = (await cluster.submit("huge-result", png_bytes())).task_id
+            assignment = await read_kind(agent, "assignment")
+            done = agent_pb2.TaskDone(
+                task_id=task_id, attempt=assignment.attempt, label="l" * (2 << 20)
+            )
+            agent.queue.put_nowait(agent_pb2.AgentMessage(result=done))
+            for _ in range(200):
+                row = await cluster.master.get_task(task_id)
+                if row.errors:
+                    break
+                await asyncio.sleep(0.02)
+            assert row.state != "done" and not row.label
+            return "OK", "—", row.errors[0]["message"]
+        if case == "agent-silent":
+            # the liar claims 100,000 slots, beats, and never reports a start: its tasks go
+            # to an honest agent once scheduling.stall_after_s passes
+            cluster.settings.scheduling.stall_after_s = 1.0
+            agent.queue.put_nowait(agent_pb2.AgentMessage(heartbeat=agent_pb2.Heartbeat(seq=1)))
+            ids = [(await cluster.submit(f"silent-{i}", png_bytes())).task_id for i in range(4)]
+            for _ in range(4):
+                await read_kind(agent, "assignment")
+            await cluster.add_agent("honest")
+            beats = asyncio.create_task(_beat(agent))
+            try:
+                results = await cluster.wait(ids, limit_s=60)
+            finally:
+                beats.cancel()
+            done_on = {r.device_id for r in results.values()}
+            states = {common_pb2.TaskState.Name(r.state) for r in results.values()}
+            assert agent_id not in done_on and states == {"TASK_STATE_DONE"}, (done_on, states)
+            shown = {d["id"]: d for d in (await cluster.get("/api/v1/devices")).json()["devices"]}
+            assert shown[agent_id]["state"] == "stalled", shown[agent_id]
+            kinds = {e.kind for r in results.values() for e in r.errors}
+            assert kinds == {"stalled"}, kinds
+            return "OK", "done", "; ".join(e.message for e in results[ids[0]].errors)
+    finally:
+        for agent in opened:
+            await agent.close()
+    raise AssertionError(case)
+
+
+async def _beat(agent: RawAgent) -> None:
+    for seq in range(2, 10_000):
+        agent.queue.put_nowait(agent_pb2.AgentMessage(heartbeat=agent_pb2.Heartbeat(seq=seq)))
+        await asyncio.sleep(0.2)
+
+
 async def case_seed(cluster: InProcessCluster, case: str) -> tuple[str, str, str]:
     body = (
         b"{broken"
@@ -308,6 +465,8 @@ async def test_every_row_of_the_bad_input_table_holds(row, make_cluster, tmp_pat
                 if case == "name-formula":  # shown as given, exported as text, not a formula
                     export = (await cluster.get("/api/v1/tasks/export.csv")).text
                     assert ",'=1+1.png," in export, export
+        elif case in AGENT_LIMIT_CASES:
+            code, state, reason = await case_agent_limits(cluster, case)
         elif case.startswith("seed-"):
             code, state, reason = await case_seed(cluster, case)
         elif case.startswith(("schedule-", "push-", "inflight-")):
@@ -347,4 +506,5 @@ def test_the_table_covers_every_case_the_issue_names() -> None:
         "push-bad-address",
         "name-formula",
         "inflight-limit",
+        *AGENT_LIMIT_CASES,
     } <= cases

@@ -171,7 +171,15 @@ def test_a_device_without_its_link_is_not_schedulable():
 
 def test_a_draining_device_is_not_schedulable():
     device = make_device()
-    device.draining = True
+    device.operator_drained = True
+    assert device.draining and not device.schedulable
+    device.operator_drained, device.self_draining = False, True
+    assert device.draining and not device.schedulable
+
+
+def test_a_stalled_device_is_not_schedulable():
+    device = make_device()
+    device.stalled = True
     assert not device.schedulable
 
 

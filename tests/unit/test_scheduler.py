@@ -921,9 +921,9 @@ def test_an_agents_own_drain_ends_when_it_leaves_and_an_operators_outlasts_a_rej
     core = make_core()
     add_device(core, "own")
     add_device(core, "ops")
-    core.drain("own", True, own=True)  # the agent drains to leave (SIGTERM, churn)
+    core.self_drain("own", True)  # the agent drains to leave (SIGTERM, churn)
     core.drain("ops", True)  # an operator drains it, and the agent echoes it in heartbeats
-    core.drain("ops", True, own=True)
+    core.self_drain("ops", True)
     for device_id in ("own", "ops"):
         core.leave(device_id, 1.0)
     rejoined = {d: add_device(core, d, 2.0)[0] for d in ("own", "ops")}

@@ -134,6 +134,9 @@ class Agent:
         #: link turns out to be dead they go to the outbox instead of being lost
         self._unacked: list[tuple[int, agent_pb2.AgentMessage]] = []
         self.draining = False
+        #: draining to leave (SIGTERM): kept on a new link; an operator's drain is not (the
+        #: master tells a rejoining agent again when an operator drained it)
+        self._stopping = False
         self._leave = asyncio.Event()
         self._idle = asyncio.Event()  #: set whenever the last running task ends
         self._send_q: SendQueue | None = None
@@ -341,6 +344,8 @@ class Agent:
                     if kind == "registered":
                         heartbeats = self._on_registered(message.registered, send_q)
                     elif kind == "refused":
+                        if message.refused.code == "limit":  # the master's join limits: for now
+                            raise TransportError(f"refused for now: {message.refused.message}")
                         raise Refused(f"{message.refused.code}: {message.refused.message}")
                     else:
                         self._on_message(message)
@@ -383,6 +388,7 @@ class Agent:
             log.info("sending %d results kept while the link was down", len(items))
             # the next heartbeat's ack proves the master has read them
             self._unconfirmed.append((self._hb_seq + 1, [path for path, _ in items]))
+        self.draining = self._stopping  # a new link: undrained unless this agent is leaving
         self.connected.set()
         interval = max(0.05, reply.heartbeat_interval_ms / 1000.0)
         return asyncio.create_task(self._heartbeats(interval, send_q))
@@ -417,6 +423,7 @@ class Agent:
 
     async def _drain(self, send_q: SendQueue) -> None:
         """SIGTERM: take nothing new, finish what runs (bounded), then leave."""
+        self._stopping = True
         self.draining = True
         send_q.put_nowait(self._heartbeat())  # tells the master at once
         log.info("draining: %d tasks to finish", len(self.running))
@@ -508,7 +515,7 @@ class Agent:
             self._cancel(message.cancel.task_id, message.cancel.reason)
         elif kind == "drain" and not self._leave.is_set():
             # an operator's drain: keep running what we have, report it in every heartbeat
-            self.draining = message.drain.drain
+            self.draining = message.drain.drain or self._stopping  # an undrain cannot stop a leave
             log.info("%s: %s", "draining" if self.draining else "undrained", message.drain.reason)
 
     def _on_chunk(self, chunk: agent_pb2.PayloadChunk, now: float) -> None:

@@ -98,6 +98,13 @@ def _by_tier(devices: list[Device], task_type: str) -> list[list[Device]]:
     return [groups[tier] for tier in sorted(groups)]
 
 
+def _without(tiers: list[list[Device]], device_id: str) -> list[list[Device]]:
+    """The tiers without one device, unless it is the only able one (then it is still used)."""
+    kept = [[d for d in tier if d.id != device_id] for tier in tiers]
+    kept = [tier for tier in kept if tier]
+    return kept or tiers
+
+
 class Core:
     def __init__(
         self, settings: SchedulingSettings, strategy: Strategy, rng: random.Random
@@ -188,17 +195,37 @@ class Core:
         out: list[Command] = []
         for attempt, device_id in sorted(task.live.items()):
             out.append(CancelAttempt(task.id, device_id, attempt, f"task {state.value}"))
+            self._unwatch(device_id, task.id, attempt)
         task.live.clear()
         self.tasks.pop(task.id, None)
         out += [Persist(task), Finished(task)]
         return out
 
-    def _free(self, task_id: str, attempt: int, device_id: str) -> None:
+    def _free(self, task_id: str, attempt: int, device_id: str, now: float) -> None:
         device = self.devices.get(device_id)
         if device is not None:
             device.inflight.discard((task_id, attempt))
+            self._progress(device, (task_id, attempt), now)
 
-    def started(self, task_id: str, attempt: int, now: float) -> list[Command]:
+    def _progress(self, device: Device, key: tuple[str, int], now: float) -> None:
+        """The device reported on one of its attempts: it is working, not stuck."""
+        device.unstarted.discard(key)
+        device.progress_at = now
+        if device.stalled:
+            device.stalled = False
+            self._layout = None
+
+    def _unwatch(self, device_id: str, task_id: str, attempt: int) -> None:
+        """An attempt ended on the master's side (cancelled, moved, timed out): the stall watch
+        waits for no start of it (a cancelled payload may never have left the master)."""
+        device = self.devices.get(device_id)
+        if device is not None:
+            device.unstarted.discard((task_id, attempt))
+
+    def started(self, task_id: str, attempt: int, now: float, device_id: str = "") -> list[Command]:
+        device = self.devices.get(device_id) if device_id else None
+        if device is not None:
+            self._progress(device, (task_id, attempt), now)
         task = self.tasks.get(task_id)
         if task is None or attempt not in task.live or task.state is not TaskState.ASSIGNED:
             return []
@@ -212,7 +239,7 @@ class Core:
         self, task_id: str, attempt: int, device_id: str, service_ms: float, now: float
     ) -> tuple[bool, list[Command]]:
         """A result arrived. The first one of a live attempt wins; the rest are discarded."""
-        self._free(task_id, attempt, device_id)
+        self._free(task_id, attempt, device_id, now)
         task = self.tasks.get(task_id)
         if task is None or task.live.get(attempt) != device_id:
             return False, []
@@ -235,7 +262,7 @@ class Core:
         now: float,
     ) -> list[Command]:
         """An attempt failed on its device."""
-        self._free(task_id, attempt, device_id)
+        self._free(task_id, attempt, device_id, now)
         task = self.tasks.get(task_id)
         if task is None or task.live.get(attempt) != device_id:
             return []
@@ -273,6 +300,7 @@ class Core:
             device = self.devices.get(device_id)
             if device is not None and not device.link_up:
                 device.inflight.discard((task_id, attempt))
+                device.unstarted.discard((task_id, attempt))
         return out
 
     def reject(self, task: Task, now: float, reason: str) -> list[Command]:
@@ -281,22 +309,34 @@ class Core:
         task.errors.append(AttemptError(0, "", "bad_input", reason, now, True))
         return self._finish(task, TaskState.DEAD, now, f"bad_input: {reason}")
 
-    def _lose_attempts(self, device: Device, now: float, why: str) -> list[Command]:
+    def _lose_attempts(
+        self, device: Device, now: float, why: str, kind: str = "device_lost"
+    ) -> list[Command]:
         """The device's attempts are gone (dead device, or it came back without them)."""
         out: list[Command] = []
         for task_id, attempt in sorted(device.inflight):
-            out += self._lose_attempt(task_id, attempt, device.id, now, why)
+            out += self._lose_attempt(task_id, attempt, device.id, now, why, kind)
         device.inflight.clear()
+        device.unstarted.clear()
         return out
 
     def _lose_attempt(
-        self, task_id: str, attempt: int, device_id: str, now: float, why: str
+        self,
+        task_id: str,
+        attempt: int,
+        device_id: str,
+        now: float,
+        why: str,
+        kind: str = "device_lost",
     ) -> list[Command]:
         task = self.tasks.get(task_id)
         if task is None or task.live.get(attempt) != device_id:
             return []
         del task.live[attempt]
-        task.errors.append(AttemptError(attempt, device_id, "device_lost", why, now, False))
+        self._unwatch(device_id, task_id, attempt)
+        task.errors.append(AttemptError(attempt, device_id, kind, why, now, False))
+        if kind == "stalled":
+            task.avoid = device_id
         if task.live:
             return [Persist(task)]
         return self._requeue(task, now)
@@ -319,7 +359,10 @@ class Core:
             device.inflight = set()
             device.tasks_done = old.tasks_done
             device.service_ms_total = old.service_ms_total
-            device.draining = device.draining or old.draining
+            # an operator's drain outlives the link; the agent's own drain (SIGTERM, a leave)
+            # ends with the process or link that asked for it: it says so again if it still
+            # drains. (Kept, a restarted agent would stay draining forever.)
+            device.operator_drained = old.operator_drained
             device.joined_at = old.joined_at or now
             for task_id, attempt in sorted(old.inflight):
                 task = self.tasks.get(task_id)
@@ -379,22 +422,47 @@ class Core:
         if device is None:
             return []
         device.state = DeviceState.LEFT
+        device.gone_since = now
         device.link_up = False
-        if device.own_drain:  # it drained to leave; an operator's drain outlasts a rejoin
-            device.draining = device.own_drain = False
         self._layout = None
         return self._lose_attempts(device, now, "device left")
 
-    def drain(self, device_id: str, on: bool, own: bool = False) -> Device:
-        """``own``: the agent reports its own drain (an operator's stays one if it was first)."""
+    def drain(self, device_id: str, on: bool) -> Device:
+        """An operator's drain (or undrain). An undrain also lifts the agent's own report of
+        the operator's earlier drain: the agent is told and stops reporting it."""
         device = self.devices.get(device_id)
         if device is None:
             raise NotFoundError(f"no device {device_id}")
-        if on != device.draining or not on:
-            device.own_drain = on and own
-        device.draining = on
+        device.operator_drained = on
+        if not on:
+            device.self_draining = False
         self._layout = None
         return device
+
+    def self_drain(self, device_id: str, on: bool) -> bool:
+        """The agent reports whether it drains (every heartbeat). True when that changed."""
+        device = self.devices.get(device_id)
+        if device is None or device.self_draining == on:
+            return False
+        device.self_draining = on
+        self._layout = None
+        return True
+
+    def forget(self, now: float, after_s: float) -> list[str]:
+        """Devices dead or gone for ``after_s`` or longer leave the registry (an agent that
+        comes back later joins again with the join token). Returns their ids."""
+        gone = [
+            d.id
+            for d in self.devices.values()
+            if d.state in (DeviceState.DEAD, DeviceState.LEFT)
+            and not d.inflight
+            and now - d.gone_since >= after_s
+        ]
+        for device_id in gone:
+            del self.devices[device_id]
+        if gone:
+            self._ordered = self._layout = None
+        return gone
 
     # ---- time --------------------------------------------------------------------------
 
@@ -410,9 +478,19 @@ class Core:
                 self._layout = None
             if device.state is DeviceState.SUSPECT and now - device.suspect_since >= s.dead_grace_s:
                 device.state = DeviceState.DEAD
+                device.gone_since = now
                 self._layout = None
                 out.append(Expired(device.id))
                 out += self._lose_attempts(device, now, "device dead (no heartbeat)")
+            if (
+                device.unstarted
+                and device.state is DeviceState.ONLINE
+                and device.link_up
+                and not device.stalled
+                and s.stall_after_s > 0
+                and now - device.progress_at >= s.stall_after_s
+            ):
+                out += self._stall(device, now)
         while self._delayed and self._delayed[0][0] <= now:
             _, _, task_id = heapq.heappop(self._delayed)
             self._ready.append(task_id)
@@ -423,6 +501,22 @@ class Core:
             self._next_capability_check = now + 1.0
             out += self._expire_unplaceable(now)
         return out
+
+    def _stall(self, device: Device, now: float) -> list[Command]:
+        """The device holds assignments it never reports starting (while it may still beat):
+        it takes nothing new and its attempts run elsewhere, until it reports progress."""
+        device.stalled = True
+        self._layout = None
+        waited = now - device.progress_at
+        why = (
+            f"device reported no progress on its {len(device.unstarted)} unstarted "
+            f"assignments for {waited:.0f} s (scheduling.stall_after_s)"
+        )
+        out: list[Command] = [
+            CancelAttempt(task_id, device.id, attempt, "device stalled")
+            for task_id, attempt in sorted(device.inflight)
+        ]
+        return out + self._lose_attempts(device, now, why, kind="stalled")
 
     def capable_types(self) -> set[str]:
         """Task types some online, not draining device can run."""
@@ -471,6 +565,8 @@ class Core:
         if task is None or attempt not in task.live:
             return []
         device_id = task.live.pop(attempt)
+        self._unwatch(device_id, task_id, attempt)  # the deadline judged it already
+        task.avoid = device_id  # the next attempt goes elsewhere if another device can run it
         limit = task.deadline_s or self.settings.task_deadline_s
         why = f"attempt {attempt} not finished within {limit:g} s"
         task.errors.append(AttemptError(attempt, device_id, "deadline", why, now, False))
@@ -534,6 +630,8 @@ class Core:
             tiers = tiers_by_type.get(task.task_type)
             if tiers is None:
                 tiers = tiers_by_type[task.task_type] = _by_tier(healthy, task.task_type)
+            if task.avoid:
+                tiers = _without(tiers, task.avoid)
             strategy = self._strategy_for(task)
             # native artefacts first; ONNX on a device without one only when none is open
             for tier in tiers:
@@ -562,6 +660,9 @@ class Core:
             task.assigned_at = now
             task.move(TaskState.ASSIGNED)
             device.inflight.add((task.id, task.attempt))
+            if not device.unstarted:
+                device.progress_at = now  # the stall watch starts with its oldest unstarted
+            device.unstarted.add((task.id, task.attempt))
             device.sent_since_heartbeat += 1
             self._watch_deadline(task, now)
             free -= 1

@@ -94,6 +94,9 @@ class Task:
     device_id: str = ""  #: device of the newest attempt
     live: dict[int, str] = field(default_factory=dict)  #: attempt → device, still outstanding
     not_before: float = 0.0  #: retry backoff: not dispatched before this time
+    #: a device whose attempt of this task timed out (deadline, stall): the next attempt goes
+    #: elsewhere when another able device exists ("" = none)
+    avoid: str = ""
     waiting_since: float = 0.0  #: since when no online device can run it (0: one can)
     queued_at: float = 0.0
     assigned_at: float = 0.0
@@ -121,6 +124,25 @@ class Metrics:
     probe: str = ""
 
 
+#: the most slots a board of a known accelerator type can use: its NPU cores / chips / GPU, with
+#: room for two tasks in flight per unit (an RK3588 has 3 NPU cores; an Atlas 310 card up to 4
+#: chips; a Jetson one GPU, run by a few streams). Other types are bounded like a CPU.
+TYPE_SLOT_CAPS = {"rk3588": 6, "atlas310": 8, "orin": 8, "nvidia": 8}
+
+
+def bound_slots(
+    claimed: int, device_type: str, *, cpu_count: int, cpu_slots_per_core: int, max_slots: int
+) -> int:
+    """The slots a registration may have: its claim, bounded by what its board's type can run
+    (a CPU: ``cpu_slots_per_core`` per reported core), and by ``max_slots`` in any case."""
+    cap = max(1, max_slots)
+    if device_type in TYPE_SLOT_CAPS:
+        cap = min(cap, TYPE_SLOT_CAPS[device_type])
+    elif cpu_count > 0:
+        cap = min(cap, cpu_count * max(1, cpu_slots_per_core))
+    return max(1, min(claimed, cap))
+
+
 def clean_fraction(value: float, *, unknown: float = 0.0) -> float:
     """Clamps a reported utilisation into [0, 1]; NaN and infinities become ``unknown``."""
     if not math.isfinite(value):
@@ -140,10 +162,14 @@ class Device:
     hostname: str = ""
     address: str = ""  #: the agent's address as the master saw it
     state: DeviceState = DeviceState.ONLINE
-    draining: bool = False
-    #: the drain is the agent's own (SIGTERM, simulated churn), not an operator's: it ends when
-    #: the agent leaves, so the agent is schedulable when it joins again
-    own_drain: bool = False
+    #: an operator's drain: kept when the agent rejoins (it is the operator's to lift)
+    operator_drained: bool = False
+    #: the agent says it drains (SIGTERM, or an operator's drain it was told of): a new
+    #: registration starts without it, so a restarted agent takes tasks again
+    self_draining: bool = False
+    #: held assignments without reporting a start for longer than scheduling.stall_after_s
+    #: while it kept beating: takes nothing new until it reports progress or rejoins
+    stalled: bool = False
     #: the last report; replaced (never changed in place) by each heartbeat: strategies cache
     #: what they derive from it per report
     metrics: Metrics = field(default_factory=Metrics)
@@ -160,7 +186,27 @@ class Device:
     service_ms_total: float = 0.0
     heartbeats: int = 0
     suspect_since: float = 0.0
+    gone_since: float = 0.0  #: when it was declared dead or left (forgotten some time after)
+    #: (task id, attempt) sent and not yet reported started (or ended)
+    unstarted: set[tuple[str, int]] = field(default_factory=set)
+    #: its last report of progress (a start or an end of an attempt), or when it was given work
+    #: while it had nothing unstarted: the stall watch counts from here
+    progress_at: float = 0.0
     info: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def draining(self) -> bool:
+        return self.operator_drained or self.self_draining
+
+    @property
+    def shown_state(self) -> str:
+        """The state an operator sees: an online device that is stalled or drains says so."""
+        if self.state is DeviceState.ONLINE:
+            if self.stalled:
+                return "stalled"
+            if self.draining:
+                return "draining"
+        return self.state.value
 
     @property
     def free_slots(self) -> int:
@@ -190,4 +236,9 @@ class Device:
 
     @property
     def schedulable(self) -> bool:
-        return self.state is DeviceState.ONLINE and self.link_up and not self.draining
+        return (
+            self.state is DeviceState.ONLINE
+            and self.link_up
+            and not self.draining
+            and not self.stalled
+        )

@@ -108,6 +108,10 @@ class Journal(Protocol):
 
     async def add_agent(self, agent_id: str, credential_sha256: str, device_type: str) -> None: ...
 
+    async def remove_agents(self, agent_ids: list[str]) -> None:
+        """Forgets agents (long dead): they need the join token to come back."""
+        ...
+
     async def pending_deliveries(self) -> list[TaskRow]:
         """Done tasks whose result still has to be pushed to a seed client."""
         ...

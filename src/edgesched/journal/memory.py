@@ -80,6 +80,10 @@ class MemoryJournal:
     async def add_agent(self, agent_id: str, credential_sha256: str, device_type: str) -> None:
         self.agent_rows[agent_id] = credential_sha256
 
+    async def remove_agents(self, agent_ids: list[str]) -> None:
+        for agent_id in agent_ids:
+            self.agent_rows.pop(agent_id, None)
+
     async def pending_deliveries(self) -> list[TaskRow]:
         rows = [
             copy.deepcopy(r)

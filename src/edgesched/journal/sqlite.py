@@ -351,6 +351,12 @@ class SQLiteJournal:
 
         await self._submit(op, write=True)
 
+    async def remove_agents(self, agent_ids: list[str]) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.executemany("DELETE FROM agents WHERE id = ?", [(i,) for i in agent_ids])
+
+        await self._submit(op, write=True)
+
     async def pending_deliveries(self) -> list[TaskRow]:
         def op(conn: sqlite3.Connection) -> list[TaskRow]:
             cursor = conn.execute(

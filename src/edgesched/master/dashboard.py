@@ -235,10 +235,7 @@ class LiveFeed:
         core = master.core
         monotonic = master.clock.monotonic()
         devices = sorted(core.devices.values(), key=lambda d: d.id)
-        states: Counter[str] = Counter(
-            "draining" if d.draining and d.state.value == "online" else d.state.value
-            for d in devices
-        )
+        states: Counter[str] = Counter(d.shown_state for d in devices)
         counts = await master.journal.counts()
         # the journal's rows of unfinished tasks may be a commit behind the master's own
         recent = [master.rows.get(r.id, r) for r in await master.journal.list_tasks(None, RECENT)]

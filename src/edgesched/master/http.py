@@ -317,7 +317,7 @@ def make_http_app(master: Master, link_port: int, intake: SeedIntake | None = No
         """The cluster at a glance: devices by state, tasks by state, queue depth."""
         devices: dict[str, int] = {}
         for d in master.core.devices.values():
-            state = "draining" if d.draining and d.state.value == "online" else d.state.value
+            state = d.shown_state
             devices[state] = devices.get(state, 0) + 1
         return {
             "devices": devices,

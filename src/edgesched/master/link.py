@@ -25,7 +25,7 @@ import grpc
 
 from edgesched import failpoints
 from edgesched.config import MODEL_FORMATS
-from edgesched.core.state import Device, Metrics, clean_fraction
+from edgesched.core.state import Device, Metrics, bound_slots, clean_fraction
 from edgesched.journal.base import TaskRow
 from edgesched.master.intake import peer_host
 from edgesched.master.master import Master
@@ -44,6 +44,19 @@ AGENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 REGISTER_TIMEOUT_S = 10.0
 #: board timings outside [0, a day] are faulty reports, kept out like a missing figure
 MAX_REPORTED_MS = 86_400_000.0
+#: what an agent may send: names (task types, formats, device type...), free text (errors,
+#: probe names, static info) and list lengths. A registration beyond them is refused; free
+#: text in later messages is cut to its limit, so nothing an agent sends is kept unbounded.
+MAX_NAME = 64
+MAX_HOSTNAME = 255
+MAX_TEXT = 2048
+MAX_ITEMS = 256
+MAX_INFO_ITEMS = 64  #: static info entries (probe name, SoC, driver versions, ...)
+MAX_INFO_TEXT = 256  #: each static info value (kept per device, shown by the API)
+MAX_TASK_IDS = 100_000  #: running and finished task ids in a registration
+MAX_LABEL = 1024 * 1024  #: a result's label text (the seed's label file)
+MAX_DETECTIONS = 10_000  #: detections in one result
+JOIN_WINDOW_S = 60.0
 
 
 @dataclass
@@ -152,6 +165,60 @@ def _digest(credential: str) -> str:
     return hashlib.sha256(credential.encode()).hexdigest()
 
 
+def clip(text: str, limit: int = MAX_TEXT) -> str:
+    """Free text from an agent, cut to ``limit`` characters (marked, so it is seen to be cut)."""
+    return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
+
+
+def _oversized(reg: agent_pb2.Register) -> str:
+    """What in a registration is beyond the limits ("" when nothing is)."""
+    caps = reg.capabilities
+    names = [
+        ("device_type", [reg.device_type]),
+        ("emulation_profile", [reg.emulation_profile]),
+        ("agent_version", [reg.agent_version]),
+        ("task type", list(caps.task_types)),
+        ("model format", list(caps.model_formats)),
+        ("backend", list(caps.backends)),
+        ("sub-device", [s.name for s in caps.sub_devices] + [s.kind for s in caps.sub_devices]),
+        ("artefact", [x for a in caps.artefacts for x in (a.task_type, a.format, a.target)]),
+        ("static_info key", list(reg.static_info)),
+    ]
+    if len(reg.hostname) > MAX_HOSTNAME:
+        return f"hostname of {len(reg.hostname)} characters (at most {MAX_HOSTNAME})"
+    for what, values in names:
+        for value in values:
+            if len(value) > MAX_NAME:
+                return f"{what} of {len(value)} characters (at most {MAX_NAME})"
+    lists = [
+        ("task types", len(caps.task_types)),
+        ("artefacts", len(caps.artefacts)),
+        ("sub-devices", len(caps.sub_devices)),
+        ("model formats", len(caps.model_formats)),
+        ("backends", len(caps.backends)),
+    ]
+    for what, count in lists:
+        if count > MAX_ITEMS:
+            return f"{count} {what} (at most {MAX_ITEMS})"
+    if len(reg.static_info) > MAX_INFO_ITEMS:
+        return f"{len(reg.static_info)} static_info entries (at most {MAX_INFO_ITEMS})"
+    for what, ids in (("running", reg.running_task_ids), ("finished", reg.finished_task_ids)):
+        if len(ids) > MAX_TASK_IDS:
+            return f"{len(ids)} {what} task ids (at most {MAX_TASK_IDS})"
+        if any(len(task_id) > MAX_NAME for task_id in ids):
+            return f"a {what} task id over {MAX_NAME} characters"
+    return ""
+
+
+def _oversized_result(r: agent_pb2.TaskDone) -> str:
+    """Why a result is too large to keep ("" when it is not)."""
+    if len(r.label) > MAX_LABEL:
+        return f"result too large: a label of {len(r.label)} characters (at most {MAX_LABEL})"
+    if len(r.detections) > MAX_DETECTIONS:
+        return f"result too large: {len(r.detections)} detections (at most {MAX_DETECTIONS})"
+    return ""
+
+
 def _metrics(m: agent_pb2.DeviceMetrics) -> Metrics:
     def finite(value: float, default: float) -> float:
         return value if math.isfinite(value) else default
@@ -169,13 +236,14 @@ def _metrics(m: agent_pb2.DeviceMetrics) -> Metrics:
         power_w=m.power_w,
         bandwidth_mbps=max(0.0, finite(m.bandwidth_mbps, 0.0)),
         latency_ms=max(0.0, finite(m.latency_ms, 0.0)),
-        probe=m.probe,
+        probe=clip(m.probe, MAX_NAME),
     )
 
 
 class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
     def __init__(self, master: Master) -> None:
         self.master = master
+        self._joins: deque[float] = deque()  #: when new agent ids joined, the last minute
 
     async def Connect(
         self,
@@ -223,6 +291,9 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
             return agent_pb2.Refused(
                 code="protocol", message="agent id must be 1-64 of [A-Za-z0-9._-]"
             )
+        oversized = _oversized(reg)
+        if oversized:
+            return agent_pb2.Refused(code="too_large", message=f"registration refused: {oversized}")
         return None
 
     async def _authenticate(self, reg: agent_pb2.Register) -> tuple[str, str] | agent_pb2.Refused:
@@ -244,11 +315,65 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
             return agent_pb2.Refused(
                 code="unauthenticated", message="missing or wrong join token (--token)"
             )
+        limited = self._join_limit()
+        if limited:
+            return agent_pb2.Refused(code="limit", message=limited)
         agent_id = reg.agent_id or f"{reg.device_type or 'cpu'}-{uuid.uuid4().hex[:8]}"
         credential = "esc_" + secrets.token_urlsafe(24)
         await master.journal.add_agent(agent_id, _digest(credential), reg.device_type)
         master.agent_credentials[agent_id] = _digest(credential)
         return agent_id, credential
+
+    def _join_limit(self) -> str:
+        """Why one more agent id may not join with the join token now ("" = it may).
+
+        The token mints credentials: whoever holds it could register device ids without end,
+        each kept in the registry, the API, the metrics and the journal.
+        """
+        m = self.master.settings.master
+        if len(self.master.agent_credentials) >= m.max_agents:
+            return (
+                f"{len(self.master.agent_credentials)} agents are known, the most allowed "
+                "(master.max_agents); dead ones are forgotten after master.forget_dead_after_s"
+            )
+        now = self.master.clock.monotonic()
+        while self._joins and now - self._joins[0] >= JOIN_WINDOW_S:
+            self._joins.popleft()
+        if len(self._joins) >= m.max_joins_per_minute:
+            return (
+                f"{len(self._joins)} new agents joined in the last minute, the most allowed "
+                "(master.max_joins_per_minute); try again later"
+            )
+        self._joins.append(now)
+        return ""
+
+    def _slots(self, reg: agent_pb2.Register, agent_id: str) -> int:
+        """The slots it claims, bounded by what its board's type can have (logged if cut)."""
+        caps = reg.capabilities
+        claimed = caps.slots or sum(s.slots for s in caps.sub_devices) or 1
+        try:
+            cpu_count = int(reg.static_info.get("generic.cpu_count", "0"))
+        except ValueError:
+            cpu_count = 0
+        m = self.master.settings.master
+        slots = bound_slots(
+            claimed,
+            reg.device_type or "cpu",
+            cpu_count=cpu_count,
+            cpu_slots_per_core=m.cpu_slots_per_core,
+            max_slots=m.max_slots_per_device,
+        )
+        if slots != claimed:
+            log.warning(
+                "agent %s claims %d slots; a %s board (%d cores reported) gets %d "
+                "(master.max_slots_per_device, master.cpu_slots_per_core)",
+                agent_id,
+                claimed,
+                reg.device_type or "cpu",
+                cpu_count,
+                slots,
+            )
+        return slots
 
     def _admit(
         self, reg: agent_pb2.Register, peer: str, agent_id: str, credential: str
@@ -258,8 +383,8 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
         if old is not None:
             old.close("replaced by a new session")
         caps = reg.capabilities
-        slots = caps.slots or sum(s.slots for s in caps.sub_devices) or 1
-        info = dict(reg.static_info)
+        slots = self._slots(reg, agent_id)
+        info = {key: clip(value, MAX_INFO_TEXT) for key, value in reg.static_info.items()}
         if reg.emulated:
             info.setdefault("emulation_profile", reg.emulation_profile)
             info.setdefault("time_scale", f"{reg.time_scale:g}")
@@ -309,6 +434,12 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
             drop_task_ids=reconciled.drop,
             max_chunk_bytes=CHUNK_BYTES,
         )
+        if device.operator_drained:  # drained while the agent was away: it reports it too
+            session.send_control(
+                agent_pb2.MasterMessage(
+                    drain=agent_pb2.Drain(drain=True, reason="drained by an operator")
+                )
+            )
         master.pump()
         return session, reply
 
@@ -328,8 +459,11 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
                 device = master.core.devices.get(device_id)
                 revived = device is None or not device.schedulable
                 master.apply(master.core.heartbeat(device_id, _metrics(hb.metrics), now))
-                if hb.draining:
-                    master.core.drain(device_id, True, own=True)
+                if master.core.self_drain(device_id, hb.draining):
+                    log.info(
+                        "agent %s %s", device_id, "drains" if hb.draining else "no longer drains"
+                    )
+                    revived = revived or not hb.draining
                 session.send_control(
                     agent_pb2.MasterMessage(
                         heartbeat_ack=agent_pb2.HeartbeatAck(
@@ -344,10 +478,14 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
                 master.task_started(device_id, message.started.task_id, message.started.attempt)
             elif kind == "result":
                 r = message.result
+                oversized = _oversized_result(r)
+                if oversized:  # not cut: a cut result would be a wrong one; it runs again
+                    master.task_failed(device_id, r.task_id, r.attempt, "backend", oversized)
+                    continue
                 detections = [
                     {
                         "class_id": d.class_id,
-                        "class_name": d.class_name,
+                        "class_name": clip(d.class_name, MAX_NAME),
                         "x1": d.x1,
                         "y1": d.y1,
                         "x2": d.x2,
@@ -364,9 +502,11 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
                 master.task_done(device_id, r.task_id, r.attempt, r.label, detections, board)
             elif kind == "failure":
                 f = message.failure
-                master.task_failed(device_id, f.task_id, f.attempt, f.kind, f.message)
+                master.task_failed(
+                    device_id, f.task_id, f.attempt, clip(f.kind, MAX_NAME), clip(f.message)
+                )
             elif kind == "goodbye":
-                log.info("agent %s left: %s", device_id, message.goodbye.reason)
+                log.info("agent %s left: %s", device_id, clip(message.goodbye.reason, MAX_NAME))
                 master.apply(master.core.leave(device_id, now))
                 master.pump()
                 return

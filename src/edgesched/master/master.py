@@ -168,6 +168,7 @@ class Master:
         self.hub = ResultHub()
         self.finished_total: dict[str, int] = {}
         self.stopping = False
+        self.started_at = self.clock.monotonic()
         #: called with the row of every seed task that ends done (the result pusher)
         self.on_seed_done: Callable[[TaskRow], None] | None = None
         self.metrics = MasterMetrics()
@@ -475,8 +476,9 @@ class Master:
     # ---- results from agents -----------------------------------------------------------
 
     def task_started(self, device_id: str, task_id: str, attempt: int) -> None:
-        self.core.seen(device_id, self.clock.monotonic())
-        self.apply(self.core.started(task_id, attempt, self.clock.monotonic()))
+        now = self.clock.monotonic()
+        self.core.seen(device_id, now)
+        self.apply(self.core.started(task_id, attempt, now, device_id))
 
     def task_done(
         self,
@@ -532,6 +534,35 @@ class Master:
         self.apply(commands)
         self.pump()
 
+    async def forget_gone(self) -> list[str]:
+        """Devices dead or gone for ``master.forget_dead_after_s`` leave the registry, the API,
+        the metrics and the journal's agents (they come back with the join token, as new).
+        Agents journaled but never seen since this master started are forgotten as long after
+        its start."""
+        after = self.settings.master.forget_dead_after_s
+        if after <= 0:
+            return []
+        now = self.clock.monotonic()
+        gone = self.core.forget(now, after)
+        if now - self.started_at >= after:
+            gone += [
+                agent_id
+                for agent_id in self.agent_credentials
+                if agent_id not in self.core.devices and agent_id not in gone
+            ]
+        if not gone:
+            return []
+        for agent_id in gone:
+            self.agent_credentials.pop(agent_id, None)
+        await self.journal.remove_agents(gone)
+        log.info(
+            "forgot %d devices gone for over %g s (master.forget_dead_after_s): %s",
+            len(gone),
+            after,
+            ", ".join(sorted(gone)[:10]) + (" ..." if len(gone) > 10 else ""),
+        )
+        return gone
+
     # ---- API ---------------------------------------------------------------------------
 
     @property
@@ -552,7 +583,7 @@ class Master:
     def drain(self, device_id: str, on: bool) -> Device:
         """Drain (or undrain) a device: it finishes what it runs and takes nothing new; the
         agent is told, so it also reports itself draining."""
-        device = self.core.drain(device_id, on)
+        device = self.core.drain(device_id, on)  # kept when the agent rejoins
         session = self.sessions.get(device_id)
         if session is not None:
             reason = "drained by an operator" if on else "undrained by an operator"

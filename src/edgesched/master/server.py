@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import resource
 import socket
 import ssl
 from collections.abc import Iterator
@@ -33,6 +34,26 @@ log = logging.getLogger("edgesched.master")
 
 TICK_S = 0.1
 PRUNE_EVERY_S = 60.0
+#: the soft open-files limit is raised to the hard one, or to this when the hard one is infinite
+NOFILE_WHEN_UNLIMITED = 1 << 20
+
+
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raises the soft RLIMIT_NOFILE to the hard one: every connection is a descriptor, and the
+    usual soft default (1,024) is reached by a thousand idle peers, after which nothing is
+    accepted (health, submissions, joins). Returns (before, after)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = NOFILE_WHEN_UNLIMITED if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError) as exc:
+            log.warning("could not raise the open-files limit from %d to %d: %s", soft, target, exc)
+            return soft, soft
+        log.info("open files: soft limit raised from %d to %d (the hard limit)", soft, target)
+        return soft, target
+    log.info("open files: soft limit %s (hard %s)", soft, hard)
+    return soft, soft
 
 
 def server_credentials(s: MasterSettings) -> grpc.ServerCredentials:
@@ -86,6 +107,8 @@ class MasterServer:
     async def start(self) -> None:
         s = self.settings.master
         failpoints.arm_from_env(os.environ)
+        if s.raise_nofile:
+            raise_open_files_limit()
         await self.journal.start()
         master = Master(self.settings, self.journal)
         self.master = master
@@ -156,6 +179,7 @@ class MasterServer:
             if now >= next_prune:
                 next_prune = now + PRUNE_EVERY_S
                 await self.prune()
+                await self.master.forget_gone()
 
     async def prune(self) -> int:
         """Retention: finished tasks past the TTL or the row cap leave the journal and disk."""

@@ -106,9 +106,7 @@ def device_json(device: Device, now: float) -> dict[str, Any]:
         "type": device.device_type,
         "emulated": device.emulated,
         "hostname": device.hostname,
-        "state": "draining"
-        if device.draining and device.state.value == "online"
-        else (device.state.value),
+        "state": device.shown_state,
         "draining": device.draining,
         "cpu": m.cpu,
         "memory": m.memory,

@@ -264,7 +264,7 @@ class Simulation:
             board.bandwidth_mbps = (
                 mbps if not board.bandwidth_mbps else 0.8 * board.bandwidth_mbps + 0.2 * mbps
             )
-        self._at(self.now + board.one_way_s, lambda: self._started(key))
+        self._at(self.now + board.one_way_s, lambda: self._started(board, key))
         board.waiting.append(key)
         self._next(board)
 
@@ -282,8 +282,8 @@ class Simulation:
             service_ms = board.spec.profile.sample_ms(draw) * spec.work * self.scenario.time_scale
             self._at(self.now + service_ms / 1000, partial(self._ran, board, key, service_ms))
 
-    def _started(self, key: Key) -> None:
-        self._apply(self.core.started(key[0], key[1], self.now))
+    def _started(self, board: _Board, key: Key) -> None:
+        self._apply(self.core.started(key[0], key[1], self.now, board.spec.id))
 
     def _ran(self, board: _Board, key: Key, service_ms: float) -> None:
         if not board.alive or board.attempts.pop(key, None) is None:
