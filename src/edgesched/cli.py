@@ -113,8 +113,8 @@ def _require_extra(command: click.Command, name: str, extra: str) -> None:
         absent = extras.missing(extra)
         if absent:
             click.echo(
-                f"edgesched {name} needs the {extra} extra ({', '.join(absent)} missing): "
-                f"{extras.install_hint(extra)}",
+                f"edgesched {name} needs edgesched[{extra}] ({', '.join(absent)} not "
+                f"installed): {extras.install_hint(extra)}",
                 err=True,
             )
             sys.exit(2)
