@@ -56,19 +56,24 @@ proto-tools: $(PROTO_STAMP)
 
 # The agent's wheels for a board without a package index, in one folder to copy over:
 #   make wheelhouse PLATFORM=manylinux2014_aarch64 PYTHON=3.9 [ONNX=1]
-# Without PLATFORM/PYTHON: this machine's, into workspace/wheelhouse, with the oldest grpcio and
-# protobuf pyproject allows, which the board-install test installs from offline.
+# PLATFORM and PYTHON default to this machine's; the folder is workspace/wheelhouse[-PLATFORM-pyPYTHON].
 PLATFORM ?=
 PYTHON ?=
 WHEELHOUSE ?= workspace/wheelhouse$(if $(PLATFORM)$(PYTHON),-$(or $(PLATFORM),native)-py$(or $(PYTHON),native))
 wheelhouse: $(STAMP)
-	FLOOR=$(if $(PLATFORM)$(PYTHON),,1) scripts/wheelhouse $(WHEELHOUSE) "$(PLATFORM)" "$(PYTHON)"
+	scripts/wheelhouse $(WHEELHOUSE) "$(PLATFORM)" "$(PYTHON)"
 
-# the board-install test's, filled once (CI has the package index), then reused offline
-BOARD_WHEELHOUSE := workspace/wheelhouse/.complete
-$(BOARD_WHEELHOUSE): pyproject.toml scripts/wheelhouse | $(STAMP)
-	FLOOR=1 scripts/wheelhouse workspace/wheelhouse
-	touch $@
+# The board-install test's (tests/e2e/test_board_install.py): this machine's platform, for the
+# Python a board has (3.9 where this machine has one: scripts/board-python), with the oldest grpcio
+# and protobuf pyproject allows. Filled once (CI has the package index), then reused offline;
+# .complete names the Python it is for.
+BOARD_WHEELHOUSE := workspace/board-wheelhouse/.complete
+$(BOARD_WHEELHOUSE): pyproject.toml scripts/wheelhouse scripts/board-python | $(STAMP)
+	rm -rf $(dir $@)
+	board_py="$$(scripts/board-python)" && \
+	version="$$("$$board_py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" && \
+	FLOOR=1 scripts/wheelhouse $(dir $@) "" "$$version" && \
+	echo "$$board_py" > $@
 
 unit: $(STAMP) $(PROTO_STAMP) $(BOARD_WHEELHOUSE)
 	$(BIN)/pytest -q

@@ -1,8 +1,9 @@
 """A board's install, done as a board does it (issue 12).
 
-The wheel is built from the sources and installed without extras into a fresh venv, offline, from
-the wheelhouse the Makefile fills (`make wheelhouse`: this machine's wheels plus the oldest grpcio
-and protobuf pyproject allows, which are pinned here). From that venv: the CLI, the probe, and a
+The wheel is built from the sources and installed without extras into a fresh venv of a board's
+Python (3.9 where this machine has it, scripts/board-python), offline, from the wheelhouse the
+Makefile fills (scripts/wheelhouse for this machine's platform, with the oldest grpcio and
+protobuf pyproject allows, which are pinned here). From that venv: the CLI, the probe, and a
 real agent that joins a master started from the dev venv and runs a task sent by the board's own
 `client send`. The quick import check of every board module is tests/unit/test_board_imports.py.
 """
@@ -25,10 +26,12 @@ import pytest
 from edgesched import extras
 from edgesched.demo.cluster import LocalCluster
 from tests.harness import png_bytes
+from tests.unit.test_board_imports import BOARD_MODULES, BOARD_PACKAGES
 
 ROOT = Path(__file__).resolve().parents[2]
-WHEELHOUSE = ROOT / "workspace" / "wheelhouse"
-FILLED = WHEELHOUSE / ".complete"  # written by `make` once the wheelhouse is complete
+WHEELHOUSE = ROOT / "workspace" / "board-wheelhouse"
+#: written by `make` once the wheelhouse is complete: the Python it is for (scripts/board-python)
+FILLED = WHEELHOUSE / ".complete"
 
 
 def floor_pins() -> list[str]:
@@ -65,10 +68,11 @@ def run(args: list[Any], cwd: Path, timeout: float = 300) -> subprocess.Complete
 @pytest.fixture(scope="module")
 def board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A fresh venv holding the base install, built and installed offline; its bin/."""
-    if not FILLED.exists():
+    board_python = Path(FILLED.read_text().strip()) if FILLED.exists() else None
+    if board_python is None or not board_python.exists():
         if os.environ.get("CI") == "true":
             pytest.fail(f"no wheelhouse at {WHEELHOUSE}: `make test` fills it first")
-        pytest.skip(f"no wheelhouse at {WHEELHOUSE}: `make test` (or `make wheelhouse`) fills it")
+        pytest.skip(f"no wheelhouse at {WHEELHOUSE}: `make test` fills it")
     tmp = tmp_path_factory.mktemp("board")
     sources = tmp / "sources"
     sources.mkdir()
@@ -81,7 +85,7 @@ def board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     assert built.returncode == 0, built.stdout + built.stderr
     (wheel,) = (tmp / "dist").glob("edgesched-*.whl")
     venv = tmp / "venv"
-    made = run([sys.executable, "-m", "venv", venv], cwd=tmp)
+    made = run([board_python, "-m", "venv", venv], cwd=tmp)
     assert made.returncode == 0, made.stderr
     installed = run(
         [venv / "bin" / "python", "-m", "pip", "install", "-q", *offline, wheel, *floor_pins()],
@@ -107,6 +111,28 @@ def test_the_base_install_has_the_oldest_runtime_and_no_extra(board: Path, tmp_p
     grpc_version, protobuf_version, present = json.loads(check.stdout)
     assert [f"grpcio=={grpc_version}", f"protobuf=={protobuf_version}"] == floor_pins()
     assert present == [], f"the base install brought an extra's packages: {present}"
+
+
+def test_every_board_module_imports_on_the_boards_python(board: Path, tmp_path: Path) -> None:
+    """On the board's Python (3.9 where this machine has one) and its oldest runtime."""
+    imported = run(
+        [
+            board / "python",
+            "-c",
+            "import importlib, pkgutil, sys\n"
+            "for package in sys.argv[1].split(','):\n"
+            "    path = importlib.import_module(package).__path__\n"
+            "    for info in pkgutil.walk_packages(path, package + '.'):\n"
+            "        importlib.import_module(info.name)\n"
+            "for module in sys.argv[2].split(','):\n"
+            "    importlib.import_module(module)\n"
+            "print('%d.%d' % sys.version_info[:2])",
+            ",".join(BOARD_PACKAGES),
+            ",".join(BOARD_MODULES),
+        ],
+        cwd=tmp_path,
+    )
+    assert imported.returncode == 0, f"on Python {imported.stdout}: {imported.stderr}"
 
 
 def test_the_board_cli_works_and_a_master_command_names_its_extra(
