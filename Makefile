@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lint typecheck unit deps deps-system proto clean chaos bench
+.PHONY: demo test check lint typecheck unit deps deps-system proto proto-tools wheelhouse clean chaos bench
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -35,14 +35,47 @@ lint: $(STAMP)
 
 # what runs on the boards is also checked for their Python 3.9 (DESIGN §10)
 AGENT_MODULES := src/edgesched/agent src/edgesched/inference src/edgesched/config.py \
-	src/edgesched/errors.py src/edgesched/names.py src/edgesched/logs.py \
+	src/edgesched/errors.py src/edgesched/extras.py src/edgesched/names.py src/edgesched/logs.py \
 	src/edgesched/clock.py src/edgesched/failpoints.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/mypy --config-file mypy-agent-py39.ini $(AGENT_MODULES)
 
-unit: $(STAMP)
+# The generated gRPC code is made by an old grpcio-tools, in its own venv: its protoc writes no
+# runtime-version check, so the code loads with the oldest grpcio/protobuf a board has (Python
+# 3.9) and with the master's newest (docs/devices.md). tests/unit/test_proto_fresh.py uses it.
+PROTO_TOOLS := workspace/protoc-venv
+PROTO_STAMP := $(PROTO_TOOLS)/.installed
+$(PROTO_STAMP):
+	test -x $(PROTO_TOOLS)/bin/python || $(PY) -m venv $(PROTO_TOOLS)
+	$(PROTO_TOOLS)/bin/python -m pip install -q "grpcio-tools==1.62.3"
+	touch $@
+
+proto-tools: $(PROTO_STAMP)
+
+# The agent's wheels for a board without a package index, in one folder to copy over:
+#   make wheelhouse PLATFORM=manylinux2014_aarch64 PYTHON=3.9 [ONNX=1]
+# PLATFORM and PYTHON default to this machine's; the folder is workspace/wheelhouse[-PLATFORM-pyPYTHON].
+PLATFORM ?=
+PYTHON ?=
+WHEELHOUSE ?= workspace/wheelhouse$(if $(PLATFORM)$(PYTHON),-$(or $(PLATFORM),native)-py$(or $(PYTHON),native))
+wheelhouse: $(STAMP)
+	scripts/wheelhouse $(WHEELHOUSE) "$(PLATFORM)" "$(PYTHON)"
+
+# The board-install test's (tests/e2e/test_board_install.py): this machine's platform, for the
+# Python a board has (3.9 where this machine has one: scripts/board-python), with the oldest grpcio
+# and protobuf pyproject allows. Filled once (CI has the package index), then reused offline;
+# .complete names the Python it is for.
+BOARD_WHEELHOUSE := workspace/board-wheelhouse/.complete
+$(BOARD_WHEELHOUSE): pyproject.toml scripts/wheelhouse scripts/board-python | $(STAMP)
+	rm -rf $(dir $@)
+	board_py="$$(scripts/board-python)" && \
+	version="$$("$$board_py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" && \
+	FLOOR=1 scripts/wheelhouse $(dir $@) "" "$$version" && \
+	echo "$$board_py" > $@
+
+unit: $(STAMP) $(PROTO_STAMP) $(BOARD_WHEELHOUSE)
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
@@ -63,7 +96,7 @@ bench: $(STAMP)
 	$(BIN)/edgesched bench failover --json > $(BENCH_OUT)/failover.json && cat $(BENCH_OUT)/failover.json
 	$(BIN)/edgesched bench memory --json > $(BENCH_OUT)/memory.json && cat $(BENCH_OUT)/memory.json
 
-proto: $(STAMP)
+proto: $(STAMP) $(PROTO_STAMP)
 	scripts/gen-proto
 
 clean:

@@ -14,8 +14,8 @@ silently would invalidate every certificate already handed to the boards. More a
 existing CA come from :func:`add_agents` (``edgesched certs add-agents DIR --agents N``), which
 reuses ``ca.key`` and numbers the new agents after the highest ``agent-<i>`` already there.
 
-Module-level imports stay light (click, stdlib): the CLI imports this module on every call, and
-``cryptography`` is only needed by the one command that makes certificates.
+Module-level imports stay light (click, stdlib): the CLI imports this module for `edgesched certs`
+only, and ``cryptography`` is only needed by the one command that makes certificates.
 """
 
 from __future__ import annotations

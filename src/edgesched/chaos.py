@@ -7,7 +7,8 @@ results: the client's list of acknowledged uploads is checked against a bare HTT
 logs every result file it is handed, before any deduplication. Only dead tasks come from the
 master's API, because the seed protocol pushes nothing for them.
 
-Module-level imports stay light (click, stdlib): the CLI imports this module on every call.
+Module-level imports stay light (click, stdlib): the CLI imports this module for `edgesched chaos`
+only, after checking that the master extra is installed.
 """
 
 from __future__ import annotations

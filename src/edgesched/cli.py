@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import importlib
+import importlib.util
 import json
 import signal
 import sys
@@ -11,12 +14,7 @@ from typing import Any
 
 import click
 
-from edgesched import __version__
-from edgesched.agent.probe_cli import probe_command
-from edgesched.bench.cli import bench_command
-from edgesched.certs import certs_command
-from edgesched.chaos import chaos_command
-from edgesched.cli_ops import register as register_ops
+from edgesched import __version__, extras
 from edgesched.config import Settings, load_settings, render_toml
 from edgesched.errors import EdgeschedError
 from edgesched.logs import setup_logging
@@ -24,6 +22,107 @@ from edgesched.logs import setup_logging
 CONFIG_HELP = "directory holding edgesched.toml"
 #: where a master on this machine keeps its tokens (its default --data-dir, from this folder)
 LOCAL_MASTER_DIR = "workspace/master"
+
+#: commands defined in other modules, imported only when that command runs; their summaries
+#: list them in `edgesched --help` without importing them (a unit test keeps the two equal)
+LAZY_COMMANDS = {
+    "probe": (
+        "edgesched.agent.probe_cli:probe_command",
+        "Print what this machine would report and which probe produced each metric.",
+    ),
+    "bench": (
+        "edgesched.bench.cli:bench_command",
+        "Benchmarks: the simulator's makespan, and real runs of the master and agents.",
+    ),
+    "certs": (
+        "edgesched.certs:certs_command",
+        "A private CA and TLS certificates for the master and the agents.",
+    ),
+    "chaos": (
+        "edgesched.chaos:chaos_command",
+        "Kills masters and agents at random (seeded) under load, then grades the run by an "
+        "independent ledger.",
+    ),
+}
+
+#: commands that need more than the base install (what a board has), and the extra they need
+NEEDS_EXTRA = {
+    "master": "master",
+    "gateway": "master",
+    "task-manager": "master",
+    "demo": "all",  # a master and agents running the real model
+    "bench": "master",
+    "chaos": "master",
+    "certs": "master",
+    "tasks": "master",
+    "devices": "master",
+    "status": "master",
+}
+
+
+class Commands(click.Group):
+    """The top-level group: each command imports only what it needs.
+
+    A board has the base install only, so ``edgesched agent`` must not import the master's, the
+    benchmarks' or the CA's modules: commands defined elsewhere load on first use, and a command
+    that needs an extra checks for it when it runs (its ``--help`` still works) and otherwise
+    says in one line which extra to install, exit status 2, instead of a traceback.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in LAZY_COMMANDS:
+            extra = NEEDS_EXTRA.get(cmd_name)
+            if extra and extras.missing(extra):
+                # its module may import the extra: a stand-in that only says what is missing
+                stand_in = click.Command(
+                    cmd_name,
+                    help=LAZY_COMMANDS[cmd_name][1],
+                    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+                )
+                _require_extra(stand_in, cmd_name, extra)
+                return stand_in
+            module, attribute = LAZY_COMMANDS[cmd_name][0].split(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """As click's, but commands not loaded yet are listed by their summary, unimported."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = []
+        for name in names:
+            command = self.commands.get(name) or click.Command(name, help=LAZY_COMMANDS[name][1])
+            if not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        name = name or cmd.name
+        if name in NEEDS_EXTRA:
+            _require_extra(cmd, name, NEEDS_EXTRA[name])
+        super().add_command(cmd, name)
+
+
+def _require_extra(command: click.Command, name: str, extra: str) -> None:
+    """Makes ``command`` check that ``extra`` is installed before it runs."""
+    inner = command.callback
+
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        absent = extras.missing(extra)
+        if absent:
+            click.echo(
+                f"edgesched {name} needs edgesched[{extra}] ({', '.join(absent)} not "
+                f"installed): {extras.install_hint(extra)}",
+                err=True,
+            )
+            sys.exit(2)
+        return inner(*args, **kwargs) if inner is not None else None
+
+    command.callback = functools.update_wrapper(checked, inner) if inner else checked
 
 
 def _settings(config: str | None, **sections: dict[str, Any]) -> Settings:
@@ -100,7 +199,7 @@ def log_options(func: Any) -> Any:
     )(func)
 
 
-@click.group()
+@click.group(cls=Commands)
 @click.version_option(__version__, prog_name="edgesched")
 def main() -> None:
     """edgesched: spread AI-inference tasks over heterogeneous edge boards."""
@@ -457,7 +556,8 @@ def client_send(
         )
         sys.exit(0 if legacy_report.failed == 0 else 1)
     progress = None
-    if not no_progress and not as_json:
+    # a board's base install has no rich: no progress bar there
+    if not no_progress and not as_json and importlib.util.find_spec("rich") is not None:
         from rich.progress import Progress
 
         progress = Progress(transient=True)
@@ -615,13 +715,14 @@ def demo(
     sys.exit(run_demo(options))
 
 
-register_ops(main)
+def _register_ops() -> None:
+    # tasks, devices, status: defining them imports only click (their bodies need the extra)
+    from edgesched.cli_ops import register
+
+    register(main)
 
 
-main.add_command(chaos_command)  # edgesched.chaos imports only click and the stdlib
-main.add_command(probe_command)  # what this machine would report, and which probe said it
-main.add_command(certs_command)  # a small CA for a mutual-TLS cluster
-main.add_command(bench_command)  # deterministic benchmarks on the simulator
+_register_ops()
 
 
 if __name__ == "__main__":  # pragma: no cover
