@@ -56,6 +56,12 @@ class MasterSettings:
     tls_require_client_cert: bool = False  #: every gRPC and HTTP peer must show a CA-signed cert
     max_inflight_per_client: int = 10_000  #: unfinished tasks one client may have
     max_link_message_bytes: int = 0  #: largest gRPC message; 0 = the upload limit + 1 MiB
+    #: uploads are refused (RESOURCE_EXHAUSTED / 503) when they would leave less free space
+    #: than this on the data (or upload) directory's file system
+    min_free_mb: float = 64.0
+    #: space kept in <data_dir>/reserve for the journal and the master's own files; released
+    #: when the disk fills, so that what is running can still be journaled (0 = none)
+    reserve_mb: float = 16.0
 
 
 @dataclass
