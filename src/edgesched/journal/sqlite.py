@@ -534,6 +534,28 @@ class SQLiteJournal:
         result: list[TaskRow] = await self._submit(op)
         return result
 
+    async def import_rows(self, table: str, rows: list[dict[str, Any]]) -> int:
+        """Inserts rows salvaged from a damaged journal (columns this schema lacks are
+        dropped; a row whose key is already here is skipped). Returns how many went in."""
+        if table not in ("tasks", "agents", "counters"):
+            raise ValueError(f"unknown table {table!r}")
+
+        def op(conn: sqlite3.Connection) -> int:
+            known = {str(r[1]) for r in conn.execute(f"PRAGMA table_info({table})")}
+            added = 0
+            for row in rows:
+                names = [n for n in row if n in known]
+                cursor = conn.execute(
+                    f"INSERT OR IGNORE INTO {table} ({', '.join(names)}) "
+                    f"VALUES ({', '.join('?' * len(names))})",
+                    [row[n] for n in names],
+                )
+                added += cursor.rowcount
+            return added
+
+        result: int = await self._submit(op, write=True)
+        return result
+
     async def task_ids(self) -> set[str]:
         def op(conn: sqlite3.Connection) -> set[str]:
             return {str(r[0]) for r in conn.execute("SELECT id FROM tasks")}
@@ -608,6 +630,43 @@ class SQLiteJournal:
 
         result: int = await self._submit(op, write=True)
         return result
+
+
+def backup(source: Path, dest: Path, pages: int = 256) -> int:
+    """An online copy of the journal with SQLite's backup API (a running master goes on
+    writing: each step reads a consistent snapshot). Written to ``dest`` (mode 0600) through a
+    temporary name, checked with ``quick_check``; returns the number of tasks it holds."""
+    if not source.is_file() or source.stat().st_size == 0:
+        raise JournalError(f"no journal at {source} to back up")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    create_private(tmp)
+    src = sqlite3.connect(source)
+    try:
+        dst = sqlite3.connect(tmp)
+        try:
+            src.backup(dst, pages=pages)
+            dst.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
+            problem = integrity_problem(dst)
+            if problem:
+                raise DamagedJournalError(f"the backup of {source} fails quick_check: {problem}")
+            tasks = int(dst.execute("SELECT COUNT(*) FROM tasks").fetchone()[0])
+        finally:
+            dst.close()
+    except sqlite3.Error as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise JournalError(f"cannot back up {source}: {exc}") from exc
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    finally:
+        src.close()
+    os.replace(tmp, dest)
+    return tasks
 
 
 def _resolve(future: asyncio.Future[Any], value: Any, failed: bool) -> None:
