@@ -157,3 +157,24 @@ async def test_a_master_starts_on_a_full_disk_and_says_so(tmp_path: Path) -> Non
             assert {r.state for r in results.values()} == {common_pb2.TASK_STATE_DONE}
         finally:
             await again.close()
+
+
+async def test_an_upload_that_would_leave_less_than_min_free_mb_is_refused(
+    tmp_path: Path,
+) -> None:
+    settings = master_settings(tmp_path)
+    settings.master.reserve_mb = 0
+    settings.master.min_free_mb = 1e12  # more than any disk here has
+    cluster = InProcessCluster(tmp_path, settings)
+    await cluster.start()
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await cluster.submit("k", png_bytes(8, 8))
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "no space left" in (refused.value.details() or "")
+        assert "master.min_free_mb" in (refused.value.details() or "")
+        assert not list((tmp_path / "master").rglob("*.png"))
+        health = (await cluster.get("/healthz")).json()
+        assert health["status"] == "degraded" and "min_free_mb" in health["reason"]
+    finally:
+        await cluster.close()

@@ -67,6 +67,9 @@ class Journal(Protocol):
 
     #: why the journal cannot write now ("" when it can); what failed is kept and retried
     fault: str
+    #: write transactions committed so far (read in the journal's thread, the transaction in
+    #: progress commits as ``sequence + 1``)
+    sequence: int
 
     async def start(self) -> None: ...
 

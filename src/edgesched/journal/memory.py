@@ -14,6 +14,7 @@ FINAL = ("done", "dead", "cancelled")
 class MemoryJournal:
     def __init__(self) -> None:
         self.fault = ""  #: never set: memory does not fill up the way a disk does
+        self.sequence = 0  #: no transactions to count
         self.rows: dict[str, TaskRow] = {}
         self.keys: dict[tuple[str, str], str] = {}
         self.counters: dict[str, int] = {}

@@ -129,10 +129,11 @@ def commit_record_path(path: Path) -> Path:
 
 
 def read_commit_record(path: Path) -> int:
+    """The side file's count; -1 when there is none (a new journal, or one made before it)."""
     try:
         text = commit_record_path(path).read_text(encoding="ascii").strip()
     except FileNotFoundError:
-        return 0
+        return -1
     return int(text) if text.isdigit() else 0
 
 
@@ -177,6 +178,8 @@ class SQLiteJournal:
         self.commits = 0  #: transactions committed (group commits)
         self.ops = 0  #: operations committed
         self.sequence = 0  #: write transactions committed over the journal's life
+        #: what the side file said at open, before it was brought up to date (-1: no side file)
+        self.recorded = -1
         #: why the journal cannot write now ("" when it can); set by a failed commit, cleared by
         #: the next one that succeeds (what failed is kept and tried again)
         self.fault = ""
@@ -191,7 +194,7 @@ class SQLiteJournal:
 
     def _open(self) -> None:
         private_dir(self.path.parent)
-        recorded = read_commit_record(self.path)
+        recorded = self.recorded = read_commit_record(self.path)
         size = self.path.stat().st_size if self.path.exists() else -1
         if self.verify and recorded > 0 and size <= 0:
             state = "missing" if size < 0 else "empty (0 bytes)"

@@ -309,7 +309,9 @@ class Master:
         def store() -> None:  # in the journal's thread, just before the row
             if write is not None:
                 write()
-            write_record(self.data_dir, row, durable)
+            # the transaction now open commits as sequence + 1: a record whose commit never
+            # happened (the master died first) is told apart from one whose row was lost
+            write_record(self.data_dir, row, durable, self.journal.sequence + 1)
 
         try:
             stored, duplicate = await self.journal.insert(row, store)

@@ -169,7 +169,8 @@ class MasterServer:
     async def _check_records(self, data_dir: Path) -> None:
         """Refuses a journal that lacks tasks whose intake records (and payloads) are on disk:
         it was replaced, emptied or cut short, and acknowledged work would be lost."""
-        lost = await asyncio.to_thread(orphans, data_dir, await self.journal.task_ids())
+        journaled = await self.journal.task_ids()
+        lost = await asyncio.to_thread(orphans, data_dir, journaled, self.journal.recorded)
         if lost:
             shown = ", ".join(p.name for p in lost[:3]) + (", ..." if len(lost) > 3 else "")
             raise DamagedJournalError(

@@ -30,6 +30,7 @@ log = logging.getLogger("edgesched.storage")
 MIB = 1024 * 1024
 RESERVE = "reserve"
 INTAKE = "intake"
+COMMIT_KEY = "_commit"
 
 
 def free_bytes(path: Path) -> int:
@@ -124,11 +125,13 @@ def record_path(data_dir: Path, task_id: str) -> Path:
     return data_dir / INTAKE / f"{task_id}.json"
 
 
-def write_record(data_dir: Path, row: TaskRow, durable: bool) -> Path:
-    """The task as journaled, beside its payload (mode 0600; fsynced when ``durable``)."""
+def write_record(data_dir: Path, row: TaskRow, durable: bool, commit: int) -> Path:
+    """The task as journaled, beside its payload (mode 0600; fsynced when ``durable``), with
+    ``commit``: the journal transaction that holds its row (``Journal.sequence`` + 1)."""
     path = record_path(data_dir, row.id)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    data = json.dumps(dataclasses.asdict(row), separators=(",", ":")).encode()
+    values = {**dataclasses.asdict(row), COMMIT_KEY: commit}
+    data = json.dumps(values, separators=(",", ":")).encode()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as handle:
@@ -160,11 +163,39 @@ def read_record(path: Path) -> TaskRow | None:
         return None
 
 
+def record_commit(path: Path) -> int:
+    """The transaction a record's row was committed in (0 when unknown)."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")).get(COMMIT_KEY, 0)
+    except (OSError, ValueError, AttributeError):
+        return 0
+    return value if isinstance(value, int) else 0
+
+
 def records(data_dir: Path) -> list[Path]:
     folder = data_dir / INTAKE
     return sorted(folder.glob("*.json")) if folder.is_dir() else []
 
 
-def orphans(data_dir: Path, journaled: set[str]) -> list[Path]:
-    """Intake records of tasks the journal does not hold."""
-    return [p for p in records(data_dir) if p.stem not in journaled]
+def orphans(data_dir: Path, journaled: set[str], recorded: int) -> list[Path]:
+    """Intake records of acknowledged tasks the journal does not hold.
+
+    A record written for the transaction right after the last one recorded (``recorded`` + 1)
+    belongs to a submission whose commit never happened: the master died in between, nobody was
+    told the task was accepted. Such a record and its payload are removed, not reported.
+    """
+    lost = []
+    for path in records(data_dir):
+        if path.stem in journaled:
+            continue
+        if recorded >= 0 and record_commit(path) == recorded + 1:
+            row = read_record(path)
+            if row is not None:
+                with contextlib.suppress(OSError):
+                    Path(row.payload_path).unlink()
+            log.warning("removed the payload of submission %s: it was never committed", path.stem)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            continue
+        lost.append(path)
+    return lost
