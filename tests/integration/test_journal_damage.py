@@ -129,8 +129,9 @@ async def test_an_online_backup_while_the_master_writes(tmp_path: Path) -> None:
 
 async def test_data_files_are_0600_and_folders_0700(tmp_path: Path) -> None:
     data = tmp_path / "master"
-    (data / "upload" / "old").mkdir(parents=True, mode=0o755)
+    (data / "intake" / "old").mkdir(parents=True, mode=0o755)  # as an older version left them
     os.chmod(data, 0o755)
+    os.chmod(data / "intake", 0o755)
     settings = master_settings(tmp_path)
     settings.master.reserve_mb = 0.5
     cluster = InProcessCluster(tmp_path, settings)

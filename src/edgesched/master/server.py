@@ -160,11 +160,10 @@ class MasterServer:
         private_dir(data_dir)
         uploads = Path(self.settings.master.upload_dir or data_dir / "upload")
         for folder in (uploads, data_dir / "intake"):
-            if folder.is_dir():
-                private_dir(folder)
-                for child in folder.iterdir():
-                    if child.is_dir() and not child.is_symlink():
-                        private_dir(child)
+            private_dir(folder)  # made here, so that no upload makes it with the umask's mode
+            for child in folder.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    private_dir(child)
 
     async def _check_records(self, data_dir: Path) -> None:
         """Refuses a journal that lacks tasks whose intake records (and payloads) are on disk:
