@@ -122,7 +122,8 @@ async def test_a_commit_that_meets_a_full_database_is_kept_and_retried(tmp_path:
             await journal.insert(row("t2", "k2"))
         assert "no space left" in journal.fault
         assert not flushed.done() and removed == []  # nothing acted on before it is durable
-        assert (await journal.get("t1")).state == "queued"  # reads still answer
+        before = await journal.get("t1")
+        assert before is not None and before.state == "queued"  # reads still answer
 
         def uncap(conn: sqlite3.Connection) -> None:
             conn.execute("PRAGMA max_page_count = 1073741823")
@@ -131,6 +132,6 @@ async def test_a_commit_that_meets_a_full_database_is_kept_and_retried(tmp_path:
         await asyncio.wait_for(flushed, 10)  # the held update went through by itself
         assert journal.fault == "" and removed == ["payload"]
         done = await journal.get("t1")
-        assert done.state == "done" and len(done.label) == 200_000
+        assert done is not None and done.state == "done" and len(done.label) == 200_000
     finally:
         await journal.close()
