@@ -144,3 +144,30 @@ async def test_data_files_are_0600_and_folders_0700(tmp_path: Path) -> None:
             assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))
     finally:
         await cluster.close()
+
+
+async def test_retention_takes_records_with_rows_and_a_restart_finds_nothing_missing(
+    tmp_path: Path,
+) -> None:
+    settings = master_settings(tmp_path)
+    settings.master.reserve_mb = 0
+    settings.master.keep_upload = True  # payloads stay after the end: only retention removes them
+    cluster = InProcessCluster(tmp_path, settings)
+    await cluster.start()
+    data = Path(settings.master.data_dir)
+    try:
+        await cluster.add_agent("a1")
+        ids = [(await cluster.submit(f"k{i}", png_bytes(8, 8))).task_id for i in range(5)]
+        await cluster.wait(ids)
+        await cluster.master.journal.flush()
+        assert not list((data / "intake").glob("*.json"))  # gone with the tasks' end
+        assert len(list((data / "upload").rglob("*.png"))) == 5
+        settings.master.retention_s = 0
+        assert cluster.server is not None
+        assert await cluster.server.prune() == 5
+        assert not list((data / "upload").rglob("*.png"))
+    finally:
+        await cluster.close()
+    again = InProcessCluster(tmp_path, settings)
+    await again.start()
+    await again.close()

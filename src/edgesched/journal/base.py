@@ -112,9 +112,15 @@ class Journal(Protocol):
 
     async def counts(self) -> dict[str, int]: ...
 
-    async def prune(self, before_ms: int, keep_rows: int) -> list[tuple[str, str]]:
+    async def prune(
+        self,
+        before_ms: int,
+        keep_rows: int,
+        forget: Callable[[list[tuple[str, str]]], None] | None = None,
+    ) -> list[tuple[str, str]]:
         """Deletes finished tasks older than ``before_ms`` and the oldest beyond ``keep_rows``
-        (never a result still waiting to be pushed); returns their (id, payload path)."""
+        (never a result still waiting to be pushed); returns their (id, payload path).
+        ``forget`` gets them first, before the rows go (in the journal's thread)."""
         ...
 
     async def agents(self) -> dict[str, str]:

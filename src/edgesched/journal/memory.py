@@ -70,13 +70,20 @@ class MemoryJournal:
         rows = [copy.deepcopy(r) for r in self.rows.values() if r.state not in FINAL]
         return sorted(rows, key=lambda r: (r.submitted_ms, r.id))
 
-    async def prune(self, before_ms: int, keep_rows: int) -> list[tuple[str, str]]:
+    async def prune(
+        self,
+        before_ms: int,
+        keep_rows: int,
+        forget: Callable[[list[tuple[str, str]]], None] | None = None,
+    ) -> list[tuple[str, str]]:
         finished = sorted(
             (r for r in self.rows.values() if r.state in FINAL and r.delivery != "pending"),
             key=lambda r: (r.finished_ms, r.id),
             reverse=True,
         )
         gone = [r for i, r in enumerate(finished) if i >= keep_rows or r.finished_ms < before_ms]
+        if forget is not None and gone:
+            forget([(r.id, r.payload_path) for r in gone])
         for row in gone:
             del self.rows[row.id]
             self.keys.pop((row.client_id, row.idem_key), None)

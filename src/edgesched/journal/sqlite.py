@@ -566,7 +566,12 @@ class SQLiteJournal:
         result: set[str] = await self._submit(op)
         return result
 
-    async def prune(self, before_ms: int, keep_rows: int) -> list[tuple[str, str]]:
+    async def prune(
+        self,
+        before_ms: int,
+        keep_rows: int,
+        forget: Callable[[list[tuple[str, str]]], None] | None = None,
+    ) -> list[tuple[str, str]]:
         finished = "state IN ('done', 'dead', 'cancelled') AND delivery != 'pending'"
 
         def op(conn: sqlite3.Connection) -> list[tuple[str, str]]:
@@ -576,8 +581,11 @@ class SQLiteJournal:
                 f"WHERE {finished} ORDER BY finished_ms DESC, id DESC LIMIT -1 OFFSET ?)",
                 (before_ms, keep_rows),
             ).fetchall()
+            gone = [(str(r[0]), str(r[1])) for r in rows]
+            if forget is not None and gone:
+                forget(gone)
             conn.executemany("DELETE FROM tasks WHERE id = ?", [(r[0],) for r in rows])
-            return [(str(r[0]), str(r[1])) for r in rows]
+            return gone
 
         result: list[tuple[str, str]] = await self._submit(op, write=True)
         return result

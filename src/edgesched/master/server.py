@@ -215,9 +215,17 @@ class MasterServer:
         assert self.master is not None
         m = self.settings.master
         before = self.master.clock.wall_ms() - int(m.retention_s * 1000)
-        pruned = await self.journal.prune(before, m.retention_rows)
+        data_dir = Path(m.data_dir)
+
+        def forget(gone: list[tuple[str, str]]) -> None:
+            # their intake records go before their rows: a record left without its row would
+            # read as lost work at the next start
+            for task_id, _ in gone:
+                remove_record(data_dir, task_id)
+
+        pruned = await self.journal.prune(before, m.retention_rows, forget)
         if pruned:
-            await asyncio.to_thread(_remove_files, data_dir_of(self.settings), pruned)
+            await asyncio.to_thread(_remove_files, [path for _, path in pruned])
             log.info("retention: pruned %d finished tasks", len(pruned))
         return len(pruned)
 
@@ -246,15 +254,10 @@ class MasterServer:
         await self.journal.close()
 
 
-def data_dir_of(settings: Settings) -> Path:
-    return Path(settings.master.data_dir)
-
-
-def _remove_files(data_dir: Path, pruned: list[tuple[str, str]]) -> None:
-    for task_id, path in pruned:
+def _remove_files(paths: list[str]) -> None:
+    for path in paths:
         with contextlib.suppress(OSError):
             Path(path).unlink()
-        remove_record(data_dir, task_id)
 
 
 def _host(bind: str) -> str:
