@@ -206,7 +206,7 @@ class MasterServer:
                 next_space = now + SPACE_EVERY_S
                 if await asyncio.to_thread(self.guard.hold):
                     log.warning("space returned: the reserve is set aside, new tasks are taken")
-            if now >= next_prune and not self.master.space_problem():
+            if now >= next_prune and not self.journal.fault:  # pruning frees space too
                 next_prune = now + PRUNE_EVERY_S
                 await self.prune()
 
