@@ -135,3 +135,36 @@ async def test_a_commit_that_meets_a_full_database_is_kept_and_retried(tmp_path:
         assert done is not None and done.state == "done" and len(done.label) == 200_000
     finally:
         await journal.close()
+
+
+async def test_a_failed_insert_alone_does_not_leave_the_journal_faulted(tmp_path: Path) -> None:
+    """Nothing held after the failure: the journal still finds out when space returns."""
+    from edgesched.errors import DiskFullError
+
+    journal = SQLiteJournal(tmp_path / "j.db")
+    await journal.start()
+    try:
+
+        def cap(conn: sqlite3.Connection) -> None:
+            pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
+            conn.execute(f"PRAGMA max_page_count = {pages}")
+
+        await journal._submit(cap)
+        big = row("t1", "k1")
+        big.metadata = {"pad": "x" * 200_000}
+        with pytest.raises(DiskFullError):
+            await journal.insert(big)
+        assert journal.fault
+
+        def uncap(conn: sqlite3.Connection) -> None:
+            conn.execute("PRAGMA max_page_count = 1073741823")
+
+        await journal._submit(uncap)
+        for _ in range(100):
+            if not journal.fault:
+                break
+            await asyncio.sleep(0.05)
+        assert journal.fault == ""
+        await journal.insert(big)
+    finally:
+        await journal.close()

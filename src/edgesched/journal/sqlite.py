@@ -411,6 +411,8 @@ class SQLiteJournal:
                 reads.append(item)
             elif item.future is not None and item.loop is not None:
                 item.loop.call_soon_threadsafe(_resolve, item.future, wrapped, True)
+        if not keep:  # nothing held: a write of nothing finds out when space has returned
+            keep.append(_Item(_noop, None, None, "update"))
         for item in reads:
             try:
                 value: Any = item.op(conn)

@@ -18,7 +18,7 @@ import uvicorn
 
 from edgesched import failpoints
 from edgesched.config import MasterSettings, Settings
-from edgesched.errors import DamagedJournalError
+from edgesched.errors import DamagedJournalError, JournalError
 from edgesched.journal.sqlite import SQLiteJournal, private_dir
 from edgesched.master.auth import ApiTokenInterceptor
 from edgesched.master.http import make_http_app
@@ -208,7 +208,10 @@ class MasterServer:
                     log.warning("space returned: the reserve is set aside, new tasks are taken")
             if now >= next_prune and not self.journal.fault:  # pruning frees space too
                 next_prune = now + PRUNE_EVERY_S
-                await self.prune()
+                try:
+                    await self.prune()
+                except JournalError as exc:  # the journal holds the fault; tried again later
+                    log.warning("retention: %s", exc)
 
     async def prune(self) -> int:
         """Retention: finished tasks past the TTL or the row cap leave the journal and disk."""
