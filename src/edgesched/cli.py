@@ -147,6 +147,9 @@ def _run_until_signal(main: Any) -> None:
     except EdgeschedError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except OSError as exc:  # a full disk or a folder it may not write: said, not a traceback
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
 
 
 #: a port to connect to (a value past 65535 would wrap around: 65599 is port 63)
@@ -228,6 +231,12 @@ def main() -> None:
     help="where seed uploads are saved [<data-dir>/upload]",
 )
 @click.option("--result-port", type=PORT, default=None, help="seed clients' /recv_rst port [8888]")
+@click.option(
+    "--repair",
+    is_flag=True,
+    default=False,
+    help="mend a journal refused at start (re-journal tasks from their payloads), then run",
+)
 @tls_options
 @log_options
 def master(config: str | None, log_level: str, log_format: str, **flags: Any) -> None:
@@ -240,6 +249,7 @@ def _serve_master(config: str | None, flags: dict[str, Any], role: str) -> None:
     from edgesched.core.strategies import canonical_strategy
 
     scheduling = {"strategy": flags.pop("strategy")}
+    repair = bool(flags.pop("repair", False))
     settings = _settings(config, master=flags, scheduling=scheduling)
     try:
         settings.scheduling.strategy = canonical_strategy(settings.scheduling.strategy)
@@ -249,6 +259,11 @@ def _serve_master(config: str | None, flags: dict[str, Any], role: str) -> None:
     async def run(stop: asyncio.Event) -> None:
         from edgesched.master.server import MasterServer
 
+        if repair:
+            from edgesched.master.repair import repair as repair_journal
+
+            for line in await repair_journal(settings):
+                click.echo(f"repair: {line}")
         server = MasterServer(settings)
         await server.start()
         assert server.master is not None
@@ -630,6 +645,28 @@ def config() -> None:
 def config_show(config_dir: str | None) -> None:
     """Print the effective settings (defaults → file → environment) as TOML."""
     click.echo(render_toml(_settings(config_dir)), nl=False)
+
+
+@main.group()
+def journal() -> None:
+    """The master's journal (edgesched.db): backups; see also `edgesched master --repair`."""
+
+
+@journal.command("backup")
+@click.argument("dest", type=click.Path(dir_okay=False))
+@click.option("--config", "config_dir", default=None, help=CONFIG_HELP)
+@click.option("--data-dir", default=None, help="the master's data directory")
+def journal_backup(dest: str, config_dir: str | None, data_dir: str | None) -> None:
+    """Copy the journal to DEST, online (SQLite's backup API: the master may keep running)."""
+    from edgesched.journal.sqlite import backup
+
+    settings = _settings(config_dir, master={"data_dir": data_dir})
+    source = Path(settings.master.data_dir) / "edgesched.db"
+    try:
+        tasks = backup(source, Path(dest))
+    except EdgeschedError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"backed up {source} to {dest}: {tasks} tasks, quick_check ok")
 
 
 @main.group()

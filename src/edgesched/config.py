@@ -73,6 +73,12 @@ class MasterSettings:
     max_joins_per_minute: int = 1200  #: new agent ids admitted with the join token, per minute
     forget_dead_after_s: float = 86400.0  #: dead or left this long → forgotten; 0 = never
     raise_nofile: bool = True  #: raise the open-files soft limit to the hard one at start
+    #: uploads are refused (RESOURCE_EXHAUSTED / 503) when they would leave less free space
+    #: than this on the data (or upload) directory's file system
+    min_free_mb: float = 64.0
+    #: space kept in <data_dir>/reserve for the journal and the master's own files; released
+    #: when the disk fills, so that what is running can still be journaled (0 = none)
+    reserve_mb: float = 16.0
 
 
 @dataclass

@@ -12,7 +12,8 @@
     ├── NotFoundError          a task or device id that does not exist
     ├── ConflictError          the request contradicts the current state (cancel a finished task)
     ├── JournalError           the journal cannot be opened or written
-    │   └── DiskFullError       no space left: nothing was half-written
+    │   ├── DiskFullError       no space left: nothing was half-written
+    │   └── DamagedJournalError the journal is damaged or incomplete: work may be missing
     ├── AuthError              missing or wrong join token / credential / API token
     ├── BackendError           the inference backend failed for reasons other than the input
     └── TransportError         a link or a connection failed
@@ -81,6 +82,10 @@ class JournalError(EdgeschedError):
 
 class DiskFullError(JournalError):
     """No space left on the device; nothing was half-written."""
+
+
+class DamagedJournalError(JournalError):
+    """The journal fails its integrity check or misses work it once held (refused at start)."""
 
 
 class AuthError(EdgeschedError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -94,5 +95,76 @@ async def test_one_bad_operation_does_not_sink_the_rest_of_its_group_commit(tmp_
         journal.update("t-missing", {"no_such_column": 1})  # fails inside the batch
         stored, _ = await journal.insert(row("t1", "k1"))
         assert (await journal.get("t1")) is not None and stored.id == "t1"
+    finally:
+        await journal.close()
+
+
+async def test_a_commit_that_meets_a_full_database_is_kept_and_retried(tmp_path: Path) -> None:
+    """SQLite's max_page_count gives SQLITE_FULL as a full disk does (no root needed)."""
+    from edgesched.errors import DiskFullError
+
+    journal = SQLiteJournal(tmp_path / "j.db")
+    await journal.start()
+    try:
+        await journal.insert(row("t1", "k1"))
+
+        def cap(conn: sqlite3.Connection) -> int:
+            pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
+            conn.execute(f"PRAGMA max_page_count = {pages}")
+            return pages
+
+        await journal._submit(cap)
+        removed: list[str] = []
+        journal.update("t1", {"state": "done", "label": "x" * 200_000})
+        journal.after_commit(lambda: removed.append("payload"))
+        flushed = asyncio.ensure_future(journal.flush())
+        with pytest.raises(DiskFullError):
+            await journal.insert(row("t2", "k2"))
+        assert "no space left" in journal.fault
+        assert not flushed.done() and removed == []  # nothing acted on before it is durable
+        before = await journal.get("t1")
+        assert before is not None and before.state == "queued"  # reads still answer
+
+        def uncap(conn: sqlite3.Connection) -> None:
+            conn.execute("PRAGMA max_page_count = 1073741823")
+
+        await journal._submit(uncap)
+        await asyncio.wait_for(flushed, 10)  # the held update went through by itself
+        assert journal.fault == "" and removed == ["payload"]
+        done = await journal.get("t1")
+        assert done is not None and done.state == "done" and len(done.label) == 200_000
+    finally:
+        await journal.close()
+
+
+async def test_a_failed_insert_alone_does_not_leave_the_journal_faulted(tmp_path: Path) -> None:
+    """Nothing held after the failure: the journal still finds out when space returns."""
+    from edgesched.errors import DiskFullError
+
+    journal = SQLiteJournal(tmp_path / "j.db")
+    await journal.start()
+    try:
+
+        def cap(conn: sqlite3.Connection) -> None:
+            pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
+            conn.execute(f"PRAGMA max_page_count = {pages}")
+
+        await journal._submit(cap)
+        big = row("t1", "k1")
+        big.metadata = {"pad": "x" * 200_000}
+        with pytest.raises(DiskFullError):
+            await journal.insert(big)
+        assert journal.fault
+
+        def uncap(conn: sqlite3.Connection) -> None:
+            conn.execute("PRAGMA max_page_count = 1073741823")
+
+        await journal._submit(uncap)
+        for _ in range(100):
+            if not journal.fault:
+                break
+            await asyncio.sleep(0.05)
+        assert journal.fault == ""
+        await journal.insert(big)
     finally:
         await journal.close()

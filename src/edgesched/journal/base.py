@@ -65,6 +65,12 @@ MUTABLE_FIELDS = (
 class Journal(Protocol):
     """Durable task storage. ``insert`` is durable when it returns; updates are ordered."""
 
+    #: why the journal cannot write now ("" when it can); what failed is kept and retried
+    fault: str
+    #: write transactions committed so far (read in the journal's thread, the transaction in
+    #: progress commits as ``sequence + 1``)
+    sequence: int
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -83,8 +89,17 @@ class Journal(Protocol):
         """Queues an update of mutable fields; applied in order, committed soon."""
         ...
 
+    def after_commit(self, action: Callable[[], None]) -> None:
+        """Runs ``action`` (in the journal's thread) once everything queued before it is
+        committed: how a payload is deleted only after the journal records its task's end."""
+        ...
+
     async def flush(self) -> None:
-        """Returns when every queued update is committed."""
+        """Returns when every queued update is committed (on a full disk: once it is)."""
+        ...
+
+    async def task_ids(self) -> set[str]:
+        """The id of every task the journal holds."""
         ...
 
     async def get(self, task_id: str) -> TaskRow | None: ...
@@ -97,9 +112,15 @@ class Journal(Protocol):
 
     async def counts(self) -> dict[str, int]: ...
 
-    async def prune(self, before_ms: int, keep_rows: int) -> list[str]:
+    async def prune(
+        self,
+        before_ms: int,
+        keep_rows: int,
+        forget: Callable[[list[tuple[str, str]]], None] | None = None,
+    ) -> list[tuple[str, str]]:
         """Deletes finished tasks older than ``before_ms`` and the oldest beyond ``keep_rows``
-        (never a result still waiting to be pushed); returns their payload paths."""
+        (never a result still waiting to be pushed); returns their (id, payload path).
+        ``forget`` gets them first, before the rows go (in the journal's thread)."""
         ...
 
     async def agents(self) -> dict[str, str]:

@@ -13,6 +13,8 @@ FINAL = ("done", "dead", "cancelled")
 
 class MemoryJournal:
     def __init__(self) -> None:
+        self.fault = ""  #: never set: memory does not fill up the way a disk does
+        self.sequence = 0  #: no transactions to count
         self.rows: dict[str, TaskRow] = {}
         self.keys: dict[tuple[str, str], str] = {}
         self.counters: dict[str, int] = {}
@@ -42,8 +44,14 @@ class MemoryJournal:
             for key, value in values.items():
                 setattr(row, key, copy.deepcopy(value))
 
+    def after_commit(self, action: Callable[[], None]) -> None:
+        action()
+
     async def flush(self) -> None:
         return None
+
+    async def task_ids(self) -> set[str]:
+        return set(self.rows)
 
     async def get(self, task_id: str) -> TaskRow | None:
         row = self.rows.get(task_id)
@@ -62,17 +70,24 @@ class MemoryJournal:
         rows = [copy.deepcopy(r) for r in self.rows.values() if r.state not in FINAL]
         return sorted(rows, key=lambda r: (r.submitted_ms, r.id))
 
-    async def prune(self, before_ms: int, keep_rows: int) -> list[str]:
+    async def prune(
+        self,
+        before_ms: int,
+        keep_rows: int,
+        forget: Callable[[list[tuple[str, str]]], None] | None = None,
+    ) -> list[tuple[str, str]]:
         finished = sorted(
             (r for r in self.rows.values() if r.state in FINAL and r.delivery != "pending"),
             key=lambda r: (r.finished_ms, r.id),
             reverse=True,
         )
         gone = [r for i, r in enumerate(finished) if i >= keep_rows or r.finished_ms < before_ms]
+        if forget is not None and gone:
+            forget([(r.id, r.payload_path) for r in gone])
         for row in gone:
             del self.rows[row.id]
             self.keys.pop((row.client_id, row.idem_key), None)
-        return [r.payload_path for r in gone]
+        return [(r.id, r.payload_path) for r in gone]
 
     async def agents(self) -> dict[str, str]:
         return dict(self.agent_rows)

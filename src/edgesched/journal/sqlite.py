@@ -16,15 +16,17 @@ import contextlib
 import errno
 import json
 import logging
+import os
 import queue
 import sqlite3
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgesched import failpoints
-from edgesched.errors import DiskFullError, JournalError
+from edgesched.errors import DamagedJournalError, DiskFullError, JournalError
 from edgesched.journal.base import TaskRow
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,27 @@ MIGRATIONS: dict[int, str] = {
 Op = Callable[[sqlite3.Connection], Any]
 _STOP = object()
 
+#: how often the writer tries again a batch the disk had no room for
+RETRY_S = 1.0
+#: the counter every committed write transaction increments; the side file holds its last value
+COMMITS = "journal:commits"
+
+
+@dataclass(slots=True)
+class _Item:
+    """One queued operation. ``kind``: read | write (a caller waits) | update (nobody waits,
+    never dropped) | flush | after (``then`` runs once everything queued before it committed)."""
+
+    op: Op
+    future: asyncio.Future[Any] | None
+    loop: asyncio.AbstractEventLoop | None
+    kind: str
+    then: Callable[[], None] | None = None
+
+
+def _noop(conn: sqlite3.Connection) -> None:
+    return None
+
 
 def _encode(row: TaskRow) -> dict[str, Any]:
     values = {name: getattr(row, name) for name in TaskRow.columns()}
@@ -100,15 +123,67 @@ def _is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc).lower()
 
 
+def commit_record_path(path: Path) -> Path:
+    """The side file holding how many write transactions the journal has committed."""
+    return path.with_name(path.name + "-commits")
+
+
+def read_commit_record(path: Path) -> int:
+    """The side file's count; -1 when there is none (a new journal, or one made before it)."""
+    try:
+        text = commit_record_path(path).read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        return -1
+    return int(text) if text.isdigit() else 0
+
+
+def create_private(path: Path) -> None:
+    """Creates ``path`` empty with mode 0600 if it is missing, else makes it 0600."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
+
+
+def private_dir(path: Path) -> None:
+    """A data folder: made (parents too) with mode 0700; an existing one is made 0700."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):  # a folder the master does not own stays as it is
+        os.chmod(path, 0o700)
+
+
+def integrity_problem(conn: sqlite3.Connection) -> str:
+    """``PRAGMA quick_check``'s first findings, or "" when the database is sound."""
+    lines = [str(r[0]) for r in conn.execute("PRAGMA quick_check(5)").fetchall()]
+    return "" if lines == ["ok"] else "; ".join(lines)
+
+
 class SQLiteJournal:
-    def __init__(self, path: str | Path, durability: str = "normal") -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        durability: str = "normal",
+        on_full: Callable[[], bool] | None = None,
+        verify: bool = True,
+    ) -> None:
         self.path = Path(path)
         self.durability = durability
+        #: called in the writer's thread when a commit meets a full disk; True if it freed
+        #: space (the reserve), and the commit is tried again at once
+        self.on_full = on_full
+        self.verify = verify  #: refuse to open a journal that misses work (False: --repair)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
+        self._record_fd = -1
         self.commits = 0  #: transactions committed (group commits)
         self.ops = 0  #: operations committed
+        self.sequence = 0  #: write transactions committed over the journal's life
+        #: what the side file said at open, before it was brought up to date (-1: no side file)
+        self.recorded = -1
+        #: why the journal cannot write now ("" when it can); set by a failed commit, cleared by
+        #: the next one that succeeds (what failed is kept and tried again)
+        self.fault = ""
+        self.held = 0  #: operations waiting for a commit that failed to be retried
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -118,19 +193,61 @@ class SQLiteJournal:
         self._thread.start()
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
+        recorded = self.recorded = read_commit_record(self.path)
+        size = self.path.stat().st_size if self.path.exists() else -1
+        if self.verify and recorded > 0 and size <= 0:
+            state = "missing" if size < 0 else "empty (0 bytes)"
+            raise DamagedJournalError(
+                f"journal {self.path} is {state}, but {commit_record_path(self.path).name} "
+                f"records {recorded} committed transactions: the journal was lost and "
+                "acknowledged tasks may be missing; restore a backup or run "
+                "`edgesched master --repair` (docs/operations.md)"
+            )
         try:
+            create_private(self.path)
             conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        except sqlite3.Error as exc:
+        except (OSError, sqlite3.Error) as exc:
             raise JournalError(f"cannot open journal {self.path}: {exc}") from exc
+        try:
+            self._prepare(conn, recorded)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            if _is_disk_full(exc):
+                raise DiskFullError(
+                    f"journal {self.path}: no space left on device ({exc})"
+                ) from exc
+            raise DamagedJournalError(
+                f"journal {self.path} is damaged: {exc}; restore a backup or run "
+                "`edgesched master --repair` (docs/operations.md)"
+            ) from exc
+        except BaseException:
+            conn.close()
+            raise
+        for suffix in ("-wal", "-shm"):  # SQLite gives them the journal's mode; be sure
+            with contextlib.suppress(OSError):
+                os.chmod(self.path.with_name(self.path.name + suffix), 0o600)
+        self._conn = conn
+        self._record_fd = os.open(commit_record_path(self.path), os.O_RDWR | os.O_CREAT, 0o600)
+        os.fchmod(self._record_fd, 0o600)
+        self._write_record()
+
+    def _prepare(self, conn: sqlite3.Connection, recorded: int) -> None:
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
         sync = "FULL" if self.durability == "full" else "NORMAL"
         conn.execute(f"PRAGMA synchronous={sync}")
         conn.execute("PRAGMA busy_timeout=5000")
+        if self.verify:
+            problem = integrity_problem(conn)
+            if problem:
+                raise DamagedJournalError(
+                    f"journal {self.path} fails its integrity check (PRAGMA quick_check: "
+                    f"{problem}); restore a backup or run `edgesched master --repair` "
+                    "(docs/operations.md)"
+                )
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            conn.close()
             raise JournalError(
                 f"journal {self.path} has schema version {version}, newer than this edgesched "
                 f"({SCHEMA_VERSION}); upgrade edgesched instead of opening it"
@@ -142,69 +259,169 @@ class SQLiteJournal:
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version={target}")
             conn.execute("COMMIT")
-        self._conn = conn
+        found = conn.execute("SELECT value FROM counters WHERE name = ?", (COMMITS,)).fetchone()
+        self.sequence = int(found[0]) if found else 0
+        if self.verify and self.sequence < recorded:
+            raise DamagedJournalError(
+                f"journal {self.path} holds {self.sequence} committed transactions, but "
+                f"{commit_record_path(self.path).name} records {recorded}: the last "
+                f"{recorded - self.sequence} are missing (its write-ahead log "
+                f"{self.path.name}-wal was cut short or deleted) and acknowledged tasks may be "
+                "lost; restore a backup or run `edgesched master --repair` (docs/operations.md)"
+            )
+
+    def _write_record(self) -> None:
+        """The side file: the sequence, overwritten in place (no new blocks on a full disk)."""
+        try:
+            os.pwrite(self._record_fd, f"{self.sequence:020d}\n".encode("ascii"), 0)
+            if self.durability == "full":
+                os.fdatasync(self._record_fd)
+        except OSError as exc:
+            log.error("journal: cannot update %s: %s", commit_record_path(self.path), exc)
 
     async def close(self) -> None:
         if self._thread is None:
             return
-        await self.flush()
+        # everything queued before the stop is committed first (or, on a full disk, tried once
+        # more and reported): no flush to wait on, which a full disk could hold forever
         self._queue.put(_STOP)
         await asyncio.to_thread(self._thread.join)
         self._thread = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        if self._record_fd >= 0:
+            os.close(self._record_fd)
+            self._record_fd = -1
 
     # ---- the writer thread -------------------------------------------------------------
 
     def _run(self) -> None:
         conn = self._conn
         assert conn is not None
+        held: list[_Item] = []
         stop = False
-        while not stop:
-            batch = [self._queue.get()]
-            while len(batch) < 2000:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+        while True:
+            batch: list[Any] = []
+            if not stop:
+                # with work held back by a full disk, try again every RETRY_S
+                with contextlib.suppress(queue.Empty):
+                    batch.append(self._queue.get(timeout=RETRY_S if held else None))
+                while len(batch) < 2000:
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
             if any(item is _STOP for item in batch):
                 stop = True
                 batch = [item for item in batch if item is not _STOP]
-            if batch:
-                self._commit(conn, batch)
+            items: list[_Item] = held + batch
+            held = self._commit(conn, items) if items else []
+            self.held = len(held)
+            if stop and (not held or not batch):
+                break
+        if held:
+            updates = sum(1 for item in held if item.kind == "update")
+            log.error(
+                "journal: stopping with %d updates not written (%s); their tasks resume from "
+                "their last journaled state and no payload of theirs was deleted",
+                updates,
+                self.fault,
+            )
+            error = DiskFullError(self.fault or "journal stopped")
+            for item in held:
+                if item.future is not None and item.loop is not None:
+                    item.loop.call_soon_threadsafe(_resolve, item.future, error, True)
 
-    def _commit(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
+    def _commit(
+        self, conn: sqlite3.Connection, batch: list[_Item], again: bool = False
+    ) -> list[_Item]:
+        """Runs ``batch`` in one transaction; returns what must be tried again (a full disk)."""
         results: list[tuple[Any, bool]] = []
+        writes = any(item.kind in ("write", "update") for item in batch)
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:  # the common case: every operation succeeds, no savepoint needed
-                results = [(op(conn), False) for op, _, _, _ in batch]
-            except Exception:  # one bad operation must not sink the batch: redo it one by one
+                results = [(item.op(conn), False) for item in batch]
+            except (
+                Exception
+            ) as exc:  # one bad operation must not sink the batch: redo it one by one
+                if _is_disk_full(exc):
+                    raise
                 conn.execute("ROLLBACK")
                 conn.execute("BEGIN IMMEDIATE")
-                results = [self._isolated(conn, op) for op, _, _, _ in batch]
-            if any(write for _, _, _, write in batch):
+                results = [self._isolated(conn, item.op) for item in batch]
+            if writes:
+                conn.execute(
+                    "INSERT INTO counters (name, value) VALUES (?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET value = value + 1",
+                    (COMMITS, self.sequence + 1),
+                )
                 failpoints.hit("before_commit")
             conn.execute("COMMIT")
-            self.commits += 1
-            self.ops += len(batch)
         except Exception as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            wrapped: Exception = (
-                DiskFullError(f"journal: no space left on device ({exc})")
-                if _is_disk_full(exc)
-                else JournalError(f"journal commit failed: {exc}")
-            )
-            log.error("journal commit of %d operations failed: %s", len(batch), exc)
-            results = [(wrapped, True)] * len(batch)
-        for (_, future, loop, _), (value, failed) in zip(batch, results, strict=True):
-            if future is None:
+            full = _is_disk_full(exc)
+            if full and not again and self.on_full is not None and self.on_full():
+                log.warning("journal: the disk is full; released the reserve to go on")
+                return self._commit(conn, batch, again=True)
+            return self._failed(conn, batch, exc, full)
+        if writes:
+            self.sequence += 1
+            self._write_record()
+        if self.fault:
+            log.warning("journal: writing again (%d operations were held)", len(batch))
+            self.fault = ""
+        self.commits += 1
+        self.ops += len(batch)
+        for item, (value, failed) in zip(batch, results, strict=True):
+            if item.then is not None:
+                try:
+                    item.then()
+                except Exception:
+                    log.exception("journal: after-commit action failed")
+            if item.future is None or item.loop is None:
                 if failed:
                     log.error("journal update failed: %s", value)
                 continue
-            loop.call_soon_threadsafe(_resolve, future, value, failed)
+            item.loop.call_soon_threadsafe(_resolve, item.future, value, failed)
+        return []
+
+    def _failed(
+        self, conn: sqlite3.Connection, batch: list[_Item], exc: Exception, full: bool
+    ) -> list[_Item]:
+        """A commit failed: callers of writes get the error; updates, flushes and after-commit
+        actions are kept, in order, and tried again (a lost update could let a payload be
+        deleted whose task the journal still holds as unfinished); reads run on their own."""
+        wrapped: Exception = (
+            DiskFullError(f"journal: no space left on device ({exc})")
+            if full
+            else JournalError(f"journal commit failed: {exc}")
+        )
+        if not self.fault:
+            log.error("journal commit of %d operations failed: %s", len(batch), exc)
+        self.fault = str(wrapped)
+        keep: list[_Item] = []
+        reads: list[_Item] = []
+        for item in batch:
+            if item.kind in ("update", "flush", "after"):
+                keep.append(item)
+            elif item.kind == "read":
+                reads.append(item)
+            elif item.future is not None and item.loop is not None:
+                item.loop.call_soon_threadsafe(_resolve, item.future, wrapped, True)
+        if not keep:  # nothing held: a write of nothing finds out when space has returned
+            keep.append(_Item(_noop, None, None, "update"))
+        for item in reads:
+            try:
+                value: Any = item.op(conn)
+                failed = False
+            except Exception as read_error:
+                value, failed = read_error, True
+            assert item.future is not None and item.loop is not None
+            item.loop.call_soon_threadsafe(_resolve, item.future, value, failed)
+        return keep
 
     @staticmethod
     def _isolated(conn: sqlite3.Connection, op: Op) -> tuple[Any, bool]:
@@ -215,14 +432,16 @@ class SQLiteJournal:
         except Exception as exc:
             conn.execute("ROLLBACK TO op")
             conn.execute("RELEASE op")
+            if _is_disk_full(exc):  # not this operation's fault: the whole batch waits
+                raise
             return exc, True
         conn.execute("RELEASE op")
         return value, False
 
-    def _submit(self, op: Op, write: bool = False) -> asyncio.Future[Any]:
+    def _submit(self, op: Op, write: bool = False, kind: str = "") -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.put((op, future, loop, write))
+        self._queue.put(_Item(op, future, loop, kind or ("write" if write else "read")))
         return future
 
     # ---- operations --------------------------------------------------------------------
@@ -265,10 +484,13 @@ class SQLiteJournal:
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(sql, params)
 
-        self._queue.put((op, None, None, True))
+        self._queue.put(_Item(op, None, None, "update"))
+
+    def after_commit(self, action: Callable[[], None]) -> None:
+        self._queue.put(_Item(_noop, None, None, "after", action))
 
     async def flush(self) -> None:
-        await self._submit(lambda conn: None)
+        await self._submit(_noop, kind="flush")
 
     async def get(self, task_id: str) -> TaskRow | None:
         def op(conn: sqlite3.Connection) -> TaskRow | None:
@@ -317,20 +539,57 @@ class SQLiteJournal:
         result: list[TaskRow] = await self._submit(op)
         return result
 
-    async def prune(self, before_ms: int, keep_rows: int) -> list[str]:
+    async def import_rows(self, table: str, rows: list[dict[str, Any]]) -> int:
+        """Inserts rows salvaged from a damaged journal (columns this schema lacks are
+        dropped; a row whose key is already here is skipped). Returns how many went in."""
+        if table not in ("tasks", "agents", "counters"):
+            raise ValueError(f"unknown table {table!r}")
+
+        def op(conn: sqlite3.Connection) -> int:
+            known = {str(r[1]) for r in conn.execute(f"PRAGMA table_info({table})")}
+            added = 0
+            for row in rows:
+                names = [n for n in row if n in known]
+                cursor = conn.execute(
+                    f"INSERT OR IGNORE INTO {table} ({', '.join(names)}) "
+                    f"VALUES ({', '.join('?' * len(names))})",
+                    [row[n] for n in names],
+                )
+                added += cursor.rowcount
+            return added
+
+        result: int = await self._submit(op, write=True)
+        return result
+
+    async def task_ids(self) -> set[str]:
+        def op(conn: sqlite3.Connection) -> set[str]:
+            return {str(r[0]) for r in conn.execute("SELECT id FROM tasks")}
+
+        result: set[str] = await self._submit(op)
+        return result
+
+    async def prune(
+        self,
+        before_ms: int,
+        keep_rows: int,
+        forget: Callable[[list[tuple[str, str]]], None] | None = None,
+    ) -> list[tuple[str, str]]:
         finished = "state IN ('done', 'dead', 'cancelled') AND delivery != 'pending'"
 
-        def op(conn: sqlite3.Connection) -> list[str]:
+        def op(conn: sqlite3.Connection) -> list[tuple[str, str]]:
             rows = conn.execute(
                 f"SELECT id, payload_path FROM tasks WHERE {finished} AND finished_ms < ? "
                 f"UNION SELECT id, payload_path FROM (SELECT id, payload_path FROM tasks "
                 f"WHERE {finished} ORDER BY finished_ms DESC, id DESC LIMIT -1 OFFSET ?)",
                 (before_ms, keep_rows),
             ).fetchall()
+            gone = [(str(r[0]), str(r[1])) for r in rows]
+            if forget is not None and gone:
+                forget(gone)
             conn.executemany("DELETE FROM tasks WHERE id = ?", [(r[0],) for r in rows])
-            return [str(r[1]) for r in rows]
+            return gone
 
-        result: list[str] = await self._submit(op, write=True)
+        result: list[tuple[str, str]] = await self._submit(op, write=True)
         return result
 
     async def agents(self) -> dict[str, str]:
@@ -390,6 +649,43 @@ class SQLiteJournal:
 
         result: int = await self._submit(op, write=True)
         return result
+
+
+def backup(source: Path, dest: Path, pages: int = 256) -> int:
+    """An online copy of the journal with SQLite's backup API (a running master goes on
+    writing: each step reads a consistent snapshot). Written to ``dest`` (mode 0600) through a
+    temporary name, checked with ``quick_check``; returns the number of tasks it holds."""
+    if not source.is_file() or source.stat().st_size == 0:
+        raise JournalError(f"no journal at {source} to back up")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    create_private(tmp)
+    src = sqlite3.connect(source)
+    try:
+        dst = sqlite3.connect(tmp)
+        try:
+            src.backup(dst, pages=pages)
+            dst.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
+            problem = integrity_problem(dst)
+            if problem:
+                raise DamagedJournalError(f"the backup of {source} fails quick_check: {problem}")
+            tasks = int(dst.execute("SELECT COUNT(*) FROM tasks").fetchone()[0])
+        finally:
+            dst.close()
+    except sqlite3.Error as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise JournalError(f"cannot back up {source}: {exc}") from exc
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    finally:
+        src.close()
+    os.replace(tmp, dest)
+    return tasks
 
 
 def _resolve(future: asyncio.Future[Any], value: Any, failed: bool) -> None:

@@ -27,7 +27,7 @@ _HTTP: list[tuple[type[Exception], int]] = [
     (errors.LimitExceededError, 413),
     (errors.NotFoundError, 404),
     (errors.ConflictError, 409),
-    (errors.DiskFullError, 507),
+    (errors.DiskFullError, 503),  # no new work until space returns; the message says why
     (errors.JournalError, 503),
     (errors.AuthError, 401),
     (errors.ConfigError, 400),

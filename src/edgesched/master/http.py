@@ -34,10 +34,11 @@ class ErrorOut(BaseModel):
 
 
 class Health(BaseModel):
-    status: str
+    status: str  #: "ok", or "degraded" while the master takes no new work (``reason`` says why)
     version: str
     devices_online: int
     tasks_pending: int
+    reason: str = ""
 
 
 class LinkInfo(BaseModel):
@@ -198,11 +199,13 @@ def make_http_app(master: Master, link_port: int, intake: SeedIntake | None = No
     @app.get("/healthz", response_model=Health)
     async def healthz() -> dict[str, Any]:
         online = sum(1 for d in master.core.devices.values() if d.state.value == "online")
+        problem = master.space_problem()
         return {
-            "status": "ok",
+            "status": "degraded" if problem else "ok",
             "version": __version__,
             "devices_online": online,
             "tasks_pending": len(master.core.tasks),
+            "reason": problem,
         }
 
     @app.get(

@@ -26,7 +26,9 @@ import grpc
 from edgesched import failpoints
 from edgesched.config import MODEL_FORMATS
 from edgesched.core.state import Device, Metrics, bound_slots, clean_fraction
+from edgesched.errors import JournalError
 from edgesched.journal.base import TaskRow
+from edgesched.master.errmap import grpc_code, printable
 from edgesched.master.intake import peer_host
 from edgesched.master.master import Master
 from edgesched.master.token import tokens_equal
@@ -254,7 +256,11 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
             first = await asyncio.wait_for(anext(request_iterator), REGISTER_TIMEOUT_S)
         except (TimeoutError, StopAsyncIteration):
             return
-        identity = self._check(first) or await self._authenticate(first.register)
+        try:
+            identity = self._check(first) or await self._authenticate(first.register)
+        except JournalError as exc:  # a full disk: the agent tries again later
+            await context.abort(grpc_code(exc), printable(str(exc)))
+            return
         if isinstance(identity, agent_pb2.Refused):
             log.warning("agent refused from %s: %s", context.peer(), identity.message)
             yield agent_pb2.MasterMessage(refused=identity)

@@ -46,6 +46,7 @@ from edgesched.errors import (
 from edgesched.journal.base import Journal, TaskRow
 from edgesched.master.hub import ResultHub
 from edgesched.master.metrics import MasterMetrics
+from edgesched.master.storage import DiskGuard, remove_record, write_record
 from edgesched.master.token import TokenFile
 from edgesched.names import display_name, safe_component, safe_extension
 from edgesched.v1 import agent_pb2
@@ -73,11 +74,13 @@ class Submission:
 
 
 def write_payload(path: Path, data: bytes, durable: bool) -> None:
-    """Writes atomically (temp file + rename); with ``durable`` also fsyncs file and directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Writes atomically (temp file + rename); with ``durable`` also fsyncs file and directory.
+    The file is 0600 and a folder made for it 0700: pictures are the users' data."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
     try:
-        with open(tmp, "wb") as handle:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             if durable:
                 handle.flush()
@@ -146,6 +149,7 @@ class Master:
         journal: Journal,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        guard: DiskGuard | None = None,
     ) -> None:
         self.settings = settings
         self.journal = journal
@@ -155,6 +159,8 @@ class Master:
         self.core = Core(settings.scheduling, strategy, self.rng)
         self.data_dir = Path(settings.master.data_dir)
         self.upload_dir = self.data_dir / "upload"
+        m = settings.master
+        self.guard = guard or DiskGuard(self.data_dir, m.min_free_mb, m.reserve_mb)
         self.join_token = TokenFile(self.data_dir, "join")
         self.api_token = TokenFile(self.data_dir, "api")
         self.token_created = self.join_token.created
@@ -221,10 +227,28 @@ class Master:
 
     # ---- intake ------------------------------------------------------------------------
 
+    def space_problem(self) -> str:
+        """Why the master takes no new work now ("" when it does): the journal cannot write,
+        or the disk has no room for the reserve and the uploads."""
+        return self.journal.fault or self.guard.short
+
+    def check_space(self, directory: Path, size: int) -> None:
+        """DiskFullError unless the journal writes and an upload of ``size`` bytes leaves
+        ``master.min_free_mb`` free on the disk of ``directory``."""
+        if self.journal.fault:
+            raise DiskFullError(
+                f"{self.journal.fault}; no new tasks until it can write again "
+                "(docs/operations.md, full disk)"
+            )
+        self.guard.check_upload(directory, size)
+
     async def submit(self, sub: Submission) -> tuple[TaskRow, bool]:
         """Journals a task (payload first), then queues it. Durable when it returns."""
         if self.stopping:
             raise TransportError("master is shutting down")
+        problem = self.space_problem()
+        if problem:
+            raise DiskFullError(problem)
         check_task_type(self.settings, sub.task_type)
         if not sub.idem_key:
             raise BadInputError("idempotency_key is required")
@@ -272,6 +296,7 @@ class Master:
         if sub.payload_path:
             path = Path(sub.payload_path)
         else:
+            self.check_space(self.upload_dir, len(sub.payload))
             ext = safe_extension(sub.filename)
             path = self.upload_dir / safe_component(sub.client_id) / f"{task_id}{ext}"
             write = functools.partial(write_payload, path, sub.payload, durable)
@@ -300,16 +325,27 @@ class Master:
         self, row: TaskRow, write: Callable[[], None] | None, sub: Submission
     ) -> tuple[TaskRow, bool]:
         path = Path(row.payload_path)
+        durable = self.settings.master.durability == "full"
+
+        def store() -> None:  # in the journal's thread, just before the row
+            if write is not None:
+                write()
+            # the transaction now open commits as sequence + 1: a record whose commit never
+            # happened (the master died first) is told apart from one whose row was lost
+            write_record(self.data_dir, row, durable, self.journal.sequence + 1)
+
         try:
-            stored, duplicate = await self.journal.insert(row, write)
+            stored, duplicate = await self.journal.insert(row, store)
         except BaseException:
             self._release(sub.client_id)
+            remove_record(self.data_dir, row.id)
             if write is not None:  # not stored: its payload file must not stay behind
                 remove_quietly(path)
             raise
         failpoints.hit("after_commit_before_ack")
         if duplicate:
             self._release(sub.client_id)
+            remove_record(self.data_dir, row.id)
             if write is not None:
                 remove_quietly(path)
             return stored, True
@@ -468,10 +504,22 @@ class Master:
                 self.on_seed_done(row)  # the upload goes once the result is delivered
         elif task.state is TaskState.DEAD:
             pass  # kept for an operator's retry, until retention prunes the task
-        elif not self.settings.master.keep_upload:
-            with contextlib.suppress(OSError):
-                Path(row.payload_path).unlink()
+        else:  # once the journal holds the end: before, a restart would need the payload
+            self.remove_payload_after_commit(row)
         self.hub.publish(row)
+
+    def remove_payload_after_commit(self, row: TaskRow) -> None:
+        """The payload (unless ``keep_upload``) and its intake record go once everything
+        journaled so far, this task's end included, is committed."""
+        path = None if self.settings.master.keep_upload else Path(row.payload_path)
+        data_dir, task_id = self.data_dir, row.id
+
+        def remove() -> None:
+            if path is not None:
+                remove_quietly(path)
+            remove_record(data_dir, task_id)
+
+        self.journal.after_commit(remove)
 
     # ---- results from agents -----------------------------------------------------------
 

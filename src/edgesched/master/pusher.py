@@ -185,9 +185,7 @@ class ResultPusher:
             self.delivered += 1
             self.master.metrics.observe_delivery(row.timings["delivery_ms"])
             log.info("result of task %s delivered as %s", row.id, result_name(row))
-            if not self.master.settings.master.keep_upload:
-                with contextlib.suppress(OSError):
-                    Path(row.payload_path).unlink()
+            self.master.remove_payload_after_commit(row)
         else:
             self.undeliverable += 1
 

@@ -188,6 +188,7 @@ class SeedIntake:
             existing = await master.journal.find_key(client_ip, key)
             if existing is not None:
                 return existing, existing.metadata.get("seed_file", "")
+        master.check_space(directory, len(upload.payload))
         async with self._lock:  # numbers are handed out in order, each once
             floor = await asyncio.to_thread(self._floor, ip, directory)
             number = await master.journal.next_counter(f"seed-upload:{ip}", floor)

@@ -19,7 +19,8 @@ import uvicorn
 
 from edgesched import failpoints
 from edgesched.config import MasterSettings, Settings
-from edgesched.journal.sqlite import SQLiteJournal
+from edgesched.errors import DamagedJournalError, JournalError
+from edgesched.journal.sqlite import SQLiteJournal, private_dir
 from edgesched.master.auth import ApiTokenInterceptor
 from edgesched.master.http import make_http_app
 from edgesched.master.intake import TaskServicer
@@ -28,12 +29,14 @@ from edgesched.master.master import Master
 from edgesched.master.pusher import ResultPusher
 from edgesched.master.seed import SeedIntake, SeedUpload, reply_path
 from edgesched.master.seed_grpc import image_upload_handler
+from edgesched.master.storage import DiskGuard, orphans, remove_record
 from edgesched.v1 import agent_pb2_grpc, client_pb2_grpc
 
 log = logging.getLogger("edgesched.master")
 
 TICK_S = 0.1
 PRUNE_EVERY_S = 60.0
+SPACE_EVERY_S = 1.0  #: while short of space, how often the master looks whether it returned
 #: the soft open-files limit is raised to the hard one, or to this when the hard one is infinite
 NOFILE_WHEN_UNLIMITED = 1 << 20
 
@@ -92,8 +95,10 @@ class _QuietServer(uvicorn.Server):
 class MasterServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        data_dir = Path(settings.master.data_dir)
-        self.journal = SQLiteJournal(data_dir / "edgesched.db", settings.master.durability)
+        m = settings.master
+        data_dir = Path(m.data_dir)
+        self.guard = DiskGuard(data_dir, m.min_free_mb, m.reserve_mb)
+        self.journal = SQLiteJournal(data_dir / "edgesched.db", m.durability, self.guard.release)
         self.master: Master | None = None
         self.grpc_server: grpc.aio.Server | None = None
         self.pusher: ResultPusher | None = None
@@ -109,8 +114,18 @@ class MasterServer:
         failpoints.arm_from_env(os.environ)
         if s.raise_nofile:
             raise_open_files_limit()
+        data_dir = Path(s.data_dir)
+        # the reserve is given back while the master starts: opening the journal, the tokens
+        # and endpoints.json then have room even on a full disk; it is taken again below
+        await asyncio.to_thread(self._private_folders, data_dir)
+        await asyncio.to_thread(self.guard.release)
         await self.journal.start()
-        master = Master(self.settings, self.journal)
+        try:
+            await self._check_records(data_dir)
+        except BaseException:
+            await self.journal.close()
+            raise
+        master = Master(self.settings, self.journal, guard=self.guard)
         self.master = master
         restored = await master.restore()
         if restored:
@@ -160,37 +175,86 @@ class MasterServer:
         self._http_task = asyncio.create_task(self.http_server.serve(sockets=[sock]))
         self._tasks.append(asyncio.create_task(self._ticker()))
         self._write_endpoints()
+        if not await asyncio.to_thread(self.guard.hold):
+            log.error("%s", self.guard.short)
+
+    def _private_folders(self, data_dir: Path) -> None:
+        """The data folders 0700 (also ones an older version made 0755)."""
+        private_dir(data_dir)
+        uploads = Path(self.settings.master.upload_dir or data_dir / "upload")
+        for folder in (uploads, data_dir / "intake"):
+            private_dir(folder)  # made here, so that no upload makes it with the umask's mode
+            for child in folder.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    private_dir(child)
+
+    async def _check_records(self, data_dir: Path) -> None:
+        """Refuses a journal that lacks tasks whose intake records (and payloads) are on disk:
+        it was replaced, emptied or cut short, and acknowledged work would be lost."""
+        journaled = await self.journal.task_ids()
+        lost = await asyncio.to_thread(orphans, data_dir, journaled, self.journal.recorded)
+        if lost:
+            shown = ", ".join(p.name for p in lost[:3]) + (", ..." if len(lost) > 3 else "")
+            raise DamagedJournalError(
+                f"journal {self.journal.path} lacks {len(lost)} acknowledged tasks whose "
+                f"payloads are kept (intake records in {data_dir / 'intake'}: {shown}); it was "
+                "replaced, emptied or cut short. Run `edgesched master --repair` to journal "
+                "them again, or restore a backup (docs/operations.md)"
+            )
 
     def _write_endpoints(self) -> None:
         """Writes the ports actually bound (useful with port 0) next to the journal."""
         path = Path(self.settings.master.data_dir) / "endpoints.json"
         data = {"grpc_port": self.grpc_port, "http_port": self.http_port}
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data))
-        tmp.replace(path)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="ascii") as handle:
+                handle.write(json.dumps(data))
+            tmp.replace(path)
+        except OSError as exc:  # the master runs on; its ports are in its first output line
+            log.error("cannot write %s: %s", path, exc)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
     async def _ticker(self) -> None:
         assert self.master is not None
         next_prune = 0.0
+        next_space = 0.0
         while True:
             await asyncio.sleep(TICK_S)
             self.master.tick()
             now = self.master.clock.monotonic()
-            if now >= next_prune:
+            if now >= next_space and self.guard.short and not self.journal.fault:
+                next_space = now + SPACE_EVERY_S
+                if await asyncio.to_thread(self.guard.hold):
+                    log.warning("space returned: the reserve is set aside, new tasks are taken")
+            if now >= next_prune and not self.journal.fault:  # pruning frees space too
                 next_prune = now + PRUNE_EVERY_S
-                await self.prune()
-                await self.master.forget_gone()
+                try:
+                    await self.prune()
+                    await self.master.forget_gone()
+                except JournalError as exc:  # the journal holds the fault; tried again later
+                    log.warning("retention: %s", exc)
 
     async def prune(self) -> int:
         """Retention: finished tasks past the TTL or the row cap leave the journal and disk."""
         assert self.master is not None
         m = self.settings.master
         before = self.master.clock.wall_ms() - int(m.retention_s * 1000)
-        paths = await self.journal.prune(before, m.retention_rows)
-        if paths:
-            await asyncio.to_thread(_remove_files, paths)
-            log.info("retention: pruned %d finished tasks", len(paths))
-        return len(paths)
+        data_dir = Path(m.data_dir)
+
+        def forget(gone: list[tuple[str, str]]) -> None:
+            # their intake records go before their rows: a record left without its row would
+            # read as lost work at the next start
+            for task_id, _ in gone:
+                remove_record(data_dir, task_id)
+
+        pruned = await self.journal.prune(before, m.retention_rows, forget)
+        if pruned:
+            await asyncio.to_thread(_remove_files, [path for _, path in pruned])
+            log.info("retention: pruned %d finished tasks", len(pruned))
+        return len(pruned)
 
     async def stop(self) -> None:
         if self.master is not None:

@@ -44,7 +44,7 @@ def _error_for(status: int, msg: str) -> EdgeschedError:
         return AuthError(f"the gateway refused the task manager: {msg}")
     if status == 413:
         return LimitExceededError(msg)
-    if status == 507:
+    if status == 507 or (status == 503 and "space" in msg):
         return DiskFullError(msg)
     if 400 <= status < 500:
         return BadInputError(msg)

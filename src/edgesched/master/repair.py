@@ -1,0 +1,175 @@
+"""``edgesched master --repair``: a journal refused at start is mended from what the disk holds.
+
+1. A journal that cannot be opened or fails ``quick_check`` is moved aside (with its WAL) and
+   every row that can still be read from it is copied into a new one.
+2. Every intake record whose task the journal lacks (a WAL cut short or deleted, an emptied
+   journal) is journaled again as a queued task, if its payload is there and matches its
+   checksum; the others are moved to ``intake/lost/`` and named in the report.
+3. Unfinished tasks whose payload is gone are named (they will end dead: nothing to run).
+4. The side file of committed transactions is reset to what the journal now holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from edgesched.config import Settings
+from edgesched.journal.base import TaskRow
+from edgesched.journal.sqlite import COMMITS, SQLiteJournal, integrity_problem, read_commit_record
+from edgesched.master.storage import INTAKE, read_record, records
+
+#: rows read per step from a damaged table (a bad page loses its step, not the table)
+SALVAGE_STEP = 1000
+
+
+def open_problem(db: Path) -> str:
+    """Why ``db`` cannot be used as it is ("" when it opens and passes quick_check)."""
+    if not db.exists() or db.stat().st_size == 0:
+        return ""
+    try:
+        conn = sqlite3.connect(db)
+        try:
+            return integrity_problem(conn)
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+
+
+def move_aside(db: Path) -> Path:
+    """``edgesched.db`` (and its -wal, -shm) → ``edgesched.db.damaged-<unix time>``."""
+    aside = db.with_name(f"{db.name}.damaged-{int(time.time())}")
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            Path(f"{db}{suffix}").rename(f"{aside}{suffix}")
+    return aside
+
+
+def salvage(db: Path) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+    """Every row still readable from a damaged journal, per table; and what could not be."""
+    found: dict[str, list[dict[str, Any]]] = {"tasks": [], "agents": [], "counters": []}
+    problems: list[str] = []
+    try:
+        conn = sqlite3.connect(db)
+    except sqlite3.DatabaseError as exc:
+        return found, [f"{db.name} cannot be opened: {exc}"]
+    conn.row_factory = sqlite3.Row
+    try:
+        for table in found:
+            try:
+                top = conn.execute(f"SELECT MAX(rowid) FROM {table}").fetchone()[0] or 0
+            except sqlite3.DatabaseError as exc:
+                problems.append(f"table {table}: unreadable ({exc})")
+                continue
+            for start in range(0, int(top) + 1, SALVAGE_STEP):
+                try:
+                    rows = conn.execute(
+                        f"SELECT * FROM {table} WHERE rowid >= ? AND rowid < ?",
+                        (start, start + SALVAGE_STEP),
+                    ).fetchall()
+                except sqlite3.DatabaseError as exc:
+                    problems.append(
+                        f"table {table}: rows {start}..{start + SALVAGE_STEP - 1} lost ({exc})"
+                    )
+                    continue
+                found[table].extend(dict(r) for r in rows)
+    finally:
+        conn.close()
+    found["counters"] = [c for c in found["counters"] if c.get("name") != COMMITS]
+    return found, problems
+
+
+def payload_matches(row: TaskRow) -> str:
+    """ "" when the task's payload is on disk as it was submitted, else what is wrong."""
+    path = Path(row.payload_path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return f"payload {path} unreadable ({exc.strerror})"
+    if row.payload_sha256 and hashlib.sha256(data).hexdigest() != row.payload_sha256:
+        return f"payload {path} does not match its checksum"
+    return ""
+
+
+def queued_again(row: TaskRow) -> TaskRow:
+    """The submitted task, queued as new: what it did before the loss is not known."""
+    row.state = "queued"
+    row.attempt = row.failures = 0
+    row.device_id = row.device_type = ""
+    row.finished_ms = 0
+    row.label, row.detections, row.timings, row.error = "", [], {}, ""
+    row.errors = [
+        {"kind": "repaired", "message": "journaled again by --repair from its intake record"}
+    ]
+    row.delivery = "pending" if row.origin == "seed" else ""
+    return row
+
+
+async def repair(settings: Settings) -> list[str]:
+    """Mends the journal of ``settings.master.data_dir``; returns the report, line by line."""
+    m = settings.master
+    data_dir = Path(m.data_dir)
+    db = data_dir / "edgesched.db"
+    report: list[str] = []
+    recorded = read_commit_record(db)
+    salvaged: dict[str, list[dict[str, Any]]] = {}
+    problem = await asyncio.to_thread(open_problem, db)
+    if problem:
+        aside = await asyncio.to_thread(move_aside, db)
+        report.append(f"{db} is damaged ({problem}): moved aside to {aside.name}")
+        salvaged, lost = await asyncio.to_thread(salvage, aside)
+        report.extend(f"could not salvage {what}" for what in lost)
+    elif not db.exists() or db.stat().st_size == 0:
+        report.append(f"{db} is missing or empty: a new journal is made")
+    journal = SQLiteJournal(db, m.durability, verify=False)
+    await journal.start()
+    try:
+        for table, rows in salvaged.items():
+            if rows:
+                added = await journal.import_rows(table, rows)
+                report.append(f"salvaged {added} of {len(rows)} {table} rows from the damaged copy")
+        if recorded > journal.sequence:
+            report.append(
+                f"{db.name} holds {journal.sequence} committed transactions of the "
+                f"{recorded} recorded: {recorded - journal.sequence} were lost (WAL cut short or "
+                "deleted, or an older copy restored)"
+            )
+        known = await journal.task_ids()
+        recovered = 0
+        lost_dir = data_dir / INTAKE / "lost"
+        for path in await asyncio.to_thread(records, data_dir):
+            if path.stem in known:
+                continue
+            row = await asyncio.to_thread(read_record, path)
+            why = "its intake record is unreadable" if row is None else ""
+            if row is not None:
+                why = await asyncio.to_thread(payload_matches, row)
+            if row is None or why:
+                lost_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                path.rename(lost_dir / path.name)
+                report.append(
+                    f"could not recover task {path.stem}: {why} (record kept in {lost_dir})"
+                )
+                continue
+            stored, duplicate = await journal.insert(queued_again(row))
+            if not duplicate:
+                recovered += 1
+            known.add(stored.id)
+        report.append(f"re-journaled {recovered} acknowledged tasks from their payloads, as queued")
+        for row in await journal.unfinished():
+            if not await asyncio.to_thread(Path(row.payload_path).is_file):
+                report.append(
+                    f"task {row.id} ({row.filename}) is unfinished but its payload "
+                    f"{row.payload_path} is gone: it will end dead"
+                )
+        await journal.flush()
+    finally:
+        await journal.close()
+    report.append(f"{db} repaired: {len(known)} tasks journaled")
+    return report

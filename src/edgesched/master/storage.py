@@ -1,0 +1,206 @@
+"""The master's disk: free space for uploads, the reserve, and the intake records.
+
+A full disk must never cost an acknowledged task. Uploads are admitted only while the file
+system keeps ``master.min_free_mb`` free; ``<data_dir>/reserve`` (``master.reserve_mb``,
+preallocated) is space set aside for the journal and the master's own files, released the moment
+a journal commit meets a full disk and taken back once space returns.
+
+Beside every payload the master keeps an *intake record*, ``<data_dir>/intake/<task-id>.json``:
+the task as it was journaled at submission. A record whose task the journal does not hold means
+the journal lost acknowledged work (refused at start); ``--repair`` re-journals those tasks from
+their records and payloads. A record goes when its task's payload goes (or retention prunes it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from edgesched.errors import DiskFullError
+from edgesched.journal.base import TaskRow
+
+log = logging.getLogger("edgesched.storage")
+
+MIB = 1024 * 1024
+RESERVE = "reserve"
+INTAKE = "intake"
+COMMIT_KEY = "_commit"
+COLUMNS = tuple(TaskRow.columns())
+
+
+def free_bytes(path: Path) -> int:
+    """Free space for an unprivileged writer on the file system holding ``path`` (or the
+    nearest folder above it that exists)."""
+    for candidate in (path, *path.parents):
+        with contextlib.suppress(FileNotFoundError):
+            return shutil.disk_usage(candidate).free
+    return 0
+
+
+class DiskGuard:
+    def __init__(self, data_dir: Path, min_free_mb: float, reserve_mb: float) -> None:
+        self.data_dir = data_dir
+        self.path = data_dir / RESERVE
+        self.min_free = int(min_free_mb * MIB)
+        self.size = int(reserve_mb * MIB)
+        #: why the master takes no new work ("" = it does); set when the reserve is given up
+        self.short = ""
+
+    def release(self) -> bool:
+        """Gives the reserve back to the file system; True if there was one to give."""
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            return False
+        if not self.short:
+            self.short = (
+                f"no space left on the disk of {self.data_dir}: the master's reserve is in use; "
+                "no new tasks until space returns (docs/operations.md, full disk)"
+            )
+        return True
+
+    def hold(self) -> bool:
+        """Sets the reserve aside (again); False when the disk has no room for it and the
+        space the uploads need. Clears ``short`` on success."""
+        if self.size <= 0:
+            free = free_bytes(self.data_dir)
+            if free < self.min_free:
+                self.short = self._low(free)
+                return False
+            self.short = ""
+            return True
+        try:
+            if self.path.stat().st_size >= self.size:
+                self.short = ""
+                return True
+        except FileNotFoundError:
+            pass
+        free = free_bytes(self.data_dir)
+        if free < self.size + self.min_free:
+            self.short = self._low(free)
+            return False
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, self.size)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            self.short = self._low(free_bytes(self.data_dir), exc)
+            return False
+        self.short = ""
+        return True
+
+    def _low(self, free: int, exc: OSError | None = None) -> str:
+        why = f" ({exc.strerror})" if exc is not None else ""
+        return (
+            f"no space left on the disk of {self.data_dir}: {free / MIB:.1f} MiB free, the "
+            f"master needs {(self.size + self.min_free) / MIB:.1f} MiB (master.reserve_mb + "
+            f"master.min_free_mb){why}; no new tasks until space returns"
+        )
+
+    def check_upload(self, directory: Path, size: int) -> None:
+        """Refuses an upload that would leave less than ``master.min_free_mb`` free."""
+        if self.short:
+            raise DiskFullError(self.short)
+        free = free_bytes(directory)
+        if free - size < self.min_free:
+            raise DiskFullError(
+                f"no space left for uploads on the disk of {directory}: {free / MIB:.1f} MiB "
+                f"free, the master keeps {self.min_free / MIB:.1f} MiB (master.min_free_mb)"
+            )
+
+
+# ---- intake records ----------------------------------------------------------------------
+
+
+def record_path(data_dir: Path, task_id: str) -> Path:
+    return data_dir / INTAKE / f"{task_id}.json"
+
+
+def write_record(data_dir: Path, row: TaskRow, durable: bool, commit: int) -> Path:
+    """The task as journaled, beside its payload (mode 0600; fsynced when ``durable``), with
+    ``commit``: the journal transaction that holds its row (``Journal.sequence`` + 1)."""
+    path = record_path(data_dir, row.id)
+    # not dataclasses.asdict: its deep copy is most of a record's cost, on the writer's thread
+    values = {name: getattr(row, name) for name in COLUMNS}
+    values[COMMIT_KEY] = commit
+    data = json.dumps(values, separators=(",", ":")).encode()
+    try:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        except FileNotFoundError:  # the first record: its folder is made once
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        if exc.errno == errno.ENOSPC:
+            raise DiskFullError(f"no space left to store the upload ({exc.strerror})") from exc
+        raise
+    return path
+
+
+def remove_record(data_dir: Path, task_id: str) -> None:
+    with contextlib.suppress(OSError):
+        record_path(data_dir, task_id).unlink()
+
+
+def read_record(path: Path) -> TaskRow | None:
+    """A record's task, or None when it cannot be read."""
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+        names = set(TaskRow.columns())
+        return TaskRow(**{k: v for k, v in values.items() if k in names})
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def record_commit(path: Path) -> int:
+    """The transaction a record's row was committed in (0 when unknown)."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")).get(COMMIT_KEY, 0)
+    except (OSError, ValueError, AttributeError):
+        return 0
+    return value if isinstance(value, int) else 0
+
+
+def records(data_dir: Path) -> list[Path]:
+    folder = data_dir / INTAKE
+    return sorted(folder.glob("*.json")) if folder.is_dir() else []
+
+
+def orphans(data_dir: Path, journaled: set[str], recorded: int) -> list[Path]:
+    """Intake records of acknowledged tasks the journal does not hold.
+
+    A record written for the transaction right after the last one recorded (``recorded`` + 1)
+    belongs to a submission whose commit never happened: the master died in between, nobody was
+    told the task was accepted. Such a record and its payload are removed, not reported.
+    """
+    lost = []
+    for path in records(data_dir):
+        if path.stem in journaled:
+            continue
+        if recorded >= 0 and record_commit(path) == recorded + 1:
+            row = read_record(path)
+            if row is not None:
+                with contextlib.suppress(OSError):
+                    Path(row.payload_path).unlink()
+            log.warning("removed the payload of submission %s: it was never committed", path.stem)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            continue
+        lost.append(path)
+    return lost
