@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import InProcessCluster, master_settings
+from edgesched.tools.testing.inprocess_cluster import InProcessCluster, master_settings
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ LAZY_COMMANDS = {
         "Print what this machine would report and which probe produced each metric.",
     ),
     "bench": (
-        "edgesched.bench.cli:bench_command",
+        "edgesched.tools.bench.cli:bench_command",
         "Benchmarks: the simulator's makespan, and real runs of the master and agents.",
     ),
     "certs": (
@@ -39,7 +39,7 @@ LAZY_COMMANDS = {
         "A private CA and TLS certificates for the master and the agents.",
     ),
     "chaos": (
-        "edgesched.chaos:chaos_command",
+        "edgesched.tools.chaos.cli:chaos_command",
         "Kills masters and agents at random (seeded) under load, then grades the run by an "
         "independent ledger.",
     ),
@@ -733,7 +733,7 @@ def demo(
 ) -> None:
     """The whole cluster on this machine: a master, three emulated boards, a client."""
     from edgesched.core.strategies import canonical_strategy
-    from edgesched.demo.run import DemoOptions, run_demo
+    from edgesched.tools.demo.run import DemoOptions, run_demo
 
     try:
         canonical = canonical_strategy(strategy)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from edgesched.demo.cluster import LocalCluster
+from edgesched.tools.testing.process_cluster import LocalCluster
 
 
 @pytest.fixture

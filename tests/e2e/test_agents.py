@@ -8,9 +8,9 @@ import time
 import grpc
 import httpx
 
-from edgesched.demo.cluster import LocalCluster
+from edgesched.tools.testing.pictures import png_bytes
+from edgesched.tools.testing.process_cluster import LocalCluster
 from edgesched.v1 import client_pb2, client_pb2_grpc, common_pb2
-from tests.harness import png_bytes
 
 SLOW = ["--backend", "sleep", "--emulate", "atlas310", "--time-scale", "200"]  # ~5 s a task
 

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 
 from edgesched import extras
-from edgesched.demo.cluster import LocalCluster
-from tests.harness import png_bytes
+from edgesched.tools.testing.pictures import png_bytes
+from edgesched.tools.testing.process_cluster import LocalCluster
 from tests.unit.test_board_imports import BOARD_MODULES, BOARD_PACKAGES
 
 ROOT = Path(__file__).resolve().parents[2]

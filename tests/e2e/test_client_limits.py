@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from tests.harness import png_bytes
+from edgesched.tools.testing.pictures import png_bytes
 
 EDGESCHED = [sys.executable, "-m", "edgesched"]
 

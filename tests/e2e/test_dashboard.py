@@ -27,9 +27,9 @@ import grpc
 import httpx
 import pytest
 
-from edgesched.demo.cluster import LocalCluster
+from edgesched.tools.testing.pictures import png_bytes
+from edgesched.tools.testing.process_cluster import LocalCluster
 from edgesched.v1 import client_pb2, client_pb2_grpc
-from tests.harness import png_bytes
 
 PROFILES = ("atlas310", "orin", "rk3588")
 AGENT_ARGS = ["--backend", "sleep", "--time-scale", "40"]  # ~0.2 s a task on the orin

@@ -12,9 +12,9 @@ import grpc
 import httpx
 import pytest
 
-from edgesched.demo.cluster import LocalCluster
+from edgesched.tools.testing.pictures import png_bytes
+from edgesched.tools.testing.process_cluster import LocalCluster
 from edgesched.v1 import client_pb2, client_pb2_grpc, common_pb2
-from tests.harness import png_bytes
 from tests.seedpeers import Receiver, upload_image, upload_message
 
 FAST = {"EDGESCHED_SCHEDULING_HEARTBEAT_INTERVAL_S": "0.3"}

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import grpc
 
-from edgesched.demo.cluster import LocalCluster
+from edgesched.tools.testing.pictures import png_bytes
+from edgesched.tools.testing.process_cluster import LocalCluster
 from edgesched.v1 import client_pb2, client_pb2_grpc
-from tests.harness import png_bytes
 
 
 def edgesched(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

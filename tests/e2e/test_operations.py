@@ -12,9 +12,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from edgesched.demo.cluster import LocalCluster
+from edgesched.tools.testing.pictures import png_bytes
+from edgesched.tools.testing.process_cluster import LocalCluster
 from edgesched.v1 import client_pb2, client_pb2_grpc, common_pb2
-from tests.harness import png_bytes
 
 SLOWISH = ["--backend", "sleep", "--emulate", "orin", "--time-scale", "40"]  # ~0.2 s a task
 

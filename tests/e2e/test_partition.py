@@ -30,8 +30,8 @@ import grpc
 import httpx
 import pytest
 
+from edgesched.tools.testing.pictures import png_bytes
 from edgesched.v1 import client_pb2, client_pb2_grpc
-from tests.harness import png_bytes
 from tests.netns import Namespace, NamespaceUnavailable, isolated_namespace, why_unavailable
 
 EDGESCHED = [sys.executable, "-m", "edgesched"]

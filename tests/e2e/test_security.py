@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from edgesched.certs import init_certs
-from edgesched.demo.cluster import LocalCluster
+from edgesched.tools.testing.pictures import png_bytes
+from edgesched.tools.testing.process_cluster import LocalCluster
 from edgesched.v1 import client_pb2, client_pb2_grpc, common_pb2
-from tests.harness import png_bytes
 
 EDGESCHED = [sys.executable, "-m", "edgesched"]
 

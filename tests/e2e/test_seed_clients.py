@@ -11,9 +11,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from edgesched.demo.cluster import LocalCluster
-from edgesched.demo.pages import write_pages
 from edgesched.inference.labels import parse_label
+from edgesched.tools.demo.pages import write_pages
+from edgesched.tools.testing.process_cluster import LocalCluster
 from tests.seedpeers import Receiver, upload_image, upload_images, upload_message
 
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from edgesched.demo.cluster import LocalCluster
-from edgesched.demo.pages import write_pages
 from edgesched.inference.labels import parse_label
+from edgesched.tools.demo.pages import write_pages
+from edgesched.tools.testing.process_cluster import LocalCluster
 from tests.seedpeers import send_pic
 
 

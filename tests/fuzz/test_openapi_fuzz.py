@@ -37,7 +37,8 @@ from schemathesis.specs.openapi.checks import (
 from edgesched.config import TaskTypeSettings
 from edgesched.master.http import make_http_app
 from edgesched.master.seed import upload_root
-from tests.harness import InProcessCluster, master_settings, png_bytes
+from edgesched.tools.testing.inprocess_cluster import InProcessCluster, master_settings
+from edgesched.tools.testing.pictures import png_bytes
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

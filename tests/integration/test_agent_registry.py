@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from tests.harness import InProcessCluster, png_bytes
+from edgesched.tools.testing.inprocess_cluster import InProcessCluster
+from edgesched.tools.testing.pictures import png_bytes
 
 
 async def test_a_device_gone_longer_than_the_setting_is_forgotten_and_may_come_back(

@@ -11,8 +11,9 @@ import pytest
 
 from edgesched.agent.agent import Agent, Refused
 from edgesched.master.token import write_token
+from edgesched.tools.testing.inprocess_cluster import InProcessCluster
+from edgesched.tools.testing.pictures import png_bytes
 from edgesched.v1 import client_pb2
-from tests.harness import InProcessCluster, png_bytes
 from tests.seedpeers import upload_message
 
 

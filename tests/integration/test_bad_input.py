@@ -18,8 +18,9 @@ import pytest
 from PIL import Image
 
 from edgesched.master.master import Submission
+from edgesched.tools.testing.inprocess_cluster import InProcessCluster, master_settings
+from edgesched.tools.testing.pictures import png_bytes
 from edgesched.v1 import agent_pb2, agent_pb2_grpc, common_pb2
-from tests.harness import InProcessCluster, master_settings, png_bytes
 
 TABLE = Path(__file__).resolve().parents[2] / "docs" / "bad-input.md"
 

@@ -11,7 +11,7 @@ from collections import Counter
 from PIL import Image
 
 from edgesched.agent.pacing import BandwidthTrace, Pacer
-from tests.harness import InProcessCluster
+from edgesched.tools.testing.inprocess_cluster import InProcessCluster
 
 
 def noisy_png(seed: int, size: int = 180) -> bytes:

@@ -17,8 +17,10 @@ import pytest
 from PIL import Image
 
 from edgesched.journal.base import TaskRow
-from edgesched.master.dashboard import FinishedWindow, Snapshot, percentile
-from tests.harness import InProcessCluster, png_bytes
+from edgesched.master.dashboard import FinishedWindow, Snapshot
+from edgesched.stats import percentile
+from edgesched.tools.testing.inprocess_cluster import InProcessCluster
+from edgesched.tools.testing.pictures import png_bytes
 
 STREAM = {"Accept": "text/event-stream"}
 EXTERNAL = re.compile(r"https?:|//[a-z0-9.-]+\.[a-z]{2,}|@import|url\(\s*['\"]?(?!data:)", re.I)
@@ -160,8 +162,8 @@ async def test_the_stream_sends_snapshots_of_devices_tasks_and_an_exact_window(
     assert window.per_device == {agent_id: 5}
     assert 0 < window.seconds <= 10
     assert window.throughput_per_s == pytest.approx(5 / max(window.seconds, 1.0), rel=1e-2)
-    assert window.latency_p50_ms == percentile(latencies, 50)
-    assert window.latency_p95_ms == percentile(latencies, 95)
+    assert window.latency_p50_ms == round(percentile(latencies, 50), 3)
+    assert window.latency_p95_ms == round(percentile(latencies, 95), 3)
     assert window.latency_p50_ms is not None and window.latency_p95_ms is not None
     assert window.latency_p50_ms <= window.latency_p95_ms <= max(latencies)
     assert {t.id for t in snapshot.recent} == {*done, dead}
@@ -267,7 +269,7 @@ def test_the_window_covers_the_last_span_and_no_more() -> None:
     assert figures["throughput_per_s"] == pytest.approx(3 / 5)
     assert figures["per_device"] == {"d1": 2, "d2": 1}
     assert figures["latency_p50_ms"] == 300.0
-    assert figures["latency_p95_ms"] == percentile([100.0, 300.0, 500.0], 95)
+    assert figures["latency_p95_ms"] == round(percentile([100.0, 300.0, 500.0], 95), 3)
     # ten seconds on, the first two are out of the window
     figures = window.figures(112.5)
     assert figures["seconds"] == 10.0

@@ -18,8 +18,9 @@ from pathlib import Path
 import grpc
 import pytest
 
+from edgesched.tools.testing.inprocess_cluster import InProcessCluster, master_settings
+from edgesched.tools.testing.pictures import png_bytes
 from edgesched.v1 import common_pb2
-from tests.harness import InProcessCluster, master_settings, png_bytes
 
 
 def need_root() -> None:

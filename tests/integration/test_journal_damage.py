@@ -16,8 +16,9 @@ from edgesched.errors import DamagedJournalError
 from edgesched.journal.sqlite import backup
 from edgesched.master.repair import repair
 from edgesched.master.server import MasterServer
+from edgesched.tools.testing.inprocess_cluster import InProcessCluster, master_settings
+from edgesched.tools.testing.pictures import png_bytes
 from edgesched.v1 import common_pb2
-from tests.harness import InProcessCluster, master_settings, png_bytes
 
 TASKS = 60
 

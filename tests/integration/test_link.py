@@ -7,8 +7,8 @@ import asyncio
 import grpc
 import pytest
 
+from edgesched.tools.testing.pictures import png_bytes
 from edgesched.v1 import common_pb2
-from tests.harness import png_bytes
 
 DONE = common_pb2.TASK_STATE_DONE
 DEAD = common_pb2.TASK_STATE_DEAD

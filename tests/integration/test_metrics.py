@@ -6,7 +6,8 @@ import asyncio
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness import InProcessCluster, png_bytes
+from edgesched.tools.testing.inprocess_cluster import InProcessCluster
+from edgesched.tools.testing.pictures import png_bytes
 
 
 async def test_metrics_show_tasks_devices_and_stage_histograms(make_cluster) -> None:

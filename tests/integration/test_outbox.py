@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from edgesched.tools.testing.pictures import png_bytes
 from edgesched.v1 import common_pb2
-from tests.harness import png_bytes
 
 
 async def test_a_result_finished_while_the_master_was_down_is_delivered_on_rejoin(

@@ -11,9 +11,9 @@ import grpc
 import pytest
 
 from edgesched.config import ArtefactSettings, TaskTypeSettings
-from edgesched.demo.pages import generate_page
 from edgesched.inference.model_files import sha256_file
-from tests.harness import InProcessCluster
+from edgesched.tools.demo.pages import generate_page
+from edgesched.tools.testing.inprocess_cluster import InProcessCluster
 from tests.vendor_fakes import LAYOUT_NAMES, fake_artefact, install_fake, png
 
 

@@ -22,7 +22,7 @@ from edgesched.errors import BadInputError
 from edgesched.master.master import Submission
 from edgesched.master.pusher import receiver_url
 from edgesched.master.seed import canonical_ip, ip_folder
-from tests.harness import png_bytes
+from edgesched.tools.testing.pictures import png_bytes
 from tests.seedpeers import Receiver, upload_message
 
 

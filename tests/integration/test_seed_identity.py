@@ -13,8 +13,9 @@ import pytest
 
 from edgesched.journal.base import TaskRow
 from edgesched.master.taskmanager import TaskManager
+from edgesched.tools.testing.inprocess_cluster import InProcessCluster
+from edgesched.tools.testing.pictures import png_bytes
 from edgesched.v1 import common_pb2
-from tests.harness import InProcessCluster, png_bytes
 from tests.seedpeers import (
     ForkReceiver,
     LaterReceiver,

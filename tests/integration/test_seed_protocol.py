@@ -14,7 +14,7 @@ import pytest
 
 from edgesched.client.legacy import send_legacy
 from edgesched.client.recv import ReceiverServer
-from tests.harness import png_bytes
+from edgesched.tools.testing.pictures import png_bytes
 from tests.seedpeers import Receiver, upload_message
 
 VALID = "valid values: load, 负载贪心, roundrobin, round_robin"

@@ -37,6 +37,7 @@ BOARD_MODULES = (
     "edgesched.clock",
     "edgesched.failpoints",
     "edgesched.stages",
+    "edgesched.stats",  # the client's report computes its percentiles there
     "edgesched.master.token",  # `token show`, and the client's default API token
 )
 
@@ -146,7 +147,7 @@ def test_the_probe_really_blocks_an_extra(tmp_path: Path) -> None:
     run = subprocess.run(
         [
             *(sys.executable, "-c", PROBE, "httpx", "edgesched.agent"),
-            *("edgesched.bench.failover", str(tmp_path / "m.json"), "--help"),
+            *("edgesched.tools.bench.failover", str(tmp_path / "m.json"), "--help"),
         ],
         capture_output=True,
         text=True,

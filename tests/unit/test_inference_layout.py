@@ -10,8 +10,6 @@ import numpy.typing as npt
 import pytest
 from PIL import Image
 
-from edgesched.demo.pages import generate_page, page_seed
-from edgesched.demo.scoring import match_page
 from edgesched.errors import BackendError, ConfigError
 from edgesched.inference.detectors import Detector, ModelSpec, load_detector
 from edgesched.inference.geometry import DecodeMeta, InputTransform
@@ -23,6 +21,8 @@ from edgesched.inference.model_files import (
     sha256_file,
     verify_sha256,
 )
+from edgesched.tools.demo.pages import generate_page, page_seed
+from edgesched.tools.demo.scoring import match_page
 
 LAYOUT_NAMES = ("text", "title", "figure", "figure_caption", "table", "table_caption")
 GRIDS = ((100, 76), (50, 38), (25, 19), (13, 10))  # 800×608 at strides 8, 16, 32, 64

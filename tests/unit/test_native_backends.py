@@ -14,9 +14,9 @@ import pytest
 from edgesched.agent.backends import HeldArtefact, OnnxBackend
 from edgesched.agent.native_backends import AscendOmBackend, RknnBackend
 from edgesched.config import ArtefactSettings, TaskTypeSettings
-from edgesched.demo.pages import generate_page
 from edgesched.errors import BadInputError, ConfigError, UnknownTaskTypeError
 from edgesched.inference.model_files import sha256_file
+from edgesched.tools.demo.pages import generate_page
 from tests.vendor_fakes import LAYOUT_NAMES, fake_artefact, install_fake, png
 
 

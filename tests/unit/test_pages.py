@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from edgesched.demo.pages import (
+from edgesched.inference.labels import Detection
+from edgesched.tools.demo.pages import (
     GROUND_TRUTH_CLASSES,
     GROUND_TRUTH_FILE,
     Region,
@@ -18,8 +19,7 @@ from edgesched.demo.pages import (
     page_seed,
     write_pages,
 )
-from edgesched.demo.scoring import iou, match_page, score
-from edgesched.inference.labels import Detection
+from edgesched.tools.demo.scoring import iou, match_page, score
 
 
 def png_bytes(image: Image.Image) -> bytes:

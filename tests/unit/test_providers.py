@@ -20,9 +20,9 @@ from edgesched.agent.providers import (
     providers_for,
 )
 from edgesched.config import TaskTypeSettings
-from edgesched.demo.pages import generate_page
 from edgesched.errors import BadInputError, ConfigError, UnknownTaskTypeError
 from edgesched.inference.model_files import bundled_layout_model
+from edgesched.tools.demo.pages import generate_page
 from tests.vendor_fakes import png
 
 TRT, CUDA, CANN, CPU = (

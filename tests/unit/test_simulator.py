@@ -10,12 +10,20 @@ from click.testing import CliRunner
 
 from edgesched.agent.emulation import PROFILES, Profile, SubDeviceSpec
 from edgesched.agent.pacing import BandwidthTrace
-from edgesched.bench.cli import bench_command
 from edgesched.config import SchedulingSettings
 from edgesched.core.strategies import STRATEGIES
-from edgesched.sim import Link, Scenario, SimDevice, SimTask, Simulation, lower_bound, simulate
-from edgesched.sim.bench_makespan import run_makespan, workload
-from edgesched.sim.model import transfer_end
+from edgesched.tools.bench.cli import bench_command
+from edgesched.tools.bench.makespan import run_makespan, workload
+from edgesched.tools.sim import (
+    Link,
+    Scenario,
+    SimDevice,
+    SimTask,
+    Simulation,
+    lower_bound,
+    simulate,
+)
+from edgesched.tools.sim.model import transfer_end
 
 #: 8 Mbit/s moves 1 MB per second: 100 kB take 0.1 s exactly
 ONE_MB_PER_S = Link(8.0, 8.0, rtt_ms=0.0)

@@ -11,7 +11,6 @@ import asyncio
 import hashlib
 import random
 import socket
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import grpc
 
 from edgesched.names import stem
 from edgesched.stages import STAGES
+from edgesched.stats import percentile
 from edgesched.v1 import client_pb2, client_pb2_grpc, common_pb2
 
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
@@ -77,7 +77,10 @@ class SendReport:
             "duplicates": self.duplicates,
             "seconds": round(self.seconds, 3),
             "throughput_per_s": round(self.done / self.seconds, 3) if self.seconds else 0.0,
-            "latency_ms": {"p50": percentile(lat, 50), "p95": percentile(lat, 95)},
+            "latency_ms": {
+                "p50": round(percentile(lat, 50), 3) if lat else 0.0,
+                "p95": round(percentile(lat, 95), 3) if lat else 0.0,
+            },
             "tasks_per_device": dict(sorted(self.by_device.items())),
             "stages_ms": self.stage_summary(),
             "tasks": [self.stages_of(o) for o in self.outcomes if o.result is not None],
@@ -116,14 +119,6 @@ class SendReport:
             "device": r.device_id,
             **{stage: round(float(getattr(r.timings, f"{stage}_ms")), 3) for stage in STAGES},
         }
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    if len(values) == 1:
-        return round(values[0], 3)
-    return round(statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1], 3)
 
 
 @dataclass(frozen=True)

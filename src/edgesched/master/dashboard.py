@@ -14,7 +14,6 @@ the last ``WINDOW_S`` seconds, recorded as the master announces them on its resu
 from __future__ import annotations
 
 import asyncio
-import statistics
 import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,6 +29,7 @@ from edgesched.core.state import TaskState
 from edgesched.journal.base import TaskRow
 from edgesched.master.master import Master
 from edgesched.master.views import device_json
+from edgesched.stats import percentile
 
 Guard = Callable[..., Awaitable[None]]
 
@@ -140,15 +140,6 @@ def brief(row: TaskRow) -> dict[str, Any]:
     }
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    """The q-th percentile (0 < q < 100), interpolated as the demo's report computes it."""
-    if not values:
-        return None
-    if len(values) == 1:
-        return round(values[0], 3)
-    return round(statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1], 3)
-
-
 @dataclass(frozen=True)
 class _Finished:
     at: float  #: monotonic seconds
@@ -194,8 +185,8 @@ class FinishedWindow:
             "cancelled": states[TaskState.CANCELLED.value],
             # over at least a second: a task done just after start is not a burst of thousands
             "throughput_per_s": round(len(done) / max(span, 1.0), 3),
-            "latency_p50_ms": percentile(latencies, 50),
-            "latency_p95_ms": percentile(latencies, 95),
+            "latency_p50_ms": round(percentile(latencies, 50), 3) if latencies else None,
+            "latency_p95_ms": round(percentile(latencies, 95), 3) if latencies else None,
             "per_device": dict(Counter(e.device_id for e in done)),
         }
 

@@ -78,7 +78,7 @@ def makespan_command(
     strategy, and the simulator replays the run: the makespans should agree within 10 %.
     """
     from edgesched.config import SchedulingSettings
-    from edgesched.sim.bench_makespan import run_makespan
+    from edgesched.tools.bench.makespan import run_makespan
 
     settings = SchedulingSettings()
     if prefetch is not None:
@@ -88,7 +88,7 @@ def makespan_command(
     except ImportError as exc:
         raise click.UsageError(f"{exc}: install matplotlib, or pass --no-plot") from exc
     if real_tasks:
-        from edgesched.bench.agreement import run_agreement
+        from edgesched.tools.bench.agreement import run_agreement
 
         result["real_vs_simulated"] = run_agreement(
             real_tasks, time_scale, ("roundrobin", "load", "ect")
@@ -130,10 +130,10 @@ def _table(result: dict[str, Any]) -> str:
 
 def _register() -> None:
     """The real-process scenarios, each in its own module (imported when the group is built)."""
-    from edgesched.bench.failover import failover_command
-    from edgesched.bench.memory import memory_command
-    from edgesched.bench.overhead import overhead_command, payload_command
-    from edgesched.bench.scale import scale_command
+    from edgesched.tools.bench.failover import failover_command
+    from edgesched.tools.bench.memory import memory_command
+    from edgesched.tools.bench.overhead import overhead_command, payload_command
+    from edgesched.tools.bench.scale import scale_command
 
     bench_command.add_command(overhead_command)
     bench_command.add_command(payload_command)

@@ -19,9 +19,10 @@ from typing import Any
 
 import click
 
-from edgesched.bench.loopback import Client, cluster, fsync_ms
-from edgesched.demo.cluster import LocalCluster
-from edgesched.sim.bench_makespan import machine
+from edgesched.tools.bench.loopback import Client, fsync_ms
+from edgesched.tools.bench.makespan import machine
+from edgesched.tools.testing.lifecycle import running_cluster
+from edgesched.tools.testing.process_cluster import LocalCluster
 
 TARGET_TASKS_PER_S = 5000
 TARGET_P50_MS = 1.0
@@ -51,7 +52,7 @@ def run_overhead(
     async def main() -> None:  # one event loop for every run: gRPC's poller stays with it
         for durability in durabilities:
             agents = [["--backend", "noop", "--slots", "8"]] * 2
-            with cluster(agents, ["--durability", durability]) as c:
+            with running_cluster(agents, ["--durability", durability]) as c:
                 if not fsync:
                     fsync.update(fsync_ms(c.master_dir))
                 runs[durability] = await measure(c)
@@ -89,7 +90,7 @@ def run_payload(
     agents = [["--backend", "busy", "--busy-ms", str(busy_ms), "--slots", "1"]] * 2
 
     async def measure() -> dict[str, Any]:
-        with cluster(agents) as c:
+        with running_cluster(agents) as c:
             async with Client(c).session() as client:
                 await client.round_trips(payloads[0], 10, timeout_s)  # warm up
                 return await client.bulk(

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from edgesched.demo.drawing import Canvas, draw_chart, draw_table
+from edgesched.tools.demo.drawing import Canvas, draw_chart, draw_table
 
 __all__ = [
     "GROUND_TRUTH_CLASSES",

@@ -5,27 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
 import httpx
-from PIL import Image
 
 from edgesched.agent.agent import Agent
 from edgesched.config import Settings
 from edgesched.master.server import MasterServer
 from edgesched.v1 import client_pb2, client_pb2_grpc, common_pb2
-
-
-def png_bytes(
-    width: int = 64, height: int = 48, color: tuple[int, int, int] = (200, 30, 30)
-) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def master_settings(tmp: Path, **scheduling: Any) -> Settings:
@@ -41,6 +31,13 @@ def master_settings(tmp: Path, **scheduling: Any) -> Settings:
 
 @dataclass
 class InProcessCluster:
+    """A real :class:`MasterServer` and real :class:`Agent` instances on the caller's event loop.
+
+    Owns the server, the agents' run tasks and one gRPC channel, and stops them all in
+    :meth:`close` (the ``cluster`` fixture calls it however a test ends). It touches the master
+    only through its public servers and API tokens; tests reach inside through ``master``.
+    """
+
     tmp: Path
     settings: Settings
     server: MasterServer | None = None

@@ -4,8 +4,8 @@ Simulated devices (emulation profiles: slots, service times), links (seeded band
 failures and time; the core is the one the master runs. No sockets, no event loop, no sleeping.
 """
 
-from edgesched.sim.model import Bound, Link, Scenario, SimDevice, SimTask, lower_bound
-from edgesched.sim.simulator import SimResult, Simulation, simulate
+from edgesched.tools.sim.model import Bound, Link, Scenario, SimDevice, SimTask, lower_bound
+from edgesched.tools.sim.simulator import SimResult, Simulation, simulate
 
 __all__ = [
     "Bound",

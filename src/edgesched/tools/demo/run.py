@@ -16,11 +16,12 @@ from rich.console import Console
 from rich.table import Table
 
 from edgesched.client.files import list_pictures
-from edgesched.client.send import Sender, SendReport, TlsFiles, percentile, write_labels
-from edgesched.demo.cluster import LocalCluster
-from edgesched.demo.pages import write_pages
-from edgesched.demo.scoring import score
+from edgesched.client.send import Sender, SendReport, TlsFiles, write_labels
 from edgesched.inference.labels import Detection
+from edgesched.stats import percentile
+from edgesched.tools.demo.pages import write_pages
+from edgesched.tools.demo.scoring import score
+from edgesched.tools.testing.process_cluster import LocalCluster
 from edgesched.v1 import common_pb2
 
 PROFILES = ("atlas310", "rk3588", "orin")
@@ -133,7 +134,10 @@ def _summary(
         "correct": round(score(truth, found), 4),
         "devices": per_device,
         "throughput_per_s": round(report.done / report.seconds, 3) if report.seconds else 0.0,
-        "latency_ms": {"p50": percentile(latencies, 50), "p95": percentile(latencies, 95)},
+        "latency_ms": {
+            "p50": round(percentile(latencies, 50), 3) if latencies else 0.0,
+            "p95": round(percentile(latencies, 95), 3) if latencies else 0.0,
+        },
     }
 
 

@@ -13,15 +13,11 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
-import signal
-import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import click
@@ -29,7 +25,7 @@ import grpc
 import httpx
 import psutil
 
-from edgesched.demo.cluster import LocalCluster
+from edgesched.tools.testing.process_cluster import LocalCluster
 from edgesched.v1 import client_pb2, client_pb2_grpc, common_pb2
 
 MB = 1_000_000  #: the gates speak of MB: 10^6 bytes (a MiB is 1,048,576)
@@ -72,68 +68,6 @@ class Deadline:
 
 
 # ---- processes -----------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def signals_as_exit() -> Iterator[None]:
-    """SIGTERM (a supervisor, ``timeout``) raises SystemExit in the main thread, so ``finally``
-    blocks run and stop the processes we started; Ctrl-C raises KeyboardInterrupt anyway."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def on_term(signum: int, frame: FrameType | None) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def stop_cluster(cluster: LocalCluster) -> None:
-    """Stops every process of ``cluster``; a second Ctrl-C cannot cut the cleanup short."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        cluster.stop()
-        return
-    old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    old_term = signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        cluster.stop()
-    finally:
-        signal.signal(signal.SIGINT, old_int)
-        signal.signal(signal.SIGTERM, old_term)
-
-
-@contextlib.contextmanager
-def local_cluster(root: Path, log_level: str = "warning") -> Iterator[LocalCluster]:
-    """A LocalCluster whose processes are all stopped on the way out, however it is left."""
-    cluster = LocalCluster(root=root, log_level=log_level)
-    with signals_as_exit():
-        try:
-            yield cluster
-        finally:
-            stop_cluster(cluster)
-
-
-@contextlib.contextmanager
-def work_dir(path: Path | None, keep: bool) -> Iterator[Path]:
-    """``path`` (created, kept) or a fresh temporary directory (removed unless ``keep``)."""
-    if path is not None:
-        path.mkdir(parents=True, exist_ok=True)
-        yield path
-        return
-    made = Path(tempfile.mkdtemp(prefix="edgesched-bench-"))
-    try:
-        yield made
-    finally:
-        if not keep:
-            shutil.rmtree(made, ignore_errors=True)
 
 
 def pid_of(cluster: LocalCluster, name: str) -> int:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from edgesched.demo.pages import Region
 from edgesched.inference.labels import Detection
+from edgesched.tools.demo.pages import Region
 
 __all__ = ["MATCH_IOU", "iou", "match_page", "score"]
 

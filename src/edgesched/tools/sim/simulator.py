@@ -41,7 +41,14 @@ from edgesched.core.scheduler import (
 )
 from edgesched.core.state import Device, Metrics, Task, TaskState
 from edgesched.core.strategies import make_strategy
-from edgesched.sim.model import Scenario, SimDevice, SimTask, lower_bound, sub_seed, transfer_end
+from edgesched.tools.sim.model import (
+    Scenario,
+    SimDevice,
+    SimTask,
+    lower_bound,
+    sub_seed,
+    transfer_end,
+)
 
 TICK_S = 0.1  #: the master's ticker period (``edgesched.master.server.TICK_S``)
 HORIZON_S = 7 * 24 * 3600.0  #: a run still going by then is a bug in the scenario or the core

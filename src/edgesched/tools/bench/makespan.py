@@ -30,8 +30,8 @@ from edgesched.agent.emulation import PROFILES
 from edgesched.agent.pacing import SEED_RANGE_MBPS
 from edgesched.config import SchedulingSettings
 from edgesched.core.strategies import STRATEGIES
-from edgesched.sim.model import Link, Scenario, SimDevice, SimTask, lower_bound, sub_seed
-from edgesched.sim.simulator import simulate
+from edgesched.tools.sim.model import Link, Scenario, SimDevice, SimTask, lower_bound, sub_seed
+from edgesched.tools.sim.simulator import simulate
 
 WANTED = ("roundrobin", "load", "ect")  #: in this order; one not registered yet is left out
 PAYLOAD_BYTES = (50_000, 150_000)  #: a camera frame or a page as a JPEG

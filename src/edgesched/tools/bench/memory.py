@@ -28,7 +28,8 @@ import click
 import grpc
 import httpx
 
-from edgesched.bench.harness import (
+from edgesched.errors import EdgeschedError
+from edgesched.tools.bench.harness import (
     MB,
     BenchError,
     Deadline,
@@ -38,17 +39,15 @@ from edgesched.bench.harness import (
     emit,
     http,
     idle_usage,
-    local_cluster,
     pid_of,
     progress,
     rss_bytes,
     run_options,
     slope_per,
     wait_devices,
-    work_dir,
 )
-from edgesched.demo.cluster import LocalCluster
-from edgesched.errors import EdgeschedError
+from edgesched.tools.testing.lifecycle import local_cluster, work_dir
+from edgesched.tools.testing.process_cluster import LocalCluster
 
 PARTS = ("agent", "master", "idle")
 AGENT_GATE_BYTES = 5 * MB
@@ -60,7 +59,7 @@ MASTER_GATE_FRACTION = 0.10
 
 def page_pictures(count: int, width: int, seed: int = 7) -> list[bytes]:
     """``count`` synthetic document pages (the demo's), ``width`` pixels wide, as JPEG."""
-    from edgesched.demo.pages import generate_page, page_seed
+    from edgesched.tools.demo.pages import generate_page, page_seed
 
     height = round(width * 1754 / 1240)
     out = []

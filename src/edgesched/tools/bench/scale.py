@@ -1,9 +1,9 @@
 """``edgesched bench scale``: a thousand light agents heartbeating against one real master.
 
-One master runs as its own process (:class:`~edgesched.demo.cluster.LocalCluster`). A few worker
-processes each simulate a share of the agents; every simulated agent holds its own gRPC channel
-and one ``AgentLink.Connect`` stream and speaks the real protocol: it asks the gateway for the
-link port, registers with the join token, keeps the credential it is given (one agent per worker
+One master runs as its own process (:class:`~edgesched.tools.testing.process_cluster.LocalCluster`).
+A few worker processes each simulate a share of the agents; every simulated agent holds its own gRPC
+channel and one ``AgentLink.Connect`` stream and speaks the real protocol: it asks the gateway for
+the link port, registers with the join token, keeps the credential it is given (one agent per worker
 drops its link and rejoins with that credential, as a real agent does after a broken link), then
 sends a Heartbeat with plausible, jittered board metrics every interval the master announced.
 
@@ -47,6 +47,7 @@ from typing import IO, Any
 import click
 import grpc
 
+from edgesched.stats import percentile
 from edgesched.v1 import agent_pb2, agent_pb2_grpc
 
 #: the gates this scenario checks
@@ -68,15 +69,6 @@ FRAMING_BYTES = 14
 
 
 # ---- figures -------------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (``q`` in [0, 100]); NaN for no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
 
 
 def histogram_quantile(buckets: dict[float, float], q: float) -> tuple[float, float]:
@@ -281,7 +273,7 @@ class _Samples:
 
     def summary(self) -> dict[str, Any]:
         def ms(values: list[float], q: float) -> float:
-            return round(percentile(values, q) / 1000, 4) if values else math.nan
+            return round(percentile(values, q, "nearest_rank") / 1000, 4) if values else math.nan
 
         return {
             "decisions": len(self.cpu),
@@ -649,7 +641,7 @@ async def _worker(config: WorkerConfig) -> None:
 
 
 def worker_main(argv: Sequence[str]) -> None:
-    """Entry of a worker process: ``python -m edgesched.bench.scale --worker '<json>'``."""
+    """Entry of a worker process: ``python -m edgesched.tools.bench.scale --worker '<json>'``."""
     config = WorkerConfig(**json.loads(argv[0]))
     asyncio.run(_worker(config))
 
@@ -668,7 +660,7 @@ class _Worker:
                 [
                     sys.executable,
                     "-m",
-                    "edgesched.bench.scale",
+                    "edgesched.tools.bench.scale",
                     "--worker",
                     json.dumps(asdict(config)),
                 ],
@@ -837,7 +829,7 @@ def run_scale(
     """Runs the scenario and returns its figures (see the module's docstring)."""
     import psutil
 
-    from edgesched.demo.cluster import LocalCluster
+    from edgesched.tools.testing.process_cluster import LocalCluster
 
     say = progress or (lambda _msg: None)
     started = time.monotonic()
@@ -992,8 +984,8 @@ def run_scale(
             "handling_p99_ms": _round(hb_p99 * 1000, 4),
             "handling_p99_bucket_le_ms": _round(hb_p99_le * 1000, 4),
             "acks_per_s": _round(acks / agent_window, 1) if agent_window else None,
-            "round_trip_p50_ms": _round(percentile(round_trips, 50), 3),
-            "round_trip_p99_ms": _round(percentile(round_trips, 99), 3),
+            "round_trip_p50_ms": _round(percentile(round_trips, 50, "nearest_rank"), 3),
+            "round_trip_p99_ms": _round(percentile(round_trips, 99, "nearest_rank"), 3),
             "link_errors": sum(s["link_errors"] for s in stats),
             "refusals": sum(s["refusals"] for s in stats),
             "unexpected_messages": sum(s["other_in"] for s in stats),

@@ -12,40 +12,20 @@ import os
 import statistics
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-from edgesched.bench.harness import local_cluster, work_dir
-from edgesched.client.send import percentile
-from edgesched.demo.cluster import LocalCluster
 from edgesched.errors import TransportError
+from edgesched.stats import percentile
+from edgesched.tools.testing.process_cluster import LocalCluster
 from edgesched.v1 import client_pb2, client_pb2_grpc, common_pb2
 
 TERMINAL = {common_pb2.TASK_STATE_DONE, common_pb2.TASK_STATE_DEAD, common_pb2.TASK_STATE_CANCELLED}
 MAX_MESSAGE = 64 * 1024 * 1024
-
-
-@contextmanager
-def cluster(
-    agents: list[list[str]],
-    master_args: list[str] | None = None,
-    root: Path | None = None,
-    strategy: str = "load",
-) -> Iterator[LocalCluster]:
-    """A master and one agent per argument list, on loopback, stopped however it is left
-    (SIGTERM included; see :func:`edgesched.bench.harness.local_cluster`)."""
-    with work_dir(root, keep=False) as where, local_cluster(where) as c:
-        c.strategy = strategy
-        c.extra_master_args = master_args or []
-        c.start_master()
-        for i, args in enumerate(agents):
-            c.start_agent(f"agent-{i + 1}", args)
-        c.wait_for_devices(len(agents))
-        yield c
 
 
 class Client:

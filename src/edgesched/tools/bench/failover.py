@@ -31,21 +31,20 @@ import click
 import grpc
 import httpx
 
-from edgesched.bench.harness import (
+from edgesched.config import load_settings
+from edgesched.errors import EdgeschedError
+from edgesched.tools.bench.harness import (
     BenchError,
     Deadline,
     emit,
     gateway,
     http,
-    local_cluster,
     pid_of,
     run_options,
     wait_devices,
-    work_dir,
 )
-from edgesched.config import load_settings
-from edgesched.demo.cluster import LocalCluster
-from edgesched.errors import EdgeschedError
+from edgesched.tools.testing.lifecycle import local_cluster, work_dir
+from edgesched.tools.testing.process_cluster import LocalCluster
 from edgesched.v1 import client_pb2, client_pb2_grpc
 
 RUNNING_STATES = ("assigned", "running")

@@ -17,11 +17,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from edgesched.agent.emulation import PROFILES
-from edgesched.bench.loopback import Client, cluster
 from edgesched.config import SchedulingSettings
-from edgesched.demo.cluster import LocalCluster
-from edgesched.sim.model import Link, Scenario, SimDevice, SimTask
-from edgesched.sim.simulator import SimResult, simulate
+from edgesched.tools.bench.loopback import Client
+from edgesched.tools.sim.model import Link, Scenario, SimDevice, SimTask
+from edgesched.tools.sim.simulator import SimResult, simulate
+from edgesched.tools.testing.lifecycle import running_cluster
+from edgesched.tools.testing.process_cluster import LocalCluster
 
 AGREEMENT_TARGET = 0.10  #: |real - simulated| ÷ real
 BOARDS = ("atlas310", "orin", "rk3588", "rk3588")
@@ -60,7 +61,7 @@ def run_agreement(
                 ["--emulate", board, "--time-scale", f"{time_scale:g}", "--backend", "sleep"]
                 for board in BOARDS
             ]
-            with cluster(agents, strategy=strategy) as c:
+            with running_cluster(agents, strategy=strategy) as c:
                 real, arrivals = await measure(c)
             out[strategy] = _compare(real, _simulate(strategy, arrivals, len(payload), time_scale))
 

@@ -1,0 +1,210 @@
+"""One chaos run: start the cluster, upload, fire the kills as progress passes them, restart
+what was killed, wait until every acknowledged task is accounted for, grade."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgesched.tools.chaos.grading import dead_pictures, explain, grade, unaccounted
+from edgesched.tools.chaos.ledger import Ledger
+from edgesched.tools.chaos.notes import note
+from edgesched.tools.chaos.plan import Kill, agent_args, kill_schedule, make_pictures
+from edgesched.tools.chaos.receiver import Receiver
+from edgesched.tools.chaos.uploads import start_uploads
+
+if TYPE_CHECKING:
+    from edgesched.tools.testing.process_cluster import LocalCluster
+
+#: Short health settings so a killed agent is noticed in seconds, not the default ~36 s.
+FAST_HEALTH_ENV = {
+    "EDGESCHED_SCHEDULING_HEARTBEAT_INTERVAL_S": "0.5",
+    "EDGESCHED_SCHEDULING_DEAD_GRACE_S": "3",
+}
+RESTART_CALM_S = 2.0  #: a restarted process is left alone this long
+
+
+@dataclass
+class Chaos:
+    cluster: LocalCluster
+    agents: dict[str, list[str]]  #: agent name → its command-line arguments
+    ledger: Ledger
+    started: float = field(default_factory=time.monotonic)
+    master_restarts: int = 0
+    agent_kills: int = 0
+    #: killed processes → when to start them again. Restarts are not waited for in line, so
+    #: the run goes on (and later kills fire, a master's while an agent is down) meanwhile
+    down: dict[str, float] = field(default_factory=dict)
+    #: restarted processes → when they may be killed again: an agent killed before it even
+    #: joined, or a master before it restored its journal, tests little
+    calm_until: dict[str, float] = field(default_factory=dict)
+    master_killed_at: list[float] = field(default_factory=list)  #: monotonic times
+
+    def fire(self, kill: Kill) -> bool:
+        """SIGKILLs the kill's target; False (try later) while that target is still down."""
+        import signal
+
+        if kill.target in self.down or time.monotonic() < self.calm_until.get(kill.target, 0):
+            return False
+        # a master killed in the middle of an upload is the case req_id exists for: wait a
+        # little for one (uploads pause while the client waits for results)
+        busy = kill.target == "master" and self.ledger.wait_for_upload(1.0)
+        when = time.monotonic() - self.started
+        during = " during an upload" if busy else ""
+        acked, results = self.ledger.counts()
+        note(
+            f"t={when:.1f}s ({acked} acknowledged, {results} results) SIGKILL {kill.target}"
+            f"{during}, restart after {kill.pause:.1f}s"
+        )
+        self.cluster.kill(kill.target, signal.SIGKILL)
+        if kill.target == "master":  # once it is gone: a push just before counts as before
+            self.master_killed_at.append(time.monotonic())
+        self.down[kill.target] = time.monotonic() + kill.pause
+        self.agent_kills += kill.target != "master"
+        return True
+
+    def restart_due(self) -> None:
+        now = time.monotonic()
+        for target in [t for t, at in self.down.items() if at <= now]:
+            del self.down[target]
+            self.calm_until[target] = time.monotonic() + RESTART_CALM_S
+            if target == "master":
+                self.restart_master()
+                self.master_restarts += 1
+            else:
+                self.cluster.start_agent(target, self.agents[target])
+
+    def restart_master(self, tries: int = 5) -> None:
+        """Same ports as before (the cluster kept them), so clients and agents reconnect alone.
+        A bind can fail for a moment after a kill; try again rather than end the run."""
+        from edgesched.errors import TransportError
+
+        for attempt in range(1, tries + 1):
+            try:
+                self.cluster.start_master()
+                return
+            except TransportError as exc:
+                if attempt == tries:
+                    raise
+                note(f"master restart {attempt} failed, trying again: {str(exc)[-200:]}")
+                time.sleep(1.0)
+
+
+# ---- grading ----------------------------------------------------------------------------
+
+
+@dataclass
+class RunConfig:
+    tasks: int
+    agents: int
+    master_kills: int
+    agent_kills: int
+    bad: int
+    seed: int
+    time_scale: float
+    timeout: float
+
+
+def start_cluster(root: Path, receiver: Receiver, cfg: RunConfig) -> Chaos:
+    from edgesched.tools.testing.process_cluster import LocalCluster
+
+    cluster = LocalCluster(
+        root=root, log_level="info", extra_master_args=["--result-port", str(receiver.port)]
+    )
+    chaos = Chaos(cluster, {}, receiver.ledger)
+    cluster.start_master()
+    for i in range(cfg.agents):
+        name = f"agent-{i + 1}"
+        chaos.agents[name] = agent_args(i, cfg.seed, cfg.time_scale)
+        cluster.start_agent(name, chaos.agents[name])
+    cluster.wait_for_devices(cfg.agents)
+    return chaos
+
+
+def drive(chaos: Chaos, ledger: Ledger, cfg: RunConfig, kills: list[Kill], deadline: float) -> None:
+    """Fires the kills as progress passes them, then waits (until the deadline at most) for
+    every acknowledged task to be accounted for."""
+    total = 2 * cfg.tasks - cfg.bad  # every upload acknowledged + every good result received
+    pending = list(kills)
+    last_check = 0.0
+    while time.monotonic() < deadline:
+        progress = ledger.progress() / total
+        while pending and pending[0].at <= progress and chaos.fire(pending[0]):
+            pending.pop(0)
+        chaos.restart_due()
+        now = time.monotonic()
+        quiet = not pending and not chaos.down
+        if quiet and ledger.settled() == cfg.tasks and now - last_check >= 1.0:
+            last_check = now
+            if unaccounted(ledger, chaos.cluster.http_url) == 0:
+                return
+        time.sleep(0.05)
+    note(f"timed out; {len(pending)} kills never fired, {sorted(chaos.down)} still down")
+
+
+def write_records(root: Path, ledger: Ledger) -> None:
+    """The ledger on disk, for investigating a failed run (with --keep)."""
+    acked, received = ledger.snapshot()
+    (root / "ledger.json").write_text(
+        json.dumps({"acked": acked, "refused": ledger.refused}, indent=1)
+    )
+    (root / "received.log").write_text("".join(f"{n}\n" for n in received))
+
+
+def run(cfg: RunConfig, root: Path) -> dict[str, Any]:
+    rng = random.Random(cfg.seed)
+    pictures = make_pictures(cfg.tasks, cfg.bad, rng, uuid.uuid4().hex[:8])
+    ledger = Ledger()
+    receiver = Receiver(ledger)
+    started = time.monotonic()
+    deadline = started + cfg.timeout
+    chaos: Chaos | None = None
+    try:
+        chaos = start_cluster(root, receiver, cfg)
+        chaos.started = started
+        kills = kill_schedule(rng, cfg.master_kills, cfg.agent_kills, sorted(chaos.agents))
+        start_uploads(chaos.cluster.grpc_target, pictures, ledger, deadline)
+        drive(chaos, ledger, cfg, kills, deadline)
+        dead = dead_pictures(chaos.cluster.http_url)
+    finally:
+        if chaos is not None:
+            chaos.cluster.stop()  # before counting: a push still in flight is a delivery too
+        receiver.close()
+    acked, received = ledger.snapshot()
+    write_records(root, ledger)
+    explain(ledger, pictures, dead, chaos.master_killed_at)
+    verdict = grade(acked, received, dead)
+    return {
+        "accepted": verdict.accepted,
+        "done": verdict.done,
+        "dead": verdict.dead,
+        "lost": verdict.lost,
+        "duplicates_delivered": verdict.duplicates_delivered,
+        "master_restarts": chaos.master_restarts,
+        "agent_kills": chaos.agent_kills,
+        "seconds": round(time.monotonic() - started, 1),
+        "bad": cfg.bad,
+    }
+
+
+@contextlib.contextmanager
+def fast_health() -> Iterator[None]:
+    """Children inherit the environment: the master and agents get the short health settings."""
+    saved = {k: os.environ.get(k) for k in FAST_HEALTH_ENV}
+    os.environ.update(FAST_HEALTH_ENV)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
