@@ -133,7 +133,7 @@ def _register() -> None:
     from edgesched.tools.bench.failover import failover_command
     from edgesched.tools.bench.memory import memory_command
     from edgesched.tools.bench.overhead import overhead_command, payload_command
-    from edgesched.tools.bench.scale import scale_command
+    from edgesched.tools.bench.scale.cli import scale_command
 
     bench_command.add_command(overhead_command)
     bench_command.add_command(payload_command)
