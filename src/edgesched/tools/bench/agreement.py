@@ -18,7 +18,7 @@ from typing import Any
 
 from edgesched.agent.emulation import PROFILES
 from edgesched.config import SchedulingSettings
-from edgesched.tools.bench.loopback import Client
+from edgesched.tools.bench.timing import Client
 from edgesched.tools.sim.model import Link, Scenario, SimDevice, SimTask
 from edgesched.tools.sim.simulator import SimResult, simulate
 from edgesched.tools.testing.lifecycle import running_cluster

@@ -131,7 +131,7 @@ def _table(result: dict[str, Any]) -> str:
 def _register() -> None:
     """The real-process scenarios, each in its own module (imported when the group is built)."""
     from edgesched.tools.bench.failover import failover_command
-    from edgesched.tools.bench.memory import memory_command
+    from edgesched.tools.bench.memory.cli import memory_command
     from edgesched.tools.bench.overhead import overhead_command, payload_command
     from edgesched.tools.bench.scale.cli import scale_command
 

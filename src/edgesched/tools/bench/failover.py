@@ -18,7 +18,6 @@ heartbeat for ``heartbeat_interval_s × suspect_after_beats``) before the grace 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import signal
@@ -33,30 +32,17 @@ import httpx
 
 from edgesched.config import load_settings
 from edgesched.errors import EdgeschedError
-from edgesched.tools.bench.harness import (
-    BenchError,
-    Deadline,
-    emit,
-    gateway,
-    http,
-    pid_of,
-    run_options,
-    wait_devices,
-)
+from edgesched.tools.bench.deadline import BenchError, Deadline
+from edgesched.tools.bench.gateway import gateway, http, wait_devices
+from edgesched.tools.bench.output import emit, run_options
+from edgesched.tools.bench.payloads import small_jpeg
+from edgesched.tools.bench.sampling import pid_of
 from edgesched.tools.testing.lifecycle import local_cluster, work_dir
 from edgesched.tools.testing.process_cluster import LocalCluster
 from edgesched.v1 import client_pb2, client_pb2_grpc
 
 RUNNING_STATES = ("assigned", "running")
 FINAL_STATES = ("done", "dead", "cancelled")
-
-
-def _small_jpeg() -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("RGB", (64, 48), (30, 90, 200)).save(buffer, "JPEG")
-    return buffer.getvalue()
 
 
 def master_env(
@@ -111,7 +97,7 @@ def _device_states(api: httpx.Client) -> dict[str, str]:
 
 
 def _submit(cluster: LocalCluster, count: int, deadline: Deadline) -> list[str]:
-    payload = _small_jpeg()
+    payload = small_jpeg((30, 90, 200))
     client_id = f"failover-{uuid.uuid4().hex[:8]}"
     metadata = (("authorization", f"Bearer {cluster.api_token}"),)
     ids = []

@@ -19,8 +19,8 @@ from typing import Any
 
 import click
 
-from edgesched.tools.bench.loopback import Client, fsync_ms
 from edgesched.tools.bench.makespan import machine
+from edgesched.tools.bench.timing import Client, fsync_ms
 from edgesched.tools.testing.lifecycle import running_cluster
 from edgesched.tools.testing.process_cluster import LocalCluster
 

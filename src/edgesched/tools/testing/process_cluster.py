@@ -1,4 +1,5 @@
-"""A cluster of edgesched processes on loopback: used by the demo, the benchmarks and tests."""
+"""A cluster of edgesched processes on loopback: used by the demo, the benchmarks, the chaos run
+and the end-to-end tests."""
 
 from __future__ import annotations
 
@@ -21,6 +22,15 @@ from edgesched.errors import TransportError
 
 @dataclass
 class LocalCluster:
+    """A master (or a gateway, a task manager) and agents as ``edgesched`` processes on loopback.
+
+    Owns the processes it spawned (each in its own session, its log under ``root/logs``) and
+    the files under ``root``; :meth:`stop` ends every one of them (SIGTERM, then SIGKILL), and
+    callers stop it however they leave (a fixture's ``finally``,
+    :func:`edgesched.tools.testing.lifecycle.local_cluster`). It talks to the system only as a
+    user would: command lines, the master's ``endpoints.json`` and token files, the HTTP API.
+    """
+
     root: Path  #: everything the cluster writes lives under here
     strategy: str = "load"
     log_level: str = "warning"

@@ -1,4 +1,5 @@
-"""What the real-process benchmarks share: a cluster on loopback and a client that measures it.
+"""A client that times a running cluster (the real-process benchmarks start it with
+:func:`edgesched.tools.testing.lifecycle.running_cluster`), and the disk's fsync time.
 
 The client speaks the public gRPC API (TaskService) with the cluster's API token: it watches its
 own results on one WatchResults stream opened before anything is submitted, submits in bulk on

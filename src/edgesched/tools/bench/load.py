@@ -1,184 +1,32 @@
-"""What the process benchmarks share: a global deadline, a cluster that is always cleaned up,
-process sampling (RSS, CPU) by pid, and a streaming load client with a bounded window.
+"""A streaming load client with a bounded window.
 
 The load client submits over ``SubmitStream`` (several streams at once, so the journal's group
 commit has something to group) and learns about finished tasks from one ``WatchResults`` stream
 for its client id. That stream only carries tasks that end after it is registered on the master,
-so the client first sends probe tasks until one comes back through it.
-"""
+so the client first sends probe tasks until one comes back through it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-import click
 import grpc
-import httpx
-import psutil
 
-from edgesched.tools.testing.process_cluster import LocalCluster
+from edgesched.tools.bench.deadline import BenchError, Deadline
 from edgesched.v1 import client_pb2, client_pb2_grpc, common_pb2
 
-MB = 1_000_000  #: the gates speak of MB: 10^6 bytes (a MiB is 1,048,576)
 FINAL_STATES = ("done", "dead", "cancelled")
+
+
 GRPC_OPTIONS = [
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
 ]
-
-
-class BenchError(Exception):
-    """The benchmark could not produce its figures (a timeout, a process that died, …)."""
-
-
-# ---- time ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Deadline:
-    """One deadline for a whole benchmark: every wait is capped by what is left of it."""
-
-    at: float
-
-    @classmethod
-    def after(cls, seconds: float) -> Deadline:
-        return cls(time.monotonic() + seconds)
-
-    def left(self) -> float:
-        return self.at - time.monotonic()
-
-    def cap(self, timeout: float, what: str) -> float:
-        """``timeout`` or what is left, whichever is less; raises when nothing is left."""
-        left = self.left()
-        if left <= 0:
-            raise BenchError(f"the benchmark's deadline passed while {what}")
-        return min(timeout, left)
-
-    def check(self, what: str) -> None:
-        self.cap(1.0, what)
-
-
-# ---- processes -----------------------------------------------------------------------------
-
-
-def pid_of(cluster: LocalCluster, name: str) -> int:
-    proc = cluster.procs.get(name)
-    if proc is None or proc.poll() is not None:
-        raise BenchError(f"{name} is not running (see {cluster.root / 'logs' / (name + '.log')})")
-    return proc.pid
-
-
-def rss_bytes(pid: int) -> int:
-    try:
-        return int(psutil.Process(pid).memory_info().rss)
-    except psutil.Error as exc:
-        raise BenchError(f"cannot read the memory of process {pid}: {exc}") from exc
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        times = psutil.Process(pid).cpu_times()
-    except psutil.Error as exc:
-        raise BenchError(f"cannot read the CPU time of process {pid}: {exc}") from exc
-    return float(times.user + times.system)
-
-
-def idle_usage(pids: dict[str, int], seconds: float, deadline: Deadline) -> dict[str, Any]:
-    """CPU (percent of one core) and RSS of each process over ``seconds`` of doing nothing."""
-    seconds = deadline.cap(seconds, "measuring idle processes")
-    start_cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
-    started = time.monotonic()
-    time.sleep(seconds)
-    wall = time.monotonic() - started
-    out: dict[str, Any] = {"seconds": round(wall, 3)}
-    for name, pid in pids.items():
-        used = cpu_seconds(pid) - start_cpu[name]
-        rss = rss_bytes(pid)
-        out[name] = {
-            "cpu_percent_of_core": round(100.0 * used / wall, 3),
-            "cpu_seconds": round(used, 4),
-            "rss_bytes": rss,
-            "rss_mb": round(rss / MB, 2),
-        }
-    return out
-
-
-def wait_devices(
-    cluster: LocalCluster, count: int, deadline: Deadline, timeout: float = 120.0
-) -> list[dict[str, Any]]:
-    """Waits for ``count`` online devices (an onnx agent loads its model before it joins)."""
-    return cluster.wait_for_devices(count, deadline.cap(timeout, f"waiting for {count} devices"))
-
-
-def gateway(cluster: LocalCluster, timeout: float = 10.0) -> httpx.Client:
-    """A client of the cluster's gateway, with its API token (one connection, kept open)."""
-    return httpx.Client(
-        base_url=cluster.http_url,
-        headers={"authorization": f"Bearer {cluster.api_token}"},
-        timeout=timeout,
-        verify=cluster.http_verify(),
-    )
-
-
-def http(client: httpx.Client | LocalCluster, method: str, path: str) -> Any:
-    """A call to the gateway (a client from ``gateway``, or a cluster: a fresh connection);
-    the JSON answer."""
-    if isinstance(client, LocalCluster):
-        with gateway(client) as fresh:
-            return http(fresh, method, path)
-    response = client.request(method, path)
-    response.raise_for_status()
-    return response.json()
-
-
-def dir_stats(path: Path) -> dict[str, int]:
-    """Files and bytes under ``path`` (what a run leaves on disk)."""
-    files = size = 0
-    for root, _, names in os.walk(path):
-        for name in names:
-            with contextlib.suppress(OSError):
-                size += (Path(root) / name).stat().st_size
-                files += 1
-    return {"files": files, "bytes": size}
-
-
-def slope_per(samples: list[tuple[int, int]], per: int) -> float:
-    """Least-squares slope of (count, bytes) samples, in bytes per ``per`` counts."""
-    if len(samples) < 2:
-        return 0.0
-    n = len(samples)
-    mx = sum(x for x, _ in samples) / n
-    my = sum(y for _, y in samples) / n
-    sxx = sum((x - mx) ** 2 for x, _ in samples)
-    if sxx == 0:
-        return 0.0
-    sxy = sum((x - mx) * (y - my) for x, y in samples)
-    return sxy / sxx * per
-
-
-def progress(line: str) -> None:
-    """A line on stderr as a long run goes (stdout keeps the one JSON object)."""
-    import click
-
-    click.echo(f"[{time.strftime('%H:%M:%S')}] {line}", err=True)
-
-
-def emit(result: dict[str, Any], as_json: bool, summary: Callable[[dict[str, Any]], str]) -> None:
-    import click
-
-    click.echo(json.dumps(result) if as_json else summary(result))
-
-
-# ---- load ----------------------------------------------------------------------------------
 
 
 PayloadFn = Callable[[int], tuple[str, bytes]]  #: index → (file name, bytes)
@@ -424,34 +272,3 @@ class LoadClient:
                     f"no task finished for {self.stall_s:g} s; "
                     f"{len(self._pending)} of {self.stats.accepted} still unfinished"
                 )
-
-
-def run_options(timeout_s: float) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """The options every real-process scenario has: ``--timeout`` (a global deadline),
-    ``--workdir``, ``--keep`` and ``--json``."""
-
-    def apply(command: Callable[..., Any]) -> Callable[..., Any]:
-        for option in reversed(
-            (
-                click.option(
-                    "--timeout",
-                    "timeout_s",
-                    default=timeout_s,
-                    show_default=True,
-                    type=click.FloatRange(min=1),
-                    help="global deadline in seconds",
-                ),
-                click.option(
-                    "--workdir",
-                    default=None,
-                    type=click.Path(file_okay=False, path_type=Path),
-                    help="where the cluster writes [a temporary directory, removed]",
-                ),
-                click.option("--keep", is_flag=True, help="keep the temporary directory (logs)"),
-                click.option("--json", "as_json", is_flag=True, help="print one JSON object"),
-            )
-        ):
-            command = option(command)
-        return command
-
-    return apply
