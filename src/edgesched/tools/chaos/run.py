@@ -34,6 +34,11 @@ RESTART_CALM_S = 2.0  #: a restarted process is left alone this long
 
 @dataclass
 class Chaos:
+    """The kills of one run: fires them on a cluster, restarts what was killed when its pause is
+    over, and counts them. It touches the processes only through the cluster (signals, restarts
+    on the same ports) and reads the ledger only to time a kill; the grade is not its job.
+    """
+
     cluster: LocalCluster
     agents: dict[str, list[str]]  #: agent name → its command-line arguments
     ledger: Ledger
