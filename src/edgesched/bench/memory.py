@@ -82,7 +82,7 @@ def small_jpeg() -> bytes:
 
 def noop_available() -> bool:
     """The ``noop`` backend and the raw ``echo`` task type exist in this edgesched."""
-    from edgesched.agent.backends import BACKENDS
+    from edgesched.agent.backends.registry import BACKENDS
     from edgesched.config import Settings
 
     echo = Settings().tasktypes.get("echo")
