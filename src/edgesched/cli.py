@@ -474,7 +474,8 @@ def agent(config: str | None, log_level: str, log_format: str, **flags: Any) -> 
         )
 
     async def run(stop: asyncio.Event) -> None:
-        from edgesched.agent.agent import Agent, Refused
+        from edgesched.agent.agent import Agent
+        from edgesched.agent.link import Refused
 
         try:
             await Agent(settings).run(stop)

@@ -9,7 +9,8 @@ import grpc
 import httpx
 import pytest
 
-from edgesched.agent.agent import Agent, Refused
+from edgesched.agent.agent import Agent
+from edgesched.agent.link import Refused
 from edgesched.master.token import write_token
 from edgesched.tools.testing.inprocess_cluster import InProcessCluster
 from edgesched.tools.testing.pictures import png_bytes

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from edgesched.agent import filedrop
-from edgesched.agent.backends import HeldArtefact
-from edgesched.agent.filedrop import FileDropBackend
+from edgesched.agent.backends import filedrop
+from edgesched.agent.backends.base import HeldArtefact
+from edgesched.agent.backends.filedrop import FileDropBackend
 from edgesched.errors import BackendError, BadInputError, UnknownTaskTypeError
 
 ENGINE = textwrap.dedent(

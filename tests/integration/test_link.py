@@ -92,7 +92,8 @@ async def test_slots_and_prefetch_bound_what_a_device_holds_and_runs(make_cluste
 
 
 async def test_an_agent_with_a_wrong_token_is_refused_and_never_listed(make_cluster) -> None:
-    from edgesched.agent.agent import Agent, Refused
+    from edgesched.agent.agent import Agent
+    from edgesched.agent.link import Refused
 
     cluster = await make_cluster()
     settings = cluster.agent_settings("intruder", token="esj_wrong")

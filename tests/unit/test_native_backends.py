@@ -11,8 +11,10 @@ from types import ModuleType
 
 import pytest
 
-from edgesched.agent.backends import HeldArtefact, OnnxBackend
-from edgesched.agent.native_backends import AscendOmBackend, RknnBackend
+from edgesched.agent.backends.ascend_om import AscendOmBackend
+from edgesched.agent.backends.base import HeldArtefact
+from edgesched.agent.backends.onnx import OnnxBackend
+from edgesched.agent.backends.rknn import RknnBackend
 from edgesched.config import ArtefactSettings, TaskTypeSettings
 from edgesched.errors import BadInputError, ConfigError, UnknownTaskTypeError
 from edgesched.inference.model_files import sha256_file

@@ -10,15 +10,17 @@ from typing import Any
 
 import pytest
 
-from edgesched.agent.backends import Backend, OnnxBackend
-from edgesched.agent.filedrop import FileDropBackend
-from edgesched.agent.native_backends import AscendOmBackend, RknnBackend
-from edgesched.agent.providers import (
+from edgesched.agent.backends.ascend_om import AscendOmBackend
+from edgesched.agent.backends.base import Backend
+from edgesched.agent.backends.filedrop import FileDropBackend
+from edgesched.agent.backends.onnx import OnnxBackend
+from edgesched.agent.backends.onnx_ep import (
     OrtAcceleratedBackend,
     open_session,
     provider_options,
     providers_for,
 )
+from edgesched.agent.backends.rknn import RknnBackend
 from edgesched.config import TaskTypeSettings
 from edgesched.errors import BadInputError, ConfigError, UnknownTaskTypeError
 from edgesched.inference.model_files import bundled_layout_model
@@ -106,7 +108,7 @@ def test_falls_back_past_providers_that_fail(
 ) -> None:
     fake = FakeOrt([TRT, CUDA, CPU], failing={TRT})
     monkeypatch.setitem(sys.modules, "onnxruntime", fake.module())
-    with caplog.at_level(logging.INFO, logger="edgesched.agent.providers"):
+    with caplog.at_level(logging.INFO, logger="edgesched.agent.backends.onnx_ep"):
         session, used = open_session("m.onnx", 2, "orin", tmp_path)
     assert used == CUDA
     assert session.threads == 2

@@ -12,6 +12,10 @@ IDENTITY_FILE = "agent.json"
 
 @dataclass
 class Identity:
+    """The id and credential the master gave this agent, saved in its data directory.
+
+    Owns the identity file; which identity is current is the session's to decide."""
+
     agent_id: str = ""
     credential: str = ""
 

@@ -18,6 +18,11 @@ log = logging.getLogger("edgesched.outbox")
 
 
 class Outbox:
+    """Results kept on disk while no link can take them.
+
+    Owns its directory's files (one per result, at most ``max_items``); it may not decide when a
+    result is confirmed: the session removes what an acknowledged heartbeat covers."""
+
     def __init__(self, directory: str | Path, max_items: int = 1000) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,11 @@ class BandwidthTrace:
 
 
 class Pacer:
+    """Delays each payload as a link of ``limit_mbps`` (or the trace's bandwidth) would.
+
+    Owns only its limit and trace; it may not read or hold the payloads: the session sleeps for
+    what it returns."""
+
     def __init__(self, limit_mbps: float = 0.0, trace: Optional[BandwidthTrace] = None) -> None:  # noqa: UP045
         self.limit_mbps = limit_mbps
         self.trace = trace

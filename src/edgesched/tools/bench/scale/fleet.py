@@ -299,7 +299,7 @@ def _emit(event: dict[str, Any]) -> None:
 
 
 async def _worker(config: WorkerConfig) -> None:
-    from edgesched.agent.agent import PROTOCOL, discover_link_port
+    from edgesched.agent.link import PROTOCOL, discover_link_port
 
     loop = asyncio.get_running_loop()
     commands: asyncio.Queue[str] = asyncio.Queue()

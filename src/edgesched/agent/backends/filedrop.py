@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from edgesched.agent.backends import BackendResult, HeldArtefact
+from edgesched.agent.backends.base import BackendResult, HeldArtefact
 from edgesched.errors import BackendError, BadInputError, UnknownTaskTypeError
 from edgesched.inference.images import decode_image, sniff_image_header
 from edgesched.inference.labels import parse_label
@@ -78,7 +78,10 @@ def _writers_done(path: Path) -> bool | None:
 
 
 class FileDropBackend:
-    """Hands pictures to an external engine through two directories."""
+    """Hands pictures to an external engine through two directories.
+
+    Owns the two directories' files it writes and the watcher thread that sees labels arrive;
+    it may not touch the engine's own files beyond reading a finished label."""
 
     name: str = "filedrop"
     formats: tuple[str, ...] = ("filedrop",)

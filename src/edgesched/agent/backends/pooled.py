@@ -1,5 +1,6 @@
-"""Backends for compiled artefacts: ``.rknn`` on RK3588 through RKNNLite, one runtime per NPU
-core, and Ascend ``.om`` through ais_bench's InferSession (devices.md §5.3, §5.4).
+"""What the backends for compiled artefacts share: ``.rknn`` on RK3588 through RKNNLite, one
+runtime per NPU core (``rknn``), and Ascend ``.om`` through ais_bench's InferSession
+(``ascend_om``) (devices.md §5.3, §5.4).
 
 Each builds, per task type that has a usable artefact, a small pool of detectors, one per runtime
 instance (NPU core, NPU chip), and hands each run to a free one: the RK3588's three cores run three
@@ -19,15 +20,8 @@ from typing import Any
 
 from PIL import Image
 
-from edgesched.agent.backends import BackendResult, HeldArtefact
-from edgesched.agent.session_adapters import (
-    NPU_CORE_MASKS,
-    AisBenchSession,
-    RknnSession,
-    default_input_hw,
-    detector_for_session,
-    timed_detection,
-)
+from edgesched.agent.backends.base import BackendResult, HeldArtefact, timed_detection
+from edgesched.agent.backends.sessions import detector_for_session
 from edgesched.config import ArtefactSettings, TaskTypeSettings
 from edgesched.errors import ConfigError, UnknownTaskTypeError
 from edgesched.inference.detectors import Detector, ModelSpec
@@ -35,9 +29,8 @@ from edgesched.inference.labels import Detection
 from edgesched.inference.model_files import verify_sha256
 
 __all__ = [
-    "AscendOmBackend",
     "DetectorPool",
-    "RknnBackend",
+    "PooledBackend",
     "artefact_spec",
     "usable_artefacts",
 ]
@@ -107,8 +100,11 @@ class DetectorPool:
         self.sessions = []
 
 
-class _PooledBackend:
-    """The shared part: which task types, building pools on first use, running."""
+class PooledBackend:
+    """The shared part: which task types, building pools on first use, running.
+
+    Owns the usable artefacts and their runtime pools (and releases them on close); a subclass
+    says only which runtime instances there are and how to open one."""
 
     name: str = ""
     formats: tuple[str, ...] = ()
@@ -173,54 +169,3 @@ class _PooledBackend:
             pools, self._pools = list(self._pools.values()), {}
         for pool in pools:
             pool.close()
-
-
-class RknnBackend(_PooledBackend):
-    """``.rknn`` artefacts on a Rockchip NPU: one RKNNLite runtime per core (masks 1, 2, 4)."""
-
-    name: str = "rknn"
-    formats: tuple[str, ...] = ("rknn",)
-
-    def __init__(
-        self,
-        tasktypes: dict[str, TaskTypeSettings],
-        threads: int = 1,
-        target: str = "rk3588",
-        core_masks: Sequence[int | None] = NPU_CORE_MASKS,
-    ) -> None:
-        # ``threads`` is the CPU backends' knob; the NPU's parallelism is its cores.
-        self._core_masks = tuple(core_masks)
-        super().__init__(tasktypes, target)
-
-    def _instances(self) -> Sequence[int | None]:
-        return self._core_masks
-
-    def _open(self, spec: ModelSpec, artefact: ArtefactSettings, instance: Any) -> RknnSession:
-        # RKNNLite cannot report its input shape: the decoder's default size for the kind.
-        hw = spec.input_size or default_input_hw(spec.kind)
-        return RknnSession(spec.path, hw, core_mask=instance, input_layout=artefact.input_layout)
-
-
-class AscendOmBackend(_PooledBackend):
-    """Ascend ``.om`` artefacts through ais_bench: one InferSession per NPU chip."""
-
-    name: str = "ascend_om"
-    formats: tuple[str, ...] = ("om",)
-
-    def __init__(
-        self,
-        tasktypes: dict[str, TaskTypeSettings],
-        threads: int = 1,
-        target: str = "",
-        device_ids: Sequence[int] = (0,),
-    ) -> None:
-        self._device_ids = tuple(device_ids)
-        super().__init__(tasktypes, target)
-
-    def _instances(self) -> Sequence[int]:
-        return self._device_ids
-
-    def _open(self, spec: ModelSpec, artefact: ArtefactSettings, instance: Any) -> AisBenchSession:
-        return AisBenchSession(
-            spec.path, device_id=int(instance), input_layout=artefact.input_layout
-        )

@@ -3,7 +3,8 @@ runtime (devices.md §8.2: pre- and post-processing stay outside the backend).
 
 The decoders use four things of an onnxruntime session: ``run(None, {name: tensor})``,
 ``get_inputs()[0].name`` / ``.shape`` and ``get_modelmeta().custom_metadata_map``. The adapters
-give them the same surface over RKNNLite (``.rknn``) and ais_bench's InferSession (``.om``).
+give them the same surface over RKNNLite (``.rknn``, in ``rknn``) and ais_bench's InferSession
+(``.om``, in ``ascend_om``); onnxruntime's own sessions (``onnx_ep``) need none.
 They always *show* the decoder an NCHW input; an artefact declared ``input_layout = "nhwc"`` is
 transposed inside ``run``. Compiled artefacts carry no class names, so their metadata map is
 empty and the names come from the task type's ``class_names``.
@@ -15,40 +16,28 @@ x86 machine, and a board imports only its own SDK.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from edgesched.agent.backends import timed_detection
 from edgesched.errors import BackendError, ConfigError
 from edgesched.inference.detectors import Detector, ModelSpec, class_names_from_metadata
 from edgesched.inference.layout import PICODET_INPUT_HW, LayoutDetector
 from edgesched.inference.yolo import DEFAULT_YOLO_INPUT_HW, YoloDetector
 
 __all__ = [
-    "NPU_CORE_MASKS",
-    "AisBenchSession",
     "ModelMeta",
-    "RknnSession",
     "TensorInfo",
+    "VendorSession",
+    "check_layout",
     "default_input_hw",
     "detector_for_session",
-    "timed_detection",
+    "import_vendor",
 ]
 
-#: RKNNLite's NPU_CORE_0, NPU_CORE_1, NPU_CORE_2: one runtime per core gives the throughput.
-NPU_CORE_MASKS = (1, 2, 4)
-RKNN_PACKAGE = (
-    "rknn-toolkit-lite2 (the wheel for this Python from Rockchip's rknn-toolkit2 releases, "
-    "with librknnrt.so in /usr/lib)"
-)
-AIS_BENCH_PACKAGE = (
-    "the ais_bench and aclruntime wheels (Huawei's ais-bench tool), with the CANN environment "
-    "sourced: source /usr/local/Ascend/ascend-toolkit/set_env.sh"
-)
 LAYOUTS = ("nchw", "nhwc")
 
 
@@ -77,7 +66,7 @@ def default_input_hw(kind: str) -> tuple[int, int]:
     return PICODET_INPUT_HW if kind == "picodet_layout" else DEFAULT_YOLO_INPUT_HW
 
 
-def _check_layout(layout: str) -> str:
+def check_layout(layout: str) -> str:
     key = layout.strip().lower()
     if key not in LAYOUTS:
         raise ConfigError(f"input_layout must be nchw or nhwc, not {layout!r}")
@@ -90,7 +79,7 @@ def _single_feed(feeds: Mapping[str, Any]) -> npt.NDArray[Any]:
     return np.asarray(next(iter(feeds.values())))
 
 
-class _VendorSession:
+class VendorSession:
     """What the decoders read of a session, the same for every vendor runtime: the NCHW view of
     its input, its outputs, no metadata (class names then come from the task type's config)."""
 
@@ -113,89 +102,6 @@ class _VendorSession:
         if self._layout == "nhwc":
             tensor = tensor.transpose(0, 2, 3, 1)
         return np.ascontiguousarray(tensor)
-
-
-class RknnSession(_VendorSession):
-    """One RKNNLite runtime on one NPU core (``core_mask`` None: the driver picks, as RK356x
-    needs). Not for concurrent use: the backend hands each runtime to one thread at a time."""
-
-    def __init__(
-        self,
-        path: str,
-        input_hw: tuple[int, int],
-        core_mask: int | None = None,
-        input_layout: str = "nchw",
-    ) -> None:
-        api = import_vendor("rknnlite.api", RKNN_PACKAGE)
-        self.core_mask = core_mask
-        self._layout = _check_layout(input_layout)
-        self._inputs = [TensorInfo("input", [1, 3, input_hw[0], input_hw[1]])]
-        self._outputs: list[TensorInfo] = []
-        self._rknn: Any = api.RKNNLite()
-        ret = self._rknn.load_rknn(path)
-        if ret != 0:
-            self.release()
-            raise ConfigError(f"cannot load model {path}: RKNNLite.load_rknn returned {ret}")
-        ret = (
-            self._rknn.init_runtime()
-            if core_mask is None
-            else self._rknn.init_runtime(core_mask=core_mask)
-        )
-        if ret != 0:
-            self.release()
-            raise ConfigError(
-                f"cannot start {path} on NPU core mask {core_mask}: "
-                f"RKNNLite.init_runtime returned {ret}"
-            )
-
-    # RKNNLite cannot describe its outputs: get_outputs() is empty until the first run
-
-    def run(self, output_names: Sequence[str] | None, feeds: Mapping[str, Any]) -> list[Any]:
-        outputs = self._rknn.inference(inputs=[self._feed(feeds)], data_format=[self._layout])
-        if outputs is None:  # RKNNLite logs its error and returns None
-            raise BackendError(f"RKNNLite.inference on core mask {self.core_mask} failed")
-        result = [np.asarray(o) for o in outputs]
-        if not self._outputs:
-            self._outputs = [TensorInfo(f"output{i}", list(o.shape)) for i, o in enumerate(result)]
-        return result
-
-    def release(self) -> None:
-        rknn, self._rknn = self._rknn, None
-        if rknn is not None:
-            rknn.release()
-
-
-class AisBenchSession(_VendorSession):
-    """An Ascend ``.om`` model through ais_bench's InferSession on NPU ``device_id``."""
-
-    def __init__(self, path: str, device_id: int = 0, input_layout: str = "nchw") -> None:
-        interface = import_vendor("ais_bench.infer.interface", AIS_BENCH_PACKAGE)
-        self._layout = _check_layout(input_layout)
-        try:
-            self._session: Any = interface.InferSession(device_id, path)
-        except Exception as exc:  # aclruntime raises plain RuntimeErrors and more
-            raise ConfigError(f"cannot load model {path} on NPU {device_id}: {exc}") from None
-        described = self._session.get_inputs()
-        if len(described) != 1:
-            raise ConfigError(f"{path} has {len(described)} inputs; the decoders feed one")
-        shape = [int(d) for d in described[0].shape]
-        if len(shape) != 4:
-            raise ConfigError(f"{path} has input shape {shape}; expected 4 dimensions")
-        if self._layout == "nhwc":
-            shape = [shape[0], shape[3], shape[1], shape[2]]  # the decoders' NCHW view
-        self._inputs = [TensorInfo(str(described[0].name), shape)]
-        self._outputs = [
-            TensorInfo(str(o.name), [int(d) for d in o.shape]) for o in self._session.get_outputs()
-        ]
-
-    def run(self, output_names: Sequence[str] | None, feeds: Mapping[str, Any]) -> list[Any]:
-        outputs = self._session.infer(feeds=[self._feed(feeds)], mode="static")
-        return [np.asarray(o) for o in outputs]
-
-    def release(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            session.free_resource()
 
 
 def _input_hw(spec: ModelSpec, session: Any) -> tuple[int, int]:

@@ -1,4 +1,7 @@
-"""Backends for task types of kind ``raw`` (any bytes, no model): what the benchmarks run.
+"""Backends that run no model: ``sleep`` for pictures, ``noop`` and ``busy`` for task types of
+kind ``raw`` (any bytes): what the benchmarks, the many-device runs and the tests run.
+
+``sleep`` decodes the picture (a broken one fails as with a model) and answers an empty label.
 
 ``noop`` does nothing, so a benchmark measures the master, the links and the journal alone.
 ``busy`` burns a calibrated amount of CPU per task (the issue's "about 5 ms of CPU work"), so
@@ -10,9 +13,37 @@ from __future__ import annotations
 import hashlib
 import time
 
-from edgesched.agent.backends import BackendResult, HeldArtefact
+from edgesched.agent.backends.base import BackendResult, HeldArtefact
 from edgesched.config import TaskTypeSettings
 from edgesched.errors import BackendError
+
+
+class SleepBackend:
+    """Runs no model: a picture that decodes succeeds with an empty label (benchmarks, many
+    devices, chaos runs). A broken picture still fails as it would with a model.
+
+    The agent's emulation pacing supplies the service time. Owns nothing but the task type names.
+    """
+
+    name: str = "sleep"
+    formats: tuple[str, ...] = ("onnx",)
+
+    def __init__(self, tasktypes: dict[str, TaskTypeSettings], threads: int = 1) -> None:
+        self._names = sorted(n for n, t in tasktypes.items() if t.all_artefacts())
+
+    def artefacts(self) -> list[HeldArtefact]:
+        return [HeldArtefact(name, "onnx", "", "", self.name) for name in self._names]
+
+    def warm(self) -> None:
+        return None
+
+    def run(self, task_type: str, payload: bytes, task_id: str = "") -> BackendResult:
+        from edgesched.inference.images import decode_image
+
+        t0 = time.perf_counter()
+        decode_image(payload)
+        decode_ms = (time.perf_counter() - t0) * 1000
+        return BackendResult(label="", detections=[], timings={"decode_ms": decode_ms})
 
 
 class NoopBackend:

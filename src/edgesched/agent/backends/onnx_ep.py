@@ -13,7 +13,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from edgesched.agent.backends import BackendResult, HeldArtefact, model_spec
+from edgesched.agent.backends.base import BackendResult, HeldArtefact, timed_detection
+from edgesched.agent.backends.onnx import model_spec
+from edgesched.agent.backends.sessions import detector_for_session
 from edgesched.config import TaskTypeSettings
 from edgesched.errors import ConfigError, UnknownTaskTypeError
 from edgesched.inference.detectors import Detector
@@ -129,7 +131,9 @@ def open_session(
 
 class OrtAcceleratedBackend:
     """onnxruntime with the board's execution providers: one session per task type, shared by
-    the agent's slots (an onnxruntime session may run from several threads at once)."""
+    the agent's slots (an onnxruntime session may run from several threads at once).
+
+    Owns its sessions and the provider each one ended on; touches nothing of the agent's."""
 
     name: str = "onnx_ep"
     formats: tuple[str, ...] = ("onnx",)
@@ -179,8 +183,6 @@ class OrtAcceleratedBackend:
         with self._lock:
             detector = self._detectors.get(task_type)
             if detector is None:
-                from edgesched.agent.session_adapters import detector_for_session
-
                 spec = model_spec(self._tasktypes[task_type])
                 if not Path(spec.path).is_file():
                     raise ConfigError(f"model file {spec.path} does not exist")
@@ -195,8 +197,6 @@ class OrtAcceleratedBackend:
             return detector
 
     def run(self, task_type: str, payload: bytes, task_id: str = "") -> BackendResult:
-        from edgesched.agent.session_adapters import timed_detection
-
         if task_type not in self._tasktypes:
             raise UnknownTaskTypeError(task_type, self._tasktypes)
         return timed_detection(payload, self._detector(task_type).detect)

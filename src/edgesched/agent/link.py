@@ -1,0 +1,98 @@
+"""The link's transport: TLS, asking the gateway for the link port, the gRPC channel, and the
+stream's outgoing half. No state: ``session`` keeps the link, these only open it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Optional
+
+import grpc
+
+from edgesched.config import AgentSettings
+from edgesched.errors import TransportError
+from edgesched.v1 import agent_pb2
+
+PROTOCOL = agent_pb2.ProtocolVersion(major=1, minor=1)  # 1.1: payloads inline
+
+#: what goes up the link; None half-closes it
+SendQueue = asyncio.Queue[Optional[agent_pb2.AgentMessage]]  # Optional: runs on Python 3.9
+
+CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+]
+
+
+class Refused(Exception):
+    """The master refused this agent; retrying with the same settings cannot help."""
+
+
+def tls_context(ca: str, cert: str = "", key: str = "") -> ssl.SSLContext:
+    """Verifies the master against ``ca``; presents ``cert`` (mutual TLS) when given."""
+    context = ssl.create_default_context(cafile=ca)
+    if cert:
+        context.load_cert_chain(cert, key or None)
+    return context
+
+
+def discover_link_port(
+    host: str,
+    http_port: int,
+    timeout: float = 3.0,
+    context: Optional[ssl.SSLContext] = None,  # noqa: UP045
+) -> int:
+    """Asks the gateway which port the link runs on; the agent dials the host it was given.
+
+    With TLS the question goes over the same TLS, verified against the cluster's CA.
+    """
+    scheme = "https" if context is not None else "http"
+    url = f"{scheme}://{host}:{http_port}/api/v1/link"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
+            return int(json.loads(response.read())["link_port"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise TransportError(f"cannot reach the gateway at {url}: {exc}") from exc
+
+
+async def link_target(a: AgentSettings) -> str:
+    """``host:port`` of the master's link: the configured port, or the gateway's answer."""
+    context = tls_context(a.tls_ca, a.tls_cert, a.tls_key) if a.tls_ca else None
+    port = a.link_port or await asyncio.to_thread(
+        discover_link_port, a.master_ip, a.master_port, 3.0, context
+    )
+    return f"{a.master_ip}:{port}"
+
+
+def open_channel(a: AgentSettings, target: str) -> grpc.aio.Channel:
+    """A channel to ``target``: TLS (mutual when the agent has a certificate) when a CA is set."""
+    if not a.tls_ca:
+        return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=Path(a.tls_ca).read_bytes(),
+        private_key=Path(a.tls_key).read_bytes() if a.tls_key else None,
+        certificate_chain=Path(a.tls_cert).read_bytes() if a.tls_cert else None,
+    )
+    return grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+
+
+async def outgoing(send_q: SendQueue) -> AsyncIterator[agent_pb2.AgentMessage]:
+    """The stream's outgoing half: what is queued, until a None half-closes it."""
+    while True:
+        message = await send_q.get()
+        if message is None:
+            return  # half-close: the master reads everything sent before, then ends
+        yield message
+
+
+def short(exc: BaseException) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return str(exc)
