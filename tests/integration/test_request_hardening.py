@@ -20,8 +20,8 @@ import pytest
 
 from edgesched.errors import BadInputError
 from edgesched.master.master import Submission
-from edgesched.master.pusher import receiver_url
-from edgesched.master.seed import canonical_ip, ip_folder
+from edgesched.master.compat.pusher import receiver_url
+from edgesched.master.compat.intake import canonical_ip, ip_folder
 from tests.harness import png_bytes
 from tests.seedpeers import Receiver, upload_message
 

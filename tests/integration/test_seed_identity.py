@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from edgesched.journal.base import TaskRow
-from edgesched.master.taskmanager import TaskManager
+from edgesched.master.compat.taskmanager import TaskManager
 from edgesched.v1 import common_pb2
 from tests.harness import InProcessCluster, png_bytes
 from tests.seedpeers import (

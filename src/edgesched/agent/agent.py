@@ -50,7 +50,7 @@ BACKOFF_MAX_S = 5.0
 
 
 #: payloads this large measure the link's bandwidth (smaller ones are mostly round trip); the
-#: master sends smaller ones inline with their assignment (edgesched.master.link.INLINE_BYTES)
+#: master sends smaller ones inline with their assignment (edgesched.master.session.INLINE_BYTES)
 MIN_MEASURED_BYTES = 64 * 1024
 
 #: what goes up the link; None half-closes it

@@ -31,7 +31,7 @@ from edgesched.agent.backends import BackendResult, HeldArtefact
 from edgesched.errors import BackendError, BadInputError, UnknownTaskTypeError
 from edgesched.inference.images import decode_image, sniff_image_header
 from edgesched.inference.labels import parse_label
-from edgesched.names import safe_component
+from edgesched.filenames import safe_component
 
 __all__ = ["SETTLE_S", "FileDropBackend"]
 

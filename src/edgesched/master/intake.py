@@ -12,6 +12,7 @@ from edgesched.errors import EdgeschedError, NotFoundError
 from edgesched.journal.base import TaskRow
 from edgesched.master.errmap import grpc_code
 from edgesched.master.master import Master, Submission
+from edgesched.master.peers import peer_host
 from edgesched.master.views import PB_STATE, result_pb
 from edgesched.v1 import client_pb2, client_pb2_grpc, common_pb2
 
@@ -21,15 +22,6 @@ log = logging.getLogger("edgesched.intake")
 #: submissions of one SubmitStream in progress at once: enough for the journal's group commit
 #: to take many per transaction, few enough that one client cannot flood the master
 STREAM_WINDOW = 256
-
-
-def peer_host(peer: str) -> str:
-    """``ipv4:1.2.3.4:5`` → ``1.2.3.4``; ``ipv6:[::1]:5`` → ``::1``; else ``unknown``."""
-    if peer.startswith("ipv4:"):
-        return peer[5:].rsplit(":", 1)[0]
-    if peer.startswith("ipv6:"):
-        return peer[5:].rsplit(":", 1)[0].strip("[]")
-    return "unknown"
 
 
 def _submission(request: client_pb2.SubmitRequest, context: grpc.aio.ServicerContext) -> Submission:

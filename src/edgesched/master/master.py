@@ -48,11 +48,11 @@ from edgesched.master.hub import ResultHub
 from edgesched.master.metrics import MasterMetrics
 from edgesched.master.storage import DiskGuard, remove_record, write_record
 from edgesched.master.token import TokenFile
-from edgesched.names import display_name, safe_component, safe_extension
+from edgesched.filenames import display_name, safe_component, safe_extension
 from edgesched.v1 import agent_pb2
 
 if TYPE_CHECKING:
-    from edgesched.master.link import AgentSession
+    from edgesched.master.session import AgentSession
 
 log = logging.getLogger("edgesched.master")
 

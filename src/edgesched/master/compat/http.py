@@ -16,7 +16,7 @@ from edgesched.core.state import DeviceState, TaskState
 from edgesched.errors import BadInputError, EdgeschedError
 from edgesched.master.errmap import http_status, printable
 from edgesched.master.master import Master
-from edgesched.master.seed import (
+from edgesched.master.compat.intake import (
     ScheduleError,
     SeedIntake,
     SeedUpload,

@@ -31,7 +31,7 @@ from edgesched.master.master import (
     check_task_type,
     write_payload,
 )
-from edgesched.names import display_name, safe_extension
+from edgesched.filenames import display_name, safe_extension
 
 #: What the seed's task manager sends when a client gives no task type (Gen-A).
 SEED_DEFAULT_TASKTYPE = "yolo"

@@ -26,8 +26,8 @@ from edgesched import failpoints
 from edgesched.errors import BadInputError
 from edgesched.journal.base import TaskRow
 from edgesched.master.master import Master
-from edgesched.master.seed import canonical_ip
-from edgesched.names import stem
+from edgesched.master.compat.intake import canonical_ip
+from edgesched.filenames import stem
 
 log = logging.getLogger("edgesched.pusher")
 
