@@ -35,8 +35,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from edgesched.config import TaskTypeSettings
-from edgesched.master.http import make_http_app
 from edgesched.master.compat.intake import upload_root
+from edgesched.master.http import make_http_app
 from tests.harness import InProcessCluster, master_settings, png_bytes
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

@@ -16,22 +16,18 @@ import secrets
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import AsyncIterator
 
 import grpc
 
-from edgesched import failpoints
 from edgesched.config import MODEL_FORMATS
+from edgesched.core.commands import reconciliation
 from edgesched.core.state import Device, Metrics, bound_slots, clean_fraction
 from edgesched.errors import JournalError
-from edgesched.journal.base import TaskRow
 from edgesched.master.errmap import grpc_code, printable
-from edgesched.master.peers import peer_host
 from edgesched.master.master import Master
-from edgesched.master.session import AgentSession
+from edgesched.master.peers import peer_host
+from edgesched.master.session import CHUNK_BYTES, AgentSession
 from edgesched.master.token import tokens_equal
 from edgesched.v1 import agent_pb2, agent_pb2_grpc
 
@@ -311,9 +307,8 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
             info=info,
         )
         now = master.clock.monotonic()
-        reconciled, commands = master.core.register(
-            device, reg.running_task_ids, reg.finished_task_ids, now
-        )
+        commands = master.core.register(device, reg.running_task_ids, reg.finished_task_ids, now)
+        reconciled = reconciliation(commands)
         session = AgentSession(agent_id, peer)
         session.cached = master.cached_payload
         session.inline_payloads = (reg.protocol.major, reg.protocol.minor) >= (1, 1)
@@ -364,7 +359,9 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
                 device = master.core.devices.get(device_id)
                 revived = device is None or not device.schedulable
                 master.apply(master.core.heartbeat(device_id, _metrics(hb.metrics), now))
-                if master.core.self_drain(device_id, hb.draining):
+                changed = device is not None and device.self_draining != hb.draining
+                master.apply(master.core.self_drain(device_id, hb.draining))
+                if changed:
                     log.info(
                         "agent %s %s", device_id, "drains" if hb.draining else "no longer drains"
                     )

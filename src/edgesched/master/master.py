@@ -23,15 +23,17 @@ from typing import TYPE_CHECKING, Any
 from edgesched import failpoints
 from edgesched.clock import Clock, SystemClock
 from edgesched.config import MasterSettings, Settings
-from edgesched.core.scheduler import (
+from edgesched.core.commands import (
     Assign,
     CancelAttempt,
     Command,
-    Core,
     Expired,
     Finished,
+    Forgotten,
     Persist,
+    accepted,
 )
+from edgesched.core.core import Core
 from edgesched.core.state import AttemptError, Device, Task, TaskState
 from edgesched.core.strategies import canonical_strategy, make_strategy
 from edgesched.errors import (
@@ -43,12 +45,12 @@ from edgesched.errors import (
     TransportError,
     UnknownTaskTypeError,
 )
+from edgesched.filenames import display_name, safe_component, safe_extension
 from edgesched.journal.base import Journal, TaskRow
 from edgesched.master.hub import ResultHub
 from edgesched.master.metrics import MasterMetrics
 from edgesched.master.storage import DiskGuard, remove_record, write_record
 from edgesched.master.token import TokenFile
-from edgesched.filenames import display_name, safe_component, safe_extension
 from edgesched.v1 import agent_pb2
 
 if TYPE_CHECKING:
@@ -423,6 +425,7 @@ class Master:
                 session = self.sessions.get(command.device_id)
                 if session is not None:
                     session.send_cancel(command.task_id, command.attempt, command.reason)
+            # Reconciled and Forgotten report to the caller (the link, forget_gone): nothing to do
 
     def _send_assignment(self, command: Assign) -> None:
         row = self.rows[command.task.id]
@@ -541,8 +544,8 @@ class Master:
         task = self.core.tasks.get(task_id)
         service_ms = board.get("total_ms", 0.0) - board.get("queue_ms", 0.0)
         service_ms -= board.get("receive_ms", 0.0)
-        accepted, commands = self.core.done(task_id, attempt, device_id, service_ms, now)
-        if not accepted or task is None:
+        commands = self.core.done(task_id, attempt, device_id, service_ms, now)
+        if not accepted(commands, task_id) or task is None:
             log.info("discarded result of task %s attempt %d from %s", task_id, attempt, device_id)
             self.pump()
             return False
@@ -591,7 +594,7 @@ class Master:
         if after <= 0:
             return []
         now = self.clock.monotonic()
-        gone = self.core.forget(now, after)
+        gone = [c.device_id for c in self.core.forget(now, after) if isinstance(c, Forgotten)]
         if now - self.started_at >= after:
             gone += [
                 agent_id
@@ -631,7 +634,8 @@ class Master:
     def drain(self, device_id: str, on: bool) -> Device:
         """Drain (or undrain) a device: it finishes what it runs and takes nothing new; the
         agent is told, so it also reports itself draining."""
-        device = self.core.drain(device_id, on)  # kept when the agent rejoins
+        self.apply(self.core.drain(device_id, on))  # kept when the agent rejoins
+        device = self.core.devices[device_id]
         session = self.sessions.get(device_id)
         if session is not None:
             reason = "drained by an operator" if on else "undrained by an operator"

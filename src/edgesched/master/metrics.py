@@ -14,12 +14,13 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from edgesched.clock import Clock
-from edgesched.core.scheduler import Core
+from edgesched.core.core import Core
 from edgesched.stages import STAGES
 
 
 class LiveSource(Protocol):
-    """What the gauges read at scrape time (the master; a protocol so metrics need not import it)."""
+    """What the gauges read at scrape time: the master (a protocol, so metrics need not
+    import it)."""
 
     @property
     def core(self) -> Core: ...
@@ -29,6 +30,7 @@ class LiveSource(Protocol):
 
     @property
     def finished_total(self) -> dict[str, int]: ...
+
 
 #: seconds, from a fast board's milliseconds to a slow link's minutes
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)

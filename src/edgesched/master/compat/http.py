@@ -14,8 +14,6 @@ from pydantic import BaseModel, field_validator
 
 from edgesched.core.state import DeviceState, TaskState
 from edgesched.errors import BadInputError, EdgeschedError
-from edgesched.master.errmap import http_status, printable
-from edgesched.master.master import Master
 from edgesched.master.compat.intake import (
     ScheduleError,
     SeedIntake,
@@ -25,6 +23,8 @@ from edgesched.master.compat.intake import (
     schedule,
     schedule_strategy,
 )
+from edgesched.master.errmap import http_status, printable
+from edgesched.master.master import Master
 
 
 class SeedReply(BaseModel):

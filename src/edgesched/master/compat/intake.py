@@ -23,6 +23,7 @@ from typing import Any
 from edgesched.config import Settings
 from edgesched.core.strategies import ALIASES, STRATEGIES
 from edgesched.errors import BadInputError
+from edgesched.filenames import display_name, safe_extension
 from edgesched.journal.base import TaskRow
 from edgesched.master.master import (
     Master,
@@ -31,7 +32,6 @@ from edgesched.master.master import (
     check_task_type,
     write_payload,
 )
-from edgesched.filenames import display_name, safe_extension
 
 #: What the seed's task manager sends when a client gives no task type (Gen-A).
 SEED_DEFAULT_TASKTYPE = "yolo"

@@ -24,10 +24,10 @@ import httpx
 
 from edgesched import failpoints
 from edgesched.errors import BadInputError
-from edgesched.journal.base import TaskRow
-from edgesched.master.master import Master
-from edgesched.master.compat.intake import canonical_ip
 from edgesched.filenames import stem
+from edgesched.journal.base import TaskRow
+from edgesched.master.compat.intake import canonical_ip
+from edgesched.master.master import Master
 
 log = logging.getLogger("edgesched.pusher")
 

@@ -31,8 +31,8 @@ from edgesched.errors import (
     LimitExceededError,
     TransportError,
 )
-from edgesched.master.compat.intake import SeedUpload, canonical_ip
 from edgesched.master.compat.grpc import image_upload_handler
+from edgesched.master.compat.intake import SeedUpload, canonical_ip
 from edgesched.master.server import grpc_options
 from edgesched.master.token import read_token
 
