@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from edgesched import failpoints
 from edgesched.clock import Clock, SystemClock
@@ -31,10 +31,12 @@ from edgesched.core.commands import (
     Finished,
     Forgotten,
     Persist,
+    Reconciled,
     accepted,
+    reconciliation,
 )
 from edgesched.core.core import Core
-from edgesched.core.state import AttemptError, Device, Task, TaskState
+from edgesched.core.state import AttemptError, Device, Metrics, Task, TaskState
 from edgesched.core.strategies import canonical_strategy, make_strategy
 from edgesched.errors import (
     BadInputError,
@@ -49,12 +51,11 @@ from edgesched.filenames import display_name, safe_component, safe_extension
 from edgesched.journal.base import Journal, TaskRow
 from edgesched.master.hub import ResultHub
 from edgesched.master.metrics import MasterMetrics
+from edgesched.master.registry import AgentRegistry
+from edgesched.master.session import AgentSession
 from edgesched.master.storage import DiskGuard, remove_record, write_record
 from edgesched.master.token import TokenFile
 from edgesched.v1 import agent_pb2
-
-if TYPE_CHECKING:
-    from edgesched.master.session import AgentSession
 
 log = logging.getLogger("edgesched.master")
 
@@ -171,8 +172,7 @@ class Master:
         self._cached_bytes = 0
         self._pump_scheduled = False
         self.inflight: Counter[str] = Counter()  #: unfinished tasks per client
-        self.sessions: dict[str, AgentSession] = {}
-        self.agent_credentials: dict[str, str] = {}  #: agent id → sha256 of its credential
+        self.registry = AgentRegistry(m, journal, self.clock, lambda: self.token)
         self.hub = ResultHub()
         self.finished_total: dict[str, int] = {}
         self.stopping = False
@@ -186,7 +186,7 @@ class Master:
 
     async def restore(self) -> int:
         """Takes back every unfinished task from the journal. Returns how many."""
-        self.agent_credentials = await self.journal.agents()
+        self.registry.credentials = await self.journal.agents()
         now = self.clock.monotonic()
         rows = await self.journal.unfinished()
         for row in rows:
@@ -603,8 +603,7 @@ class Master:
             ]
         if not gone:
             return []
-        for agent_id in gone:
-            self.agent_credentials.pop(agent_id, None)
+        self.registry.forget(gone)
         await self.journal.remove_agents(gone)
         log.info(
             "forgot %d devices gone for over %g s (master.forget_dead_after_s): %s",
@@ -613,6 +612,71 @@ class Master:
             ", ".join(sorted(gone)[:10]) + (" ..." if len(gone) > 10 else ""),
         )
         return gone
+
+    # ---- agents (the link servicer calls these) ----------------------------------------
+
+    @property
+    def sessions(self) -> dict[str, AgentSession]:
+        """The live session of each connected agent (the registry's)."""
+        return self.registry.sessions
+
+    @property
+    def agent_credentials(self) -> dict[str, str]:
+        """Agent id → sha256 of its credential (the registry's)."""
+        return self.registry.credentials
+
+    def agent_joined(
+        self, device: Device, session: AgentSession, running: list[str], finished: list[str]
+    ) -> Reconciled:
+        """An authenticated agent's device joins (or rejoins) with its new session; returns
+        what it keeps and drops of what it runs."""
+        self.registry.attach(session)
+        commands = self.core.register(device, running, finished, self.clock.monotonic())
+        log.info(
+            "agent %s joined from %s: type=%s slots=%d task types=%s",
+            device.id,
+            session.peer,
+            device.device_type,
+            device.slots,
+            ",".join(sorted(device.task_types)),
+        )
+        self.apply(commands)
+        if device.operator_drained:  # drained while the agent was away: it reports it too
+            session.send_control(
+                agent_pb2.MasterMessage(
+                    drain=agent_pb2.Drain(drain=True, reason="drained by an operator")
+                )
+            )
+        self.pump()
+        return reconciliation(commands)
+
+    def agent_seen(self, device_id: str) -> None:
+        """Any frame from the agent is a sign of life."""
+        self.apply(self.core.seen(device_id, self.clock.monotonic()))
+
+    def agent_heartbeat(self, device_id: str, metrics: Metrics, draining: bool) -> None:
+        now = self.clock.monotonic()
+        device = self.core.devices.get(device_id)
+        revived = device is None or not device.schedulable
+        self.apply(self.core.heartbeat(device_id, metrics, now))
+        changed = device is not None and device.self_draining != draining
+        self.apply(self.core.self_drain(device_id, draining))
+        if changed:
+            log.info("agent %s %s", device_id, "drains" if draining else "no longer drains")
+            revived = revived or not draining
+        if revived:  # a beat opens no slot: only a device coming back adds capacity
+            self.pump()  # (dispatch sorts every device: per beat it was most CPU)
+
+    def agent_left(self, device_id: str) -> None:
+        """The agent said goodbye: its attempts run elsewhere."""
+        self.apply(self.core.leave(device_id, self.clock.monotonic()))
+        self.pump()
+
+    def agent_gone(self, session: AgentSession) -> None:
+        """An agent's stream ended; unless a newer session replaced it, its link is lost."""
+        if self.registry.detach(session):
+            self.apply(self.core.link_lost(session.device_id, self.clock.monotonic()))
+            log.warning("agent %s link lost (%s)", session.device_id, session.close_reason)
 
     # ---- API ---------------------------------------------------------------------------
 
