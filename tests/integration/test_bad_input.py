@@ -17,7 +17,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from edgesched.master.master import Submission
+from edgesched.master.submission import Submission
 from edgesched.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 from tests.harness import InProcessCluster, master_settings, png_bytes
 

@@ -21,7 +21,7 @@ import pytest
 from edgesched.errors import BadInputError
 from edgesched.master.compat.intake import canonical_ip, ip_folder
 from edgesched.master.compat.pusher import receiver_url
-from edgesched.master.master import Submission
+from edgesched.master.submission import Submission
 from tests.harness import png_bytes
 from tests.seedpeers import Receiver, upload_message
 

@@ -11,8 +11,9 @@ import grpc
 from edgesched.errors import EdgeschedError, NotFoundError
 from edgesched.journal.base import TaskRow
 from edgesched.master.errmap import grpc_code
-from edgesched.master.master import Master, Submission
+from edgesched.master.master import Master
 from edgesched.master.peers import peer_host
+from edgesched.master.submission import Submission
 from edgesched.master.views import PB_STATE, result_pb
 from edgesched.v1 import client_pb2, client_pb2_grpc, common_pb2
 
@@ -47,6 +48,10 @@ def _reply(row: TaskRow, duplicate: bool) -> client_pb2.SubmitReply:
 
 
 class TaskServicer(client_pb2_grpc.TaskServiceServicer):
+    """Speaks the native client API (``client.proto``): decodes submissions and queries, calls
+    ``Master``, encodes the replies and result streams. Owns nothing but its streams' windows;
+    it may not touch the core, the journal or the payload files."""
+
     def __init__(self, master: Master) -> None:
         self.master = master
 

@@ -7,16 +7,13 @@ the HTTP routes are thin layers that call it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import hashlib
 import logging
-import os
 import random
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,107 +42,31 @@ from edgesched.errors import (
     LimitExceededError,
     NotFoundError,
     TransportError,
-    UnknownTaskTypeError,
 )
 from edgesched.filenames import display_name, safe_component, safe_extension
 from edgesched.journal.base import Journal, TaskRow
 from edgesched.master.hub import ResultHub
 from edgesched.master.metrics import MasterMetrics
+from edgesched.master.payloads import PayloadCache, remove_quietly, write_payload
 from edgesched.master.registry import AgentRegistry
 from edgesched.master.session import AgentSession
 from edgesched.master.storage import DiskGuard, remove_record, write_record
+from edgesched.master.submission import Submission, check_picture, check_size, check_task_type
 from edgesched.master.token import TokenFile
 from edgesched.v1 import agent_pb2
 
 log = logging.getLogger("edgesched.master")
 
 
-@dataclass
-class Submission:
-    client_id: str
-    idem_key: str
-    task_type: str
-    filename: str
-    payload: bytes
-    metadata: dict[str, str] = field(default_factory=dict)
-    deadline_ms: int = 0
-    origin: str = "native"
-    client_addr: str = ""
-    strategy: str = ""
-    payload_path: str = ""  #: where the payload already lies (seed uploads); else the master's
-    checked: bool = False  #: the picture already passed check_picture
-
-
-def write_payload(path: Path, data: bytes, durable: bool) -> None:
-    """Writes atomically (temp file + rename); with ``durable`` also fsyncs file and directory.
-    The file is 0600 and a folder made for it 0700: pictures are the users' data."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        if durable:
-            fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if exc.errno == 28:  # ENOSPC
-            raise DiskFullError(f"no space left to store the upload ({exc.strerror})") from exc
-        raise
-
-
-def remove_quietly(path: Path) -> None:
-    """Removes a payload file that must not stay behind; one already gone is fine."""
-    with contextlib.suppress(OSError):
-        path.unlink()
-
-
-def check_task_type(settings: Settings, task_type: str) -> None:
-    """A task type must name a configured model that at least one artefact can serve."""
-    tt = settings.tasktypes.get(task_type)
-    if tt is None:
-        raise UnknownTaskTypeError(task_type, settings.tasktypes)
-    if not tt.raw and not tt.all_artefacts():
-        raise BadInputError(
-            f"task type {task_type!r} has no model: set tasktypes.{task_type}.model or "
-            f"[[tasktypes.{task_type}.artefacts]] in edgesched.toml"
-        )
-
-
-def check_picture(data: bytes, max_bytes: int, max_pixels: int) -> None:
-    """The master's cheap checks: size, a recognisable image header, the pixel count."""
-    from edgesched.inference.images import sniff_image_header
-
-    check_size(data, max_bytes, "picture")
-    sniff_image_header(data, max_pixels=max_pixels)
-
-
-def check_size(data: bytes, max_bytes: int, what: str = "payload") -> None:
-    if not data:
-        raise BadInputError(f"empty {what}")
-    if len(data) > max_bytes:
-        raise LimitExceededError(
-            f"{what} of {len(data)} bytes is over the upload limit of {max_bytes} bytes "
-            "(master.max_upload_bytes)"
-        )
-
-
-#: payloads kept in memory from submission to the task's end, so a dispatch reads no file:
-#: each up to this size, all together up to the total (the rest are read from their files)
-PAYLOAD_CACHE_ITEM_BYTES = 4 * 1024 * 1024
-PAYLOAD_CACHE_BYTES = 256 * 1024 * 1024
-
-
 class Master:
+    """The asyncio shell around the core. Owns the core (``Core``), the journal handle, the
+    unfinished tasks' rows, the in-memory payloads (``PayloadCache``), the agents
+    (``AgentRegistry``), the result hub, the tokens and the metrics. Every change of a task goes
+    through here: intake (``submit``), the core's commands (``apply``: assignments, cancels,
+    journal writes, results to watchers), the agents' events, the operators' API.
+    It speaks no wire protocol (the servicers and the HTTP gateway decode and encode) and opens
+    no socket."""
+
     def __init__(
         self,
         settings: Settings,
@@ -168,8 +89,7 @@ class Master:
         self.api_token = TokenFile(self.data_dir, "api")
         self.token_created = self.join_token.created
         self.rows: dict[str, TaskRow] = {}  #: unfinished tasks, as journaled
-        self._payloads: dict[str, bytes] = {}  #: unfinished tasks' payloads kept in memory
-        self._cached_bytes = 0
+        self.payloads = PayloadCache()  #: unfinished tasks' payloads kept in memory
         self._pump_scheduled = False
         self.inflight: Counter[str] = Counter()  #: unfinished tasks per client
         self.registry = AgentRegistry(m, journal, self.clock, lambda: self.token)
@@ -352,12 +272,7 @@ class Master:
                 remove_quietly(path)
             return stored, True
         self.rows[row.id] = stored  # it keeps the in-flight place submit() took
-        if (
-            len(sub.payload) <= PAYLOAD_CACHE_ITEM_BYTES
-            and self._cached_bytes < PAYLOAD_CACHE_BYTES
-        ):
-            self._payloads[row.id] = sub.payload  # sent from memory: no disk read per dispatch
-            self._cached_bytes += len(sub.payload)
+        self.payloads.keep(row.id, sub.payload)  # sent from memory: no disk read per dispatch
         now = self.clock.monotonic()
         self.core.submit(
             Task(
@@ -377,12 +292,7 @@ class Master:
 
     def cached_payload(self, task_id: str) -> bytes | None:
         """The payload of a task submitted to this process and not ended yet, if kept."""
-        return self._payloads.get(task_id)
-
-    def _forget_payload(self, task_id: str) -> None:
-        data = self._payloads.pop(task_id, None)
-        if data is not None:
-            self._cached_bytes -= len(data)
+        return self.payloads.get(task_id)
 
     def pump_soon(self) -> None:
         """One dispatch for everything that arrived in this turn of the event loop (a burst of
@@ -489,7 +399,7 @@ class Master:
         return error
 
     def _finished(self, task: Task) -> None:
-        self._forget_payload(task.id)
+        self.payloads.drop(task.id)
         row = self.rows.pop(task.id, None)
         if row is None:
             return

@@ -25,13 +25,9 @@ from edgesched.core.strategies import ALIASES, STRATEGIES
 from edgesched.errors import BadInputError
 from edgesched.filenames import display_name, safe_extension
 from edgesched.journal.base import TaskRow
-from edgesched.master.master import (
-    Master,
-    Submission,
-    check_picture,
-    check_task_type,
-    write_payload,
-)
+from edgesched.master.master import Master
+from edgesched.master.payloads import write_payload
+from edgesched.master.submission import Submission, check_picture, check_task_type
 
 #: What the seed's task manager sends when a client gives no task type (Gen-A).
 SEED_DEFAULT_TASKTYPE = "yolo"
@@ -150,7 +146,9 @@ def upload_root(master: Master) -> Path:
 
 
 class SeedIntake:
-    """Saves seed uploads under the seed's names and journals them as tasks."""
+    """Saves seed uploads under the seed's names and journals them as tasks (through
+    ``Master.submit``). Owns the per-client file number floors; it may not touch the core or
+    the journal directly."""
 
     def __init__(self, master: Master) -> None:
         self.master = master

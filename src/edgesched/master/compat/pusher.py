@@ -60,6 +60,10 @@ def receiver_url(host: str, port: int) -> str:
 
 
 class ResultPusher:
+    """Pushes each seed task's result to its client's ``/recv_rst`` receiver, retrying until
+    it is taken, and records the delivery through ``Master``. Owns the pushes in flight and
+    their per-receiver slots; it may not change a task's state."""
+
     def __init__(self, master: Master, rng: random.Random | None = None) -> None:
         self.master = master
         self.rng = rng or random.Random()

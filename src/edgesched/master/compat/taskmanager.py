@@ -52,6 +52,10 @@ def _error_for(status: int, msg: str) -> EdgeschedError:
 
 
 class TaskManager:
+    """The split layout's ``edgesched task-manager``: serves the seed's gRPC intake and
+    forwards each upload to the gateway's ``/api/v1/seed/upload``. Owns its gRPC server and
+    HTTP client; it holds no task state (the gateway's master journals them)."""
+
     def __init__(
         self,
         gateway_url: str = "",
