@@ -7,19 +7,15 @@ the HTTP routes are thin layers that call it.
 from __future__ import annotations
 
 import asyncio
-import functools
-import hashlib
 import logging
 import random
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgesched import failpoints
 from edgesched.clock import Clock, SystemClock
-from edgesched.config import MasterSettings, Settings
+from edgesched.config import Settings
 from edgesched.core.commands import (
     Assign,
     CancelAttempt,
@@ -34,24 +30,20 @@ from edgesched.core.commands import (
 )
 from edgesched.core.core import Core
 from edgesched.core.state import AttemptError, Device, Metrics, Task, TaskState
-from edgesched.core.strategies import canonical_strategy, make_strategy
+from edgesched.core.strategies import make_strategy
 from edgesched.errors import (
-    BadInputError,
     ConflictError,
-    DiskFullError,
-    LimitExceededError,
     NotFoundError,
-    TransportError,
 )
-from edgesched.filenames import display_name, safe_component, safe_extension
 from edgesched.journal.base import Journal, TaskRow
+from edgesched.master.admission import Admission
 from edgesched.master.hub import ResultHub
 from edgesched.master.metrics import MasterMetrics
-from edgesched.master.payloads import PayloadCache, remove_quietly, write_payload
+from edgesched.master.payloads import PayloadCache, remove_quietly
 from edgesched.master.registry import AgentRegistry
 from edgesched.master.session import AgentSession
-from edgesched.master.storage import DiskGuard, remove_record, write_record
-from edgesched.master.submission import Submission, check_picture, check_size, check_task_type
+from edgesched.master.storage import DiskGuard, remove_record
+from edgesched.master.submission import Submission
 from edgesched.master.token import TokenFile
 from edgesched.v1 import agent_pb2
 
@@ -60,12 +52,12 @@ log = logging.getLogger("edgesched.master")
 
 class Master:
     """The asyncio shell around the core. Owns the core (``Core``), the journal handle, the
-    unfinished tasks' rows, the in-memory payloads (``PayloadCache``), the agents
-    (``AgentRegistry``), the result hub, the tokens and the metrics. Every change of a task goes
-    through here: intake (``submit``), the core's commands (``apply``: assignments, cancels,
-    journal writes, results to watchers), the agents' events, the operators' API.
-    It speaks no wire protocol (the servicers and the HTTP gateway decode and encode) and opens
-    no socket."""
+    unfinished tasks' rows, the admission of submissions (``Admission``), the in-memory
+    payloads (``PayloadCache``), the agents (``AgentRegistry``), the result hub, the tokens and
+    the metrics. Every change of a task goes through here: intake (``submit``), the core's
+    commands (``apply``: assignments, cancels, journal writes, results to watchers), the
+    agents' events, the operators' API. It speaks no wire protocol (the servicers and the HTTP
+    gateway decode and encode) and opens no socket."""
 
     def __init__(
         self,
@@ -91,7 +83,6 @@ class Master:
         self.rows: dict[str, TaskRow] = {}  #: unfinished tasks, as journaled
         self.payloads = PayloadCache()  #: unfinished tasks' payloads kept in memory
         self._pump_scheduled = False
-        self.inflight: Counter[str] = Counter()  #: unfinished tasks per client
         self.registry = AgentRegistry(m, journal, self.clock, lambda: self.token)
         self.hub = ResultHub()
         self.finished_total: dict[str, int] = {}
@@ -99,6 +90,16 @@ class Master:
         self.started_at = self.clock.monotonic()
         #: called with the row of every seed task that ends done (the result pusher)
         self.on_seed_done: Callable[[TaskRow], None] | None = None
+        self.admission = Admission(
+            settings,
+            journal,
+            self.clock,
+            self.guard,
+            self.data_dir,
+            self.upload_dir,
+            admitted=self._queue,
+            stopping=lambda: self.stopping,
+        )
         self.metrics = MasterMetrics()
         self.metrics.attach(self)
 
@@ -149,129 +150,24 @@ class Master:
 
     # ---- intake ------------------------------------------------------------------------
 
+    @property
+    def inflight(self) -> Counter[str]:
+        """Unfinished tasks per client (the admission's)."""
+        return self.admission.inflight
+
     def space_problem(self) -> str:
-        """Why the master takes no new work now ("" when it does): the journal cannot write,
-        or the disk has no room for the reserve and the uploads."""
-        return self.journal.fault or self.guard.short
+        return self.admission.space_problem()
 
     def check_space(self, directory: Path, size: int) -> None:
-        """DiskFullError unless the journal writes and an upload of ``size`` bytes leaves
-        ``master.min_free_mb`` free on the disk of ``directory``."""
-        if self.journal.fault:
-            raise DiskFullError(
-                f"{self.journal.fault}; no new tasks until it can write again "
-                "(docs/operations.md, full disk)"
-            )
-        self.guard.check_upload(directory, size)
+        self.admission.check_space(directory, size)
 
     async def submit(self, sub: Submission) -> tuple[TaskRow, bool]:
         """Journals a task (payload first), then queues it. Durable when it returns."""
-        if self.stopping:
-            raise TransportError("master is shutting down")
-        problem = self.space_problem()
-        if problem:
-            raise DiskFullError(problem)
-        check_task_type(self.settings, sub.task_type)
-        if not sub.idem_key:
-            raise BadInputError("idempotency_key is required")
-        m = self.settings.master
-        # a repeated key is found by the journal's insert (one round trip, not two); only a
-        # client at its limit is looked up first, so that its retries still get their answers
-        if self.inflight[sub.client_id] >= m.max_inflight_per_client:
-            existing = await self.journal.find_key(sub.client_id, sub.idem_key)
-            if existing is not None:
-                return existing, True
-            raise LimitExceededError(
-                f"client {sub.client_id!r} has {self.inflight[sub.client_id]} tasks in flight, "
-                f"the limit is {m.max_inflight_per_client} (master.max_inflight_per_client); "
-                "wait for results"
-            )
-        # the place is taken now, before anything awaits: submissions arriving together cannot
-        # all pass the check above; _admit gives it back unless the task is admitted
-        self.inflight[sub.client_id] += 1
-        try:
-            row, write = await self._prepare(sub, m)
-        except BaseException:
-            self._release(sub.client_id)
-            raise
-        # shielded: a client that goes away while the row commits must not leave a durable
-        # task that nobody queued (or a queued task without its payload)
-        return await asyncio.shield(self._admit(row, write, sub))
+        return await self.admission.submit(sub)
 
-    def _release(self, client_id: str) -> None:
-        self.inflight[client_id] -= 1
-        if self.inflight[client_id] <= 0:
-            del self.inflight[client_id]
-
-    async def _prepare(
-        self, sub: Submission, m: MasterSettings
-    ) -> tuple[TaskRow, Callable[[], None] | None]:
-        """Checks the payload and builds the task's row (and how to write its payload)."""
-        strategy = canonical_strategy(sub.strategy) if sub.strategy else ""
-        if self.settings.tasktypes[sub.task_type].raw:
-            check_size(sub.payload, m.max_upload_bytes)
-        elif not sub.checked:
-            await asyncio.to_thread(check_picture, sub.payload, m.max_upload_bytes, m.max_pixels)
-        task_id = uuid.uuid4().hex
-        durable = m.durability == "full"
-        write: Callable[[], None] | None = None
-        if sub.payload_path:
-            path = Path(sub.payload_path)
-        else:
-            self.check_space(self.upload_dir, len(sub.payload))
-            ext = safe_extension(sub.filename)
-            path = self.upload_dir / safe_component(sub.client_id) / f"{task_id}{ext}"
-            write = functools.partial(write_payload, path, sub.payload, durable)
-        now_ms = self.clock.wall_ms()
-        row = TaskRow(
-            id=task_id,
-            client_id=sub.client_id,
-            idem_key=sub.idem_key,
-            task_type=sub.task_type,
-            filename=display_name(sub.filename),
-            payload_path=str(path),
-            payload_size=len(sub.payload),
-            payload_sha256=hashlib.sha256(sub.payload).hexdigest(),
-            submitted_ms=now_ms,
-            updated_ms=now_ms,
-            metadata=dict(sub.metadata),
-            origin=sub.origin,
-            strategy=strategy,
-            deadline_ms=sub.deadline_ms,
-            client_addr=sub.client_addr,
-            delivery="pending" if sub.origin == "seed" else "",
-        )
-        return row, write
-
-    async def _admit(
-        self, row: TaskRow, write: Callable[[], None] | None, sub: Submission
-    ) -> tuple[TaskRow, bool]:
-        path = Path(row.payload_path)
-        durable = self.settings.master.durability == "full"
-
-        def store() -> None:  # in the journal's thread, just before the row
-            if write is not None:
-                write()
-            # the transaction now open commits as sequence + 1: a record whose commit never
-            # happened (the master died first) is told apart from one whose row was lost
-            write_record(self.data_dir, row, durable, self.journal.sequence + 1)
-
-        try:
-            stored, duplicate = await self.journal.insert(row, store)
-        except BaseException:
-            self._release(sub.client_id)
-            remove_record(self.data_dir, row.id)
-            if write is not None:  # not stored: its payload file must not stay behind
-                remove_quietly(path)
-            raise
-        failpoints.hit("after_commit_before_ack")
-        if duplicate:
-            self._release(sub.client_id)
-            remove_record(self.data_dir, row.id)
-            if write is not None:
-                remove_quietly(path)
-            return stored, True
-        self.rows[row.id] = stored  # it keeps the in-flight place submit() took
+    def _queue(self, row: TaskRow, sub: Submission) -> None:
+        """A task the admission journaled (not a duplicate) enters the core's queue."""
+        self.rows[row.id] = row  # it keeps the in-flight place the admission took
         self.payloads.keep(row.id, sub.payload)  # sent from memory: no disk read per dispatch
         now = self.clock.monotonic()
         self.core.submit(
@@ -288,7 +184,6 @@ class Master:
         )
         log.info("task %s submitted type=%s size=%d", row.id, sub.task_type, len(sub.payload))
         self.pump_soon()
-        return stored, False
 
     def cached_payload(self, task_id: str) -> bytes | None:
         """The payload of a task submitted to this process and not ended yet, if kept."""
@@ -403,7 +298,7 @@ class Master:
         row = self.rows.pop(task.id, None)
         if row is None:
             return
-        self._release(row.client_id)
+        self.admission.release(row.client_id)
         self.finished_total[row.state] = self.finished_total.get(row.state, 0) + 1
         self.metrics.finished.labels(row.state).inc()
         if task.state is TaskState.DONE:
