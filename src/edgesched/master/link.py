@@ -1,8 +1,7 @@
-"""The master's end of the agent link: one session per connected agent.
-
-Outgoing frames go through two queues: control (registration reply, heartbeat acks, cancels,
-drain) and payload. The sender always empties the control queue first, and a payload travels in
-chunks of at most 1 MiB, so a heartbeat ack never waits behind a big picture on a slow uplink.
+"""The master's end of the agent link (``agent.proto``): the servicer that checks and decodes
+what agents send, hands it to ``Master``, and encodes what goes back. Each connected agent's
+outgoing stream is an ``AgentSession`` (``session.py``); who may join is the ``AgentRegistry``'s
+decision (``registry.py``).
 """
 
 from __future__ import annotations
