@@ -483,6 +483,16 @@ class Master:
             self.apply(self.core.link_lost(session.device_id, self.clock.monotonic()))
             log.warning("agent %s link lost (%s)", session.device_id, session.close_reason)
 
+    # ---- journal writes for the seed's protocols (compat/) ------------------------------
+
+    def record_delivery(self, task_id: str, values: dict[str, Any]) -> None:
+        """A finished seed task's delivery state (the pusher's), written with the next commit."""
+        self.journal.update(task_id, values)
+
+    async def next_number(self, name: str, floor: int = 0) -> int:
+        """The next value of a journaled counter, at least ``floor`` (seed upload names)."""
+        return await self.journal.next_counter(name, floor)
+
     # ---- API ---------------------------------------------------------------------------
 
     @property

@@ -189,7 +189,7 @@ class SeedIntake:
         master.check_space(directory, len(upload.payload))
         async with self._lock:  # numbers are handed out in order, each once
             floor = await asyncio.to_thread(self._floor, ip, directory)
-            number = await master.journal.next_counter(f"seed-upload:{ip}", floor)
+            number = await master.next_number(f"seed-upload:{ip}", floor)
         name = f"{ip}_{number}{safe_extension(upload.filename)}"
         path = directory / name
         await asyncio.to_thread(write_payload, path, upload.payload, m.durability == "full")

@@ -184,7 +184,7 @@ class ResultPusher:
                 },
             ]
             values["errors"] = row.errors
-        self.master.journal.update(row.id, values)
+        self.master.record_delivery(row.id, values)
         if delivery == "delivered":
             self.delivered += 1
             self.master.metrics.observe_delivery(row.timings["delivery_ms"])
