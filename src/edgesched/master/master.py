@@ -29,7 +29,7 @@ from edgesched.core.commands import (
     reconciliation,
 )
 from edgesched.core.core import Core
-from edgesched.core.state import AttemptError, Device, Metrics, Task, TaskState
+from edgesched.core.state import Device, Metrics, Task, TaskState
 from edgesched.core.strategies import make_strategy
 from edgesched.errors import (
     ConflictError,
@@ -41,6 +41,7 @@ from edgesched.master.hub import ResultHub
 from edgesched.master.metrics import MasterMetrics
 from edgesched.master.payloads import PayloadCache, remove_quietly
 from edgesched.master.registry import AgentRegistry
+from edgesched.master.rows import task_from_row, update_row
 from edgesched.master.session import AgentSession
 from edgesched.master.storage import DiskGuard, remove_record
 from edgesched.master.submission import Submission
@@ -113,40 +114,9 @@ class Master:
         for row in rows:
             self.rows[row.id] = row
             self.inflight[row.client_id] += 1
-            self.core.restore(self._task_from_row(row, now), now)
+            self.core.restore(task_from_row(row, now, self.clock), now)
         self.pump()
         return len(rows)
-
-    def _task_from_row(self, row: TaskRow, now: float) -> Task:
-        """The core's view of a journaled task (after a restart, or for a retry)."""
-        wall = self.clock.wall_ms()
-        errors = [
-            AttemptError(
-                attempt=int(e.get("attempt", 0)),
-                device_id=str(e.get("device_id", "")),
-                kind=str(e.get("kind", "")),
-                message=str(e.get("message", "")),
-                at=now - max(0, wall - int(e.get("at_unix_ms", wall))) / 1000,
-                counted=bool(e.get("counted", False)),
-            )
-            for e in row.errors
-        ]
-        return Task(
-            id=row.id,
-            task_type=row.task_type,
-            size_bytes=row.payload_size,
-            submitted_at=now,
-            client_id=row.client_id,
-            state=TaskState(row.state),
-            attempt=row.attempt,
-            failures=row.failures,
-            device_id=row.device_id,
-            strategy=row.strategy,
-            deadline_s=row.deadline_ms / 1000,
-            queued_at=now,
-            assigned_at=now,
-            errors=errors,
-        )
 
     # ---- intake ------------------------------------------------------------------------
 
@@ -256,42 +226,7 @@ class Master:
         row = self.rows.get(task.id)
         if row is None:
             return
-        row.state = task.state.value
-        row.attempt = task.attempt
-        row.failures = task.failures
-        row.device_id = task.device_id
-        row.updated_ms = self.clock.wall_ms()
-        row.errors = [self._error_json(e.to_dict()) for e in task.errors]
-        row.error = task.error
-        values: dict[str, Any] = {
-            "state": row.state,
-            "attempt": row.attempt,
-            "failures": row.failures,
-            "device_id": row.device_id,
-            "device_type": row.device_type,
-            "updated_ms": row.updated_ms,
-            "errors": row.errors,
-            "error": row.error,
-        }
-        if task.state.final:
-            if task.state is not TaskState.DONE and row.delivery == "pending":
-                row.delivery = ""  # no label file to push for a dead or cancelled task
-            row.finished_ms = row.updated_ms
-            row.timings.setdefault("end_to_end_ms", float(row.finished_ms - row.submitted_ms))
-            values.update(
-                finished_ms=row.finished_ms,
-                timings=row.timings,
-                label=row.label,
-                detections=row.detections,
-                delivery=row.delivery,
-            )
-        self.journal.update(task.id, values)
-
-    def _error_json(self, error: dict[str, Any]) -> dict[str, Any]:
-        # the core's times are monotonic; the journal keeps wall-clock milliseconds
-        at = error.pop("at")
-        error["at_unix_ms"] = self.clock.wall_ms() - int((self.clock.monotonic() - at) * 1000)
-        return error
+        self.journal.update(task.id, update_row(row, task, self.clock))
 
     def _finished(self, task: Task) -> None:
         self.payloads.drop(task.id)
@@ -539,7 +474,7 @@ class Master:
         if not await asyncio.to_thread(Path(row.payload_path).is_file):
             raise ConflictError(f"task {task_id}: its picture is no longer kept; submit it again")
         now = self.clock.monotonic()
-        task = self._task_from_row(row, now)
+        task = task_from_row(row, now, self.clock)
         row.finished_ms = 0
         row.error = ""
         if row.origin == "seed":
