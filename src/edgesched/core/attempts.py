@@ -6,20 +6,9 @@ from __future__ import annotations
 import heapq
 
 from edgesched.core.base import CoreState
-from edgesched.core.commands import (
-    CancelAttempt,
-    Command,
-    Finished,
-    Persist,
-)
+from edgesched.core.commands import CancelAttempt, Command, Finished, Persist
 from edgesched.core.retry import COUNTED_KINDS, FATAL_KINDS, backoff_delay
-from edgesched.core.state import (
-    AttemptError,
-    Device,
-    DeviceState,
-    Task,
-    TaskState,
-)
+from edgesched.core.state import AttemptError, Device, DeviceState, Task, TaskState
 from edgesched.errors import ConflictError, NotFoundError
 
 #: the deadline heap may hold this many ended attempts beyond twice the unfinished tasks

@@ -8,10 +8,7 @@ from collections import deque
 
 from edgesched.config import SchedulingSettings
 from edgesched.core.estimates import ServiceTimes
-from edgesched.core.state import (
-    Device,
-    Task,
-)
+from edgesched.core.state import Device, Task
 from edgesched.core.strategies import Strategy
 
 

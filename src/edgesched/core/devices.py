@@ -6,16 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from edgesched.core.attempts import Attempts
-from edgesched.core.commands import (
-    Command,
-    Forgotten,
-    Reconciled,
-)
-from edgesched.core.state import (
-    Device,
-    DeviceState,
-    Metrics,
-)
+from edgesched.core.commands import Command, Forgotten, Reconciled
+from edgesched.core.state import Device, DeviceState, Metrics
 from edgesched.errors import NotFoundError
 
 

@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-from edgesched.core.commands import (
-    Assign,
-    Command,
-    Persist,
-)
+from edgesched.core.commands import Assign, Command, Persist
 from edgesched.core.health import Health
-from edgesched.core.state import (
-    Device,
-    Task,
-    TaskState,
-)
+from edgesched.core.state import Device, Task, TaskState
 from edgesched.core.strategies import Strategy, make_strategy
 
 #: how many "wait for a busier, faster device" decisions one dispatch makes before it stops

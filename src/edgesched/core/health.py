@@ -5,18 +5,9 @@ from __future__ import annotations
 
 import heapq
 
-from edgesched.core.commands import (
-    CancelAttempt,
-    Command,
-    Expired,
-)
+from edgesched.core.commands import CancelAttempt, Command, Expired
 from edgesched.core.devices import Devices
-from edgesched.core.state import (
-    AttemptError,
-    Device,
-    DeviceState,
-    TaskState,
-)
+from edgesched.core.state import AttemptError, Device, DeviceState, TaskState
 
 
 class Health(Devices):
