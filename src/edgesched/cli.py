@@ -368,7 +368,7 @@ def task_manager(
     --api-token (or EDGESCHED_API_TOKEN).
     """
     from edgesched.core.strategies import canonical_strategy
-    from edgesched.master.taskmanager import TaskManager
+    from edgesched.master.compat.taskmanager import TaskManager
 
     setup_logging(log_level, log_format)
     try:
@@ -560,7 +560,7 @@ def client_send(
     if not paths:
         raise click.UsageError(f"no files in {directory}")
     if legacy:
-        from edgesched.client.legacy import send_legacy, send_legacy_batch
+        from edgesched.client.compat.sender import send_legacy, send_legacy_batch
 
         target = f"{host}:{port}"
         if batch:
@@ -617,7 +617,7 @@ def client_send(
 @click.option("-d", "--dir", "directory", default="workspace/client/data/rst", show_default=True)
 def client_recv(port: int, bind: str, directory: str) -> None:
     """Receive result label files as the seed's rst_recv does (POST /recv_rst)."""
-    from edgesched.client.recv import ReceiverServer
+    from edgesched.client.compat.receiver import ReceiverServer
 
     server = ReceiverServer((bind, port), Path(directory))
     click.echo(

@@ -35,8 +35,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from edgesched.config import TaskTypeSettings
+from edgesched.master.compat.intake import upload_root
 from edgesched.master.http import make_http_app
-from edgesched.master.seed import upload_root
 from edgesched.tools.testing.inprocess_cluster import InProcessCluster, master_settings
 from edgesched.tools.testing.pictures import png_bytes
 

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from edgesched.errors import BadInputError
-from edgesched.master.seed import ScheduleError, parse_schedule, parse_upload
+from edgesched.master.compat.intake import ScheduleError, parse_schedule, parse_upload
 from edgesched.tools.testing.inprocess_cluster import InProcessCluster
 from edgesched.tools.testing.pictures import png_bytes
 from edgesched.v1 import agent_pb2, agent_pb2_grpc, common_pb2

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from edgesched.master.master import Submission
+from edgesched.master.submission import Submission
 from edgesched.tools.testing.inprocess_cluster import InProcessCluster, master_settings
 from edgesched.tools.testing.pictures import png_bytes
 from edgesched.v1 import agent_pb2, agent_pb2_grpc, common_pb2

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from edgesched.client.recv import ReceiverServer
+from edgesched.client.compat.receiver import ReceiverServer
 
 
 @pytest.fixture

@@ -19,9 +19,9 @@ import httpx
 import pytest
 
 from edgesched.errors import BadInputError
-from edgesched.master.master import Submission
-from edgesched.master.pusher import receiver_url
-from edgesched.master.seed import canonical_ip, ip_folder
+from edgesched.master.compat.intake import canonical_ip, ip_folder
+from edgesched.master.compat.pusher import receiver_url
+from edgesched.master.submission import Submission
 from edgesched.tools.testing.pictures import png_bytes
 from tests.seedpeers import Receiver, upload_message
 

@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from edgesched.journal.base import TaskRow
-from edgesched.master.taskmanager import TaskManager
+from edgesched.master.compat.taskmanager import TaskManager
 from edgesched.tools.testing.inprocess_cluster import InProcessCluster
 from edgesched.tools.testing.pictures import png_bytes
 from edgesched.v1 import common_pb2

@@ -12,8 +12,8 @@ import grpc
 import httpx
 import pytest
 
-from edgesched.client.legacy import send_legacy
-from edgesched.client.recv import ReceiverServer
+from edgesched.client.compat.receiver import ReceiverServer
+from edgesched.client.compat.sender import send_legacy
 from edgesched.tools.testing.pictures import png_bytes
 from tests.seedpeers import Receiver, upload_message
 

@@ -32,7 +32,7 @@ BOARD_MODULES = (
     "edgesched.config",
     "edgesched.errors",
     "edgesched.extras",
-    "edgesched.names",
+    "edgesched.filenames",
     "edgesched.logs",
     "edgesched.clock",
     "edgesched.failpoints",

@@ -6,7 +6,8 @@ from __future__ import annotations
 import random
 
 from edgesched.config import SchedulingSettings
-from edgesched.core.scheduler import Assign, Command, Core
+from edgesched.core.commands import Assign, Command, accepted
+from edgesched.core.core import Core
 from edgesched.core.state import Device, Task
 from edgesched.core.strategies import EarliestCompletion, make_strategy
 
@@ -79,5 +80,5 @@ def test_ect_is_registered_and_learns_from_results() -> None:
     c.register(device("d", "orin"), [], [], 0.0)
     submit(c, 1)
     (assign,) = [x for x in c.dispatch(0.0) if isinstance(x, Assign)]
-    accepted, _ = c.done(assign.task.id, assign.attempt, "d", 42.0, 1.0)
-    assert accepted and c.service_times.estimate("layout", "orin") == 42.0
+    ok = accepted(c.done(assign.task.id, assign.attempt, "d", 42.0, 1.0), assign.task.id)
+    assert ok and c.service_times.estimate("layout", "orin") == 42.0

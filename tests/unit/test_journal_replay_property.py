@@ -12,7 +12,8 @@ import random
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import run_state_machine_as_test
 
-from edgesched.core.scheduler import Command, Core, Persist
+from edgesched.core.commands import Command, Persist
+from edgesched.core.core import Core
 from edgesched.core.state import Task, TaskState
 from edgesched.core.strategies import make_strategy
 from tests.unit.test_scheduler_properties import CoreMachine, Harness

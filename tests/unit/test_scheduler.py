@@ -10,17 +10,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgesched.config import SchedulingSettings
-from edgesched.core.retry import COUNTED_KINDS, FATAL_KINDS, backoff_delay
-from edgesched.core.scheduler import (
+from edgesched.core.commands import (
     Assign,
     CancelAttempt,
     Command,
-    Core,
     Expired,
     Finished,
     Persist,
     Reconciled,
+    accepted,
+    reconciliation,
 )
+from edgesched.core.core import Core
+from edgesched.core.retry import COUNTED_KINDS, FATAL_KINDS, backoff_delay
 from edgesched.core.state import Device, DeviceState, Metrics, Task, TaskState
 from edgesched.core.strategies import make_strategy
 from edgesched.errors import ConflictError, NotFoundError
@@ -43,8 +45,9 @@ def add_device(
     finished: Iterable[str] = (),
 ) -> tuple[Device, Reconciled, list[Command]]:
     device = Device(id=device_id, device_type="cpu", slots=slots, task_types=frozenset(task_types))
-    reconciled, commands = core.register(device, running, finished, now)
-    return device, reconciled, commands
+    commands = core.register(device, running, finished, now)
+    rest: list[Command] = [c for c in commands if not isinstance(c, Reconciled)]
+    return device, reconciliation(commands), rest
 
 
 def new_task(task_id: str, task_type: str = "layout", now: float = 0.0) -> Task:
@@ -144,8 +147,8 @@ def test_a_freed_slot_takes_the_next_task():
     add_device(core, "d1")
     submit(core, "t1", "t2")
     assert placed(core.dispatch(0.0)) == [("t1", "d1", 1)]
-    accepted, _ = core.done("t1", 1, "d1", 5.0, 1.0)
-    assert accepted
+    ok = accepted(core.done("t1", 1, "d1", 5.0, 1.0), "t1")
+    assert ok
     assert placed(core.dispatch(1.0)) == [("t2", "d1", 1)]
 
 
@@ -232,8 +235,9 @@ def test_a_result_finishes_the_task_once():
     core = make_core()
     task, device = one_assigned(core)
     core.started("t1", 1, 1.0)
-    accepted, commands = core.done("t1", 1, "d1", 40.0, 2.0)
-    assert accepted
+    commands = core.done("t1", 1, "d1", 40.0, 2.0)
+    ok = accepted(commands, "t1")
+    assert ok
     assert commands == [Persist(task), Finished(task)]
     assert task.state is TaskState.DONE
     assert task.finished_at == 2.0
@@ -246,8 +250,8 @@ def test_a_result_finishes_the_task_once():
 def test_a_second_result_of_the_same_attempt_is_discarded():
     core = make_core()
     task, device = one_assigned(core)
-    assert core.done("t1", 1, "d1", 40.0, 2.0)[0]
-    assert core.done("t1", 1, "d1", 40.0, 3.0) == (False, [])
+    assert accepted(core.done("t1", 1, "d1", 40.0, 2.0), "t1")
+    assert core.done("t1", 1, "d1", 40.0, 3.0) == []
     assert task.state is TaskState.DONE
     assert task.finished_at == 2.0
     assert device.tasks_done == 1
@@ -257,9 +261,9 @@ def test_a_result_of_an_attempt_that_was_never_sent_is_discarded():
     core = make_core()
     task, _ = one_assigned(core)
     add_device(core, "d2")
-    assert core.done("t1", 2, "d1", 1.0, 1.0) == (False, [])
-    assert core.done("t1", 1, "d2", 1.0, 1.0) == (False, [])
-    assert core.done("unknown", 1, "d1", 1.0, 1.0) == (False, [])
+    assert core.done("t1", 2, "d1", 1.0, 1.0) == []
+    assert core.done("t1", 1, "d2", 1.0, 1.0) == []
+    assert core.done("unknown", 1, "d1", 1.0, 1.0) == []
     assert task.state is TaskState.ASSIGNED
 
 
@@ -505,7 +509,7 @@ def test_a_result_after_a_cancel_is_discarded_but_frees_the_slot():
     core = make_core()
     task, device = one_assigned(core)
     core.cancel("t1", 1.0)
-    assert core.done("t1", 1, "d1", 5.0, 2.0) == (False, [])
+    assert core.done("t1", 1, "d1", 5.0, 2.0) == []
     assert task.state is TaskState.CANCELLED
     assert device.inflight == set()
 
@@ -648,7 +652,7 @@ def test_a_reconnecting_device_keeps_what_it_runs_and_loses_what_it_does_not():
     _, reconciled, commands = add_device(
         core, "d1", 5.0, slots=3, running=["t1", "stranger"], finished=["t2"]
     )
-    assert reconciled == Reconciled(keep=["t1", "t2"], drop=["stranger"])
+    assert reconciled == Reconciled("d1", keep=["t1", "t2"], drop=["stranger"])
     assert commands == [Persist(t3)]
     assert t1.live == {1: "d1"}
     assert t2.live == {1: "d1"}
@@ -660,7 +664,7 @@ def test_a_reconnecting_device_keeps_what_it_runs_and_loses_what_it_does_not():
     assert device.link_up
     assert device.inflight == {("t1", 1), ("t2", 1)}
     # its kept attempts still finish normally, and the lost one goes out again
-    assert core.done("t1", 1, "d1", 1.0, 6.0)[0]
+    assert accepted(core.done("t1", 1, "d1", 1.0, 6.0), "t1")
     assert placed(core.dispatch(6.0)) == [("t3", "d1", 2)]
 
 
@@ -684,7 +688,7 @@ def test_a_device_that_comes_back_after_it_was_declared_dead_is_told_to_drop_its
     core.tick(7.0)
     core.tick(37.0)
     _, reconciled, commands = add_device(core, "d1", 40.0, running=["t1"])
-    assert reconciled == Reconciled(keep=[], drop=["t1"])
+    assert reconciled == Reconciled("d1", keep=[], drop=["t1"])
     assert commands == []
     assert core.devices["d1"].state is DeviceState.ONLINE
 
@@ -696,10 +700,11 @@ def test_a_result_from_an_attempt_superseded_by_a_device_death_is_discarded():
     core.tick(31.0)
     add_device(core, "d2", 31.0)
     assert placed(core.dispatch(31.0)) == [("t1", "d2", 2)]
-    assert core.done("t1", 1, "d1", 1.0, 32.0) == (False, [])
+    assert core.done("t1", 1, "d1", 1.0, 32.0) == []
     assert task.state is TaskState.ASSIGNED
-    accepted, commands = core.done("t1", 2, "d2", 1.0, 33.0)
-    assert accepted
+    commands = core.done("t1", 2, "d2", 1.0, 33.0)
+    ok = accepted(commands, "t1")
+    assert ok
     assert Finished(task) in commands
     assert task.device_id == "d2"
 
@@ -707,7 +712,7 @@ def test_a_result_from_an_attempt_superseded_by_a_device_death_is_discarded():
 def test_a_first_registration_reports_nothing_to_keep_and_drops_whatever_it_runs():
     core = make_core()
     _, reconciled, commands = add_device(core, "d1", running=["old"])
-    assert reconciled == Reconciled(keep=[], drop=["old"])
+    assert reconciled == Reconciled("d1", keep=[], drop=["old"])
     assert commands == []
 
 
@@ -717,7 +722,7 @@ def test_a_reconnecting_device_is_told_to_drop_a_task_that_was_cancelled_meanwhi
     core.cancel("t1", 1.0)  # CancelAttempt goes out on the link ...
     core.link_lost("d1", 1.1)  # ... which breaks before it arrives
     device, reconciled, commands = add_device(core, "d1", 2.0, running=["t1"])
-    assert reconciled == Reconciled(keep=[], drop=["t1"])
+    assert reconciled == Reconciled("d1", keep=[], drop=["t1"])
     assert commands == []
     assert device.inflight == set()
 
@@ -731,9 +736,9 @@ def test_a_reconnecting_device_is_told_to_drop_an_attempt_finished_elsewhere():
     core.tick(31.0)  # d1 dead: t1 goes to d2 as attempt 2 and finishes there
     add_device(core, "d2", 31.0)
     core.dispatch(31.0)
-    assert core.done("t1", 2, "d2", 1.0, 32.0)[0]
+    assert accepted(core.done("t1", 2, "d2", 1.0, 32.0), "t1")
     _, reconciled, _ = add_device(core, "d1", 33.0, running=["t1"])
-    assert reconciled == Reconciled(keep=[], drop=["t1"])
+    assert reconciled == Reconciled("d1", keep=[], drop=["t1"])
     assert task.state is TaskState.DONE
 
 
@@ -771,11 +776,11 @@ def test_a_restored_task_stays_with_its_device_if_it_registers_again_in_time():
     task = assigned_from_journal("t1", "d1", 2)
     core.restore(task, 100.0)
     _, reconciled, commands = add_device(core, "d1", 110.0, running=["t1"])
-    assert reconciled == Reconciled(keep=["t1"], drop=[])
+    assert reconciled == Reconciled("d1", keep=["t1"], drop=[])
     assert commands == []
     assert core.tick(120.0) == []  # no placeholder left to die
     assert core.devices["d1"].state is DeviceState.SUSPECT  # silent since 110: suspect, alive
-    assert core.done("t1", 2, "d1", 1.0, 121.0)[0]
+    assert accepted(core.done("t1", 2, "d1", 1.0, 121.0), "t1")
 
 
 def test_a_restored_task_is_queued_again_if_its_device_registers_without_it():
@@ -783,7 +788,7 @@ def test_a_restored_task_is_queued_again_if_its_device_registers_without_it():
     task = assigned_from_journal("t1", "d1", 2)
     core.restore(task, 100.0)
     _, reconciled, commands = add_device(core, "d1", 101.0, running=[])
-    assert reconciled == Reconciled(keep=[], drop=[])
+    assert reconciled == Reconciled("d1", keep=[], drop=[])
     assert commands == [Persist(task)]
     assert task.state is TaskState.QUEUED
     assert placed(core.dispatch(101.0)) == [("t1", "d1", 3)]
@@ -842,10 +847,11 @@ def test_a_draining_device_gets_no_new_tasks_but_finishes_its_own():
     add_device(core, "d1", slots=2)
     submit(core, "t1")
     core.dispatch(0.0)
-    assert core.drain("d1", True).draining
+    assert core.drain("d1", True) == []
+    assert core.devices["d1"].draining
     submit(core, "t2")
     assert core.dispatch(1.0) == []
-    assert core.done("t1", 1, "d1", 1.0, 2.0)[0]
+    assert accepted(core.done("t1", 1, "d1", 1.0, 2.0), "t1")
     assert core.dispatch(2.0) == []
     core.drain("d1", False)
     assert placed(core.dispatch(3.0)) == [("t2", "d1", 1)]

@@ -3,7 +3,7 @@ claim absurd slots, or stay dead (issue 14, findings 4, 7 and 9)."""
 
 from __future__ import annotations
 
-from edgesched.core.scheduler import CancelAttempt
+from edgesched.core.commands import CancelAttempt, Forgotten
 from edgesched.core.state import DeviceState, Metrics, TaskState, bound_slots
 from tests.unit.test_scheduler import add_device, make_core, placed, submit
 
@@ -12,7 +12,8 @@ def test_an_agent_that_drained_itself_then_rejoins_takes_tasks_again():
     # systemctl restart: SIGTERM (the agent reports draining, then says goodbye), then a start
     core = make_core()
     add_device(core, "d1", 1.0)
-    assert core.self_drain("d1", True)
+    assert core.self_drain("d1", True) == []
+    assert core.devices["d1"].self_draining
     core.leave("d1", 2.0)
     device, _, _ = add_device(core, "d1", 3.0)
     assert not device.draining and device.schedulable
@@ -52,13 +53,16 @@ def test_an_operators_undrain_also_lifts_the_agents_report_of_that_drain():
     assert not device.draining
 
 
-def test_a_self_drain_report_that_does_not_change_anything_says_so():
+def test_a_self_drain_report_sets_the_flag_and_asks_for_nothing():
     core = make_core()
     add_device(core, "d1", 1.0)
-    assert not core.self_drain("d1", False)
-    assert core.self_drain("d1", True)
-    assert not core.self_drain("d1", True)
-    assert not core.self_drain("ghost", True)
+    assert core.self_drain("d1", False) == []
+    assert not core.devices["d1"].self_draining
+    assert core.self_drain("d1", True) == []
+    assert core.devices["d1"].self_draining
+    assert core.self_drain("d1", True) == []
+    assert core.self_drain("ghost", True) == []
+    assert "ghost" not in core.devices
 
 
 # ---- a device that holds tasks and never reports -------------------------------------------
@@ -200,7 +204,7 @@ def test_a_device_gone_for_longer_than_the_setting_is_forgotten():
         core.tick(float(second))
     assert core.devices["silent"].state is DeviceState.DEAD  # dead since t=6
     assert core.forget(29.0, 100.0) == []
-    assert sorted(core.forget(110.0, 100.0)) == ["left", "silent"]
+    assert sorted(core.forget(110.0, 100.0), key=str) == [Forgotten("left"), Forgotten("silent")]
     assert sorted(core.devices) == ["alive"]
     add_device(core, "left", 120.0)  # it may come back, as a new device
     assert core.devices["left"].schedulable
@@ -212,7 +216,7 @@ def test_a_device_that_left_with_a_task_is_forgotten_its_task_queued_elsewhere()
     submit(core, "t1")
     core.dispatch(0.0)
     core.leave("d1", 1.0)  # its attempt went back to the queue
-    assert core.forget(1000.0, 10.0) == ["d1"]
+    assert core.forget(1000.0, 10.0) == [Forgotten("d1")]
     assert core.tasks["t1"].state is TaskState.QUEUED
 
 

@@ -16,7 +16,15 @@ from hypothesis.stateful import (
 )
 
 from edgesched.config import SchedulingSettings
-from edgesched.core.scheduler import Assign, CancelAttempt, Command, Core, Finished
+from edgesched.core.commands import (
+    Assign,
+    CancelAttempt,
+    Command,
+    Finished,
+    accepted,
+    reconciliation,
+)
+from edgesched.core.core import Core
 from edgesched.core.state import (
     LEGAL_TRANSITIONS,
     Device,
@@ -117,7 +125,8 @@ class Harness:
         if stranger:
             running.append("stranger")
         device = Device(id=device_id, device_type="cpu", slots=slots, task_types=types)
-        reconciled, commands = self.core.register(device, running, finished, self.now)
+        commands = self.core.register(device, running, finished, self.now)
+        reconciled = reconciliation(commands)
         assert "stranger" not in reconciled.keep
         assert ("stranger" in reconciled.drop) == stranger
         assert set(reconciled.keep) <= set(running) | set(finished)
@@ -141,8 +150,8 @@ class Harness:
         if not live:
             return
         task_id, attempt, device_id = live[pick % len(live)]
-        accepted, commands = self.core.done(task_id, attempt, device_id, 10.0, self.now)
-        assert accepted
+        commands = self.core.done(task_id, attempt, device_id, 10.0, self.now)
+        assert accepted(commands, task_id)
         self.accepted[task_id] += 1
         assert self.all_tasks[task_id].state is TaskState.DONE
         self.apply(commands)
@@ -168,9 +177,10 @@ class Harness:
         task_id, attempt, device_id = self.sent[pick % len(self.sent)]
         task = self.all_tasks[task_id]
         was_live = task.live.get(attempt) == device_id and task_id in self.core.tasks
-        accepted, commands = self.core.done(task_id, attempt, device_id, 10.0, self.now)
-        assert accepted == was_live
-        if accepted:
+        commands = self.core.done(task_id, attempt, device_id, 10.0, self.now)
+        ok = accepted(commands, task_id)
+        assert ok == was_live
+        if ok:
             self.accepted[task_id] += 1
         else:
             assert commands == []
@@ -252,8 +262,8 @@ class Harness:
             if not self.core.tasks:
                 break
             for task_id, attempt, device_id in self.live_attempts():
-                accepted, commands = self.core.done(task_id, attempt, device_id, 1.0, self.now)
-                assert accepted
+                commands = self.core.done(task_id, attempt, device_id, 1.0, self.now)
+                assert accepted(commands, task_id)
                 self.accepted[task_id] += 1
                 self.apply(commands)
             self.now += 1.0
@@ -402,11 +412,11 @@ def test_a_task_accepts_exactly_one_result_whatever_arrives(results):
     h.dispatch()
     task = h.all_tasks["t0"]
     (live_attempt, live_device), *_ = task.live.items()
-    accepted = 0
+    taken = 0
     for attempt, device_id in [*results, (live_attempt, live_device)]:
-        expected = accepted == 0 and (attempt, device_id) == (live_attempt, live_device)
-        ok, _ = h.core.done("t0", attempt, device_id, 1.0, 1.0)
+        expected = taken == 0 and (attempt, device_id) == (live_attempt, live_device)
+        ok = accepted(h.core.done("t0", attempt, device_id, 1.0, 1.0), "t0")
         assert ok == expected
-        accepted += ok
-    assert accepted == 1
+        taken += ok
+    assert taken == 1
     assert task.state is TaskState.DONE

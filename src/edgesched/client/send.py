@@ -18,7 +18,7 @@ from pathlib import Path
 
 import grpc
 
-from edgesched.names import stem
+from edgesched.filenames import stem
 from edgesched.stages import STAGES
 from edgesched.stats import percentile
 from edgesched.v1 import client_pb2, client_pb2_grpc, common_pb2

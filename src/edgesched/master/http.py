@@ -18,11 +18,11 @@ from edgesched.config import reads_need_token
 from edgesched.errors import AuthError, EdgeschedError
 from edgesched.master.auth import token_ok
 from edgesched.master.bodylimit import BodyLimit
+from edgesched.master.compat.http import seed_router
+from edgesched.master.compat.intake import SeedIntake
 from edgesched.master.dashboard import dashboard_router
 from edgesched.master.errmap import http_status, printable
 from edgesched.master.master import Master
-from edgesched.master.seed import SeedIntake
-from edgesched.master.seed_http import seed_router
 from edgesched.master.views import device_json, task_json, timings_csv
 
 TaskStateName = Literal["queued", "assigned", "running", "done", "dead", "cancelled"]

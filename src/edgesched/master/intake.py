@@ -11,7 +11,9 @@ import grpc
 from edgesched.errors import EdgeschedError, NotFoundError
 from edgesched.journal.base import TaskRow
 from edgesched.master.errmap import grpc_code
-from edgesched.master.master import Master, Submission
+from edgesched.master.master import Master
+from edgesched.master.peers import peer_host
+from edgesched.master.submission import Submission
 from edgesched.master.views import PB_STATE, result_pb
 from edgesched.v1 import client_pb2, client_pb2_grpc, common_pb2
 
@@ -21,15 +23,6 @@ log = logging.getLogger("edgesched.intake")
 #: submissions of one SubmitStream in progress at once: enough for the journal's group commit
 #: to take many per transaction, few enough that one client cannot flood the master
 STREAM_WINDOW = 256
-
-
-def peer_host(peer: str) -> str:
-    """``ipv4:1.2.3.4:5`` → ``1.2.3.4``; ``ipv6:[::1]:5`` → ``::1``; else ``unknown``."""
-    if peer.startswith("ipv4:"):
-        return peer[5:].rsplit(":", 1)[0]
-    if peer.startswith("ipv6:"):
-        return peer[5:].rsplit(":", 1)[0].strip("[]")
-    return "unknown"
 
 
 def _submission(request: client_pb2.SubmitRequest, context: grpc.aio.ServicerContext) -> Submission:
@@ -55,6 +48,10 @@ def _reply(row: TaskRow, duplicate: bool) -> client_pb2.SubmitReply:
 
 
 class TaskServicer(client_pb2_grpc.TaskServiceServicer):
+    """Speaks the native client API (``client.proto``): decodes submissions and queries, calls
+    ``Master``, encodes the replies and result streams. Owns nothing but its streams' windows;
+    it may not touch the core, the journal or the payload files."""
+
     def __init__(self, master: Master) -> None:
         self.master = master
 

@@ -1,47 +1,34 @@
-"""The master's end of the agent link: one session per connected agent.
-
-Outgoing frames go through two queues: control (registration reply, heartbeat acks, cancels,
-drain) and payload. The sender always empties the control queue first, and a payload travels in
-chunks of at most 1 MiB, so a heartbeat ack never waits behind a big picture on a slow uplink.
+"""The master's end of the agent link (``agent.proto``): the servicer that checks and decodes
+what agents send, hands it to ``Master``, and encodes what goes back. Each connected agent's
+outgoing stream is an ``AgentSession`` (``session.py``); who may join is the ``AgentRegistry``'s
+decision (``registry.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import math
 import re
-import secrets
 import time
-import uuid
-from collections import deque
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import AsyncIterator
 
 import grpc
 
-from edgesched import failpoints
 from edgesched.config import MODEL_FORMATS
-from edgesched.core.state import Device, Metrics, bound_slots, clean_fraction
+from edgesched.core.state import Device, Metrics, clean_fraction
 from edgesched.errors import JournalError
-from edgesched.journal.base import TaskRow
 from edgesched.master.errmap import grpc_code, printable
-from edgesched.master.intake import peer_host
 from edgesched.master.master import Master
-from edgesched.master.token import tokens_equal
+from edgesched.master.peers import peer_host
+from edgesched.master.registry import Refusal
+from edgesched.master.session import CHUNK_BYTES, AgentSession
 from edgesched.v1 import agent_pb2, agent_pb2_grpc
 
 log = logging.getLogger("edgesched.link")
 
 PROTOCOL_MAJOR = 1
 PROTOCOL_MINOR = 1  #: 1.1: small payloads ride inline in the assignment
-CHUNK_BYTES = 1024 * 1024
-#: payloads below this ride inline in their assignment (one message, not two); larger ones go in
-#: chunks, whose arrival times let the agent measure its link (it measures from 64 KiB on)
-INLINE_BYTES = 64 * 1024
 AGENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 REGISTER_TIMEOUT_S = 10.0
 #: board timings outside [0, a day] are faulty reports, kept out like a missing figure
@@ -58,113 +45,10 @@ MAX_INFO_TEXT = 256  #: each static info value (kept per device, shown by the AP
 MAX_TASK_IDS = 100_000  #: running and finished task ids in a registration
 MAX_LABEL = 1024 * 1024  #: a result's label text (the seed's label file)
 MAX_DETECTIONS = 10_000  #: detections in one result
-JOIN_WINDOW_S = 60.0
-
-
-@dataclass
-class _Outgoing:
-    row: TaskRow
-    attempt: int
-
-
-class AgentSession:
-    def __init__(self, device_id: str, peer: str) -> None:
-        self.device_id = device_id
-        self.peer = peer
-        self._control: deque[agent_pb2.MasterMessage] = deque()
-        self._payloads: deque[_Outgoing] = deque()
-        self._wake = asyncio.Event()
-        self.closed = asyncio.Event()
-        self.close_reason = ""
-        self.on_unreadable: Any = None  #: called with (task id, attempt, message)
-        #: the payload of a task from the master's memory, or None (then it is read from disk)
-        self.cached: Callable[[str], bytes | None] | None = None
-        self.inline_payloads = False  #: the agent speaks 1.1: small payloads ride inline
-
-    def send_control(self, message: agent_pb2.MasterMessage) -> None:
-        self._control.append(message)
-        self._wake.set()
-
-    def send_assignment(self, row: TaskRow, attempt: int) -> None:
-        self._payloads.append(_Outgoing(row, attempt))
-        self._wake.set()
-
-    def send_cancel(self, task_id: str, attempt: int, reason: str) -> None:
-        self._payloads = deque(
-            p for p in self._payloads if not (p.row.id == task_id and p.attempt == attempt)
-        )
-        cancel = agent_pb2.CancelTask(task_id=task_id, attempt=attempt, reason=reason)
-        self.send_control(agent_pb2.MasterMessage(cancel=cancel))
-
-    def close(self, reason: str) -> None:
-        self.close_reason = reason
-        self.closed.set()
-        self._wake.set()
-
-    async def outgoing(self) -> AsyncIterator[agent_pb2.MasterMessage]:
-        while not self.closed.is_set():
-            if self._control:
-                yield self._control.popleft()
-                continue
-            if self._payloads:
-                job = self._payloads.popleft()
-                async for message in self._frames(job):
-                    yield message
-                    while self._control:  # control frames overtake the rest of the payload
-                        yield self._control.popleft()
-                continue
-            self._wake.clear()
-            await self._wake.wait()
-
-    async def _frames(self, job: _Outgoing) -> AsyncIterator[agent_pb2.MasterMessage]:
-        row = job.row
-        try:
-            data = self.cached(row.id) if self.cached is not None else None
-            if data is None:  # not kept in memory (restarted master, a large payload)
-                data = await asyncio.to_thread(Path(row.payload_path).read_bytes)
-        except OSError as exc:
-            if self.on_unreadable is not None:
-                self.on_unreadable(row.id, job.attempt, f"payload unreadable: {exc.strerror}")
-            return
-        inline = self.inline_payloads and len(data) < INLINE_BYTES
-        yield agent_pb2.MasterMessage(
-            assignment=agent_pb2.Assignment(
-                task_id=row.id,
-                attempt=job.attempt,
-                task_type=row.task_type,
-                filename=row.filename,
-                payload_size=len(data),
-                payload_sha256=row.payload_sha256,
-                deadline_ms=row.deadline_ms,
-                metadata=row.metadata,
-                payload=data if inline else b"",
-                payload_inline=inline,
-            )
-        )
-        if inline:
-            failpoints.hit("after_assignment_sent")
-            return
-        offset = 0
-        while True:
-            piece = data[offset : offset + CHUNK_BYTES]
-            last = offset + len(piece) >= len(data)
-            yield agent_pb2.MasterMessage(
-                chunk=agent_pb2.PayloadChunk(
-                    task_id=row.id, attempt=job.attempt, offset=offset, data=piece, last=last
-                )
-            )
-            offset += len(piece)
-            if last:
-                failpoints.hit("after_assignment_sent")
-                return
 
 
 def _rank(fmt: str) -> int:
     return MODEL_FORMATS.index(fmt) if fmt in MODEL_FORMATS else len(MODEL_FORMATS)
-
-
-def _digest(credential: str) -> str:
-    return hashlib.sha256(credential.encode()).hexdigest()
 
 
 def clip(text: str, limit: int = MAX_TEXT) -> str:
@@ -243,9 +127,12 @@ def _metrics(m: agent_pb2.DeviceMetrics) -> Metrics:
 
 
 class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
+    """Speaks the agent link (``agent.proto``): checks and decodes what an agent sends, hands
+    it to ``Master`` (and its ``AgentRegistry``), encodes what goes back. Owns nothing but the
+    streams; it may not change the scheduling core, the journal or the registry itself."""
+
     def __init__(self, master: Master) -> None:
         self.master = master
-        self._joins: deque[float] = deque()  #: when new agent ids joined, the last minute
 
     async def Connect(
         self,
@@ -303,93 +190,23 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
         return None
 
     async def _authenticate(self, reg: agent_pb2.Register) -> tuple[str, str] | agent_pb2.Refused:
-        """A known agent proves itself with its credential; anyone else needs the join token.
+        """(agent id, credential to hand back), or the refusal (the registry decides)."""
+        identity = await self.master.registry.authenticate(
+            reg.agent_id, reg.credential, reg.join_token, reg.device_type
+        )
+        if isinstance(identity, Refusal):
+            return agent_pb2.Refused(code=identity.code, message=identity.message)
+        return identity
 
-        Returns (agent id, credential to hand back) or the refusal.
-        """
-        master = self.master
-        known = master.agent_credentials.get(reg.agent_id) if reg.agent_id else None
-        if known is not None:
-            if reg.credential and tokens_equal(_digest(reg.credential), known):
-                return reg.agent_id, reg.credential
-            return agent_pb2.Refused(
-                code="duplicate_id",
-                message=f"agent id {reg.agent_id} belongs to another agent: its credential "
-                "does not match (remove the agent's agent.json to join as a new agent)",
-            )
-        if not reg.join_token or not tokens_equal(reg.join_token, master.token):
-            return agent_pb2.Refused(
-                code="unauthenticated", message="missing or wrong join token (--token)"
-            )
-        limited = self._join_limit()
-        if limited:
-            return agent_pb2.Refused(code="limit", message=limited)
-        agent_id = reg.agent_id or f"{reg.device_type or 'cpu'}-{uuid.uuid4().hex[:8]}"
-        credential = "esc_" + secrets.token_urlsafe(24)
-        await master.journal.add_agent(agent_id, _digest(credential), reg.device_type)
-        master.agent_credentials[agent_id] = _digest(credential)
-        return agent_id, credential
-
-    def _join_limit(self) -> str:
-        """Why one more agent id may not join with the join token now ("" = it may).
-
-        The token mints credentials: whoever holds it could register device ids without end,
-        each kept in the registry, the API, the metrics and the journal.
-        """
-        m = self.master.settings.master
-        if len(self.master.agent_credentials) >= m.max_agents:
-            return (
-                f"{len(self.master.agent_credentials)} agents are known, the most allowed "
-                "(master.max_agents); dead ones are forgotten after master.forget_dead_after_s"
-            )
-        now = self.master.clock.monotonic()
-        while self._joins and now - self._joins[0] >= JOIN_WINDOW_S:
-            self._joins.popleft()
-        if len(self._joins) >= m.max_joins_per_minute:
-            return (
-                f"{len(self._joins)} new agents joined in the last minute, the most allowed "
-                "(master.max_joins_per_minute); try again later"
-            )
-        self._joins.append(now)
-        return ""
-
-    def _slots(self, reg: agent_pb2.Register, agent_id: str) -> int:
-        """The slots it claims, bounded by what its board's type can have (logged if cut)."""
+    def _device(self, reg: agent_pb2.Register, peer: str, agent_id: str) -> Device:
+        """The device a registration describes, its claimed slots bounded by the registry."""
         caps = reg.capabilities
         claimed = caps.slots or sum(s.slots for s in caps.sub_devices) or 1
         try:
             cpu_count = int(reg.static_info.get("generic.cpu_count", "0"))
         except ValueError:
             cpu_count = 0
-        m = self.master.settings.master
-        slots = bound_slots(
-            claimed,
-            reg.device_type or "cpu",
-            cpu_count=cpu_count,
-            cpu_slots_per_core=m.cpu_slots_per_core,
-            max_slots=m.max_slots_per_device,
-        )
-        if slots != claimed:
-            log.warning(
-                "agent %s claims %d slots; a %s board (%d cores reported) gets %d "
-                "(master.max_slots_per_device, master.cpu_slots_per_core)",
-                agent_id,
-                claimed,
-                reg.device_type or "cpu",
-                cpu_count,
-                slots,
-            )
-        return slots
-
-    def _admit(
-        self, reg: agent_pb2.Register, peer: str, agent_id: str, credential: str
-    ) -> tuple[AgentSession, agent_pb2.RegisterReply]:
-        master = self.master
-        old = master.sessions.pop(agent_id, None)
-        if old is not None:
-            old.close("replaced by a new session")
-        caps = reg.capabilities
-        slots = self._slots(reg, agent_id)
+        slots = self.master.registry.slots(agent_id, claimed, reg.device_type or "cpu", cpu_count)
         info = {key: clip(value, MAX_INFO_TEXT) for key, value in reg.static_info.items()}
         if reg.emulated:
             info.setdefault("emulation_profile", reg.emulation_profile)
@@ -399,7 +216,7 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
             held = formats.get(artefact.task_type)
             if held is None or _rank(artefact.format) < _rank(held):
                 formats[artefact.task_type] = artefact.format
-        device = Device(
+        return Device(
             id=agent_id,
             device_type=reg.device_type or "cpu",
             slots=slots,
@@ -411,26 +228,21 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
             session=reg.session,
             info=info,
         )
-        now = master.clock.monotonic()
-        reconciled, commands = master.core.register(
-            device, reg.running_task_ids, reg.finished_task_ids, now
-        )
+
+    def _admit(
+        self, reg: agent_pb2.Register, peer: str, agent_id: str, credential: str
+    ) -> tuple[AgentSession, agent_pb2.RegisterReply]:
+        master = self.master
+        device = self._device(reg, peer, agent_id)
         session = AgentSession(agent_id, peer)
         session.cached = master.cached_payload
         session.inline_payloads = (reg.protocol.major, reg.protocol.minor) >= (1, 1)
         session.on_unreadable = lambda task_id, attempt, msg: master.task_failed(
             agent_id, task_id, attempt, "bad_input", msg
         )
-        master.sessions[agent_id] = session
-        log.info(
-            "agent %s joined from %s: type=%s slots=%d task types=%s",
-            agent_id,
-            peer,
-            device.device_type,
-            slots,
-            ",".join(sorted(device.task_types)),
+        reconciled = master.agent_joined(
+            device, session, list(reg.running_task_ids), list(reg.finished_task_ids)
         )
-        master.apply(commands)
         reply = agent_pb2.RegisterReply(
             agent_id=agent_id,
             credential=credential,
@@ -440,13 +252,6 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
             drop_task_ids=reconciled.drop,
             max_chunk_bytes=CHUNK_BYTES,
         )
-        if device.operator_drained:  # drained while the agent was away: it reports it too
-            session.send_control(
-                agent_pb2.MasterMessage(
-                    drain=agent_pb2.Drain(drain=True, reason="drained by an operator")
-                )
-            )
-        master.pump()
         return session, reply
 
     async def _read(
@@ -457,19 +262,10 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
             if session.closed.is_set():
                 return
             kind = message.WhichOneof("kind")
-            now = master.clock.monotonic()
-            master.core.seen(device_id, now)
+            master.agent_seen(device_id)
             if kind == "heartbeat":
                 handling_started = time.perf_counter()
                 hb = message.heartbeat
-                device = master.core.devices.get(device_id)
-                revived = device is None or not device.schedulable
-                master.apply(master.core.heartbeat(device_id, _metrics(hb.metrics), now))
-                if master.core.self_drain(device_id, hb.draining):
-                    log.info(
-                        "agent %s %s", device_id, "drains" if hb.draining else "no longer drains"
-                    )
-                    revived = revived or not hb.draining
                 session.send_control(
                     agent_pb2.MasterMessage(
                         heartbeat_ack=agent_pb2.HeartbeatAck(
@@ -477,8 +273,7 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
                         )
                     )
                 )
-                if revived:  # a beat opens no slot: only a device coming back adds capacity
-                    master.pump()  # (dispatch sorts every device: per beat it was most CPU)
+                master.agent_heartbeat(device_id, _metrics(hb.metrics), hb.draining)
                 master.metrics.heartbeat.observe(time.perf_counter() - handling_started)
             elif kind == "started":
                 master.task_started(device_id, message.started.task_id, message.started.attempt)
@@ -513,13 +308,8 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
                 )
             elif kind == "goodbye":
                 log.info("agent %s left: %s", device_id, clip(message.goodbye.reason, MAX_NAME))
-                master.apply(master.core.leave(device_id, now))
-                master.pump()
+                master.agent_left(device_id)
                 return
 
     def _gone(self, session: AgentSession) -> None:
-        master = self.master
-        if master.sessions.get(session.device_id) is session:
-            del master.sessions[session.device_id]
-            master.core.link_lost(session.device_id, master.clock.monotonic())
-            log.warning("agent %s link lost (%s)", session.device_id, session.close_reason)
+        self.master.agent_gone(session)

@@ -7,142 +7,59 @@ the HTTP routes are thin layers that call it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
-import hashlib
 import logging
-import os
 import random
-import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from edgesched import failpoints
 from edgesched.clock import Clock, SystemClock
-from edgesched.config import MasterSettings, Settings
-from edgesched.core.scheduler import (
+from edgesched.config import Settings
+from edgesched.core.commands import (
     Assign,
     CancelAttempt,
     Command,
-    Core,
     Expired,
     Finished,
+    Forgotten,
     Persist,
+    Reconciled,
+    accepted,
+    reconciliation,
 )
-from edgesched.core.state import AttemptError, Device, Task, TaskState
-from edgesched.core.strategies import canonical_strategy, make_strategy
+from edgesched.core.core import Core
+from edgesched.core.state import Device, Metrics, Task, TaskState
+from edgesched.core.strategies import make_strategy
 from edgesched.errors import (
-    BadInputError,
     ConflictError,
-    DiskFullError,
-    LimitExceededError,
     NotFoundError,
-    TransportError,
-    UnknownTaskTypeError,
 )
 from edgesched.journal.base import Journal, TaskRow
+from edgesched.master.admission import Admission
 from edgesched.master.hub import ResultHub
 from edgesched.master.metrics import MasterMetrics
-from edgesched.master.storage import DiskGuard, remove_record, write_record
+from edgesched.master.payloads import PayloadCache, remove_quietly
+from edgesched.master.registry import AgentRegistry
+from edgesched.master.rows import task_from_row, update_row
+from edgesched.master.session import AgentSession
+from edgesched.master.storage import DiskGuard, remove_record
+from edgesched.master.submission import Submission
 from edgesched.master.token import TokenFile
-from edgesched.names import display_name, safe_component, safe_extension
 from edgesched.v1 import agent_pb2
-
-if TYPE_CHECKING:
-    from edgesched.master.link import AgentSession
 
 log = logging.getLogger("edgesched.master")
 
 
-@dataclass
-class Submission:
-    client_id: str
-    idem_key: str
-    task_type: str
-    filename: str
-    payload: bytes
-    metadata: dict[str, str] = field(default_factory=dict)
-    deadline_ms: int = 0
-    origin: str = "native"
-    client_addr: str = ""
-    strategy: str = ""
-    payload_path: str = ""  #: where the payload already lies (seed uploads); else the master's
-    checked: bool = False  #: the picture already passed check_picture
-
-
-def write_payload(path: Path, data: bytes, durable: bool) -> None:
-    """Writes atomically (temp file + rename); with ``durable`` also fsyncs file and directory.
-    The file is 0600 and a folder made for it 0700: pictures are the users' data."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        if durable:
-            fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if exc.errno == 28:  # ENOSPC
-            raise DiskFullError(f"no space left to store the upload ({exc.strerror})") from exc
-        raise
-
-
-def remove_quietly(path: Path) -> None:
-    """Removes a payload file that must not stay behind; one already gone is fine."""
-    with contextlib.suppress(OSError):
-        path.unlink()
-
-
-def check_task_type(settings: Settings, task_type: str) -> None:
-    """A task type must name a configured model that at least one artefact can serve."""
-    tt = settings.tasktypes.get(task_type)
-    if tt is None:
-        raise UnknownTaskTypeError(task_type, settings.tasktypes)
-    if not tt.raw and not tt.all_artefacts():
-        raise BadInputError(
-            f"task type {task_type!r} has no model: set tasktypes.{task_type}.model or "
-            f"[[tasktypes.{task_type}.artefacts]] in edgesched.toml"
-        )
-
-
-def check_picture(data: bytes, max_bytes: int, max_pixels: int) -> None:
-    """The master's cheap checks: size, a recognisable image header, the pixel count."""
-    from edgesched.inference.images import sniff_image_header
-
-    check_size(data, max_bytes, "picture")
-    sniff_image_header(data, max_pixels=max_pixels)
-
-
-def check_size(data: bytes, max_bytes: int, what: str = "payload") -> None:
-    if not data:
-        raise BadInputError(f"empty {what}")
-    if len(data) > max_bytes:
-        raise LimitExceededError(
-            f"{what} of {len(data)} bytes is over the upload limit of {max_bytes} bytes "
-            "(master.max_upload_bytes)"
-        )
-
-
-#: payloads kept in memory from submission to the task's end, so a dispatch reads no file:
-#: each up to this size, all together up to the total (the rest are read from their files)
-PAYLOAD_CACHE_ITEM_BYTES = 4 * 1024 * 1024
-PAYLOAD_CACHE_BYTES = 256 * 1024 * 1024
-
-
 class Master:
+    """The asyncio shell around the core. Owns the core (``Core``), the journal handle, the
+    unfinished tasks' rows, the admission of submissions (``Admission``), the in-memory
+    payloads (``PayloadCache``), the agents (``AgentRegistry``), the result hub, the tokens and
+    the metrics. Every change of a task goes through here: intake (``submit``), the core's
+    commands (``apply``: assignments, cancels, journal writes, results to watchers), the
+    agents' events, the operators' API. It speaks no wire protocol (the servicers and the HTTP
+    gateway decode and encode) and opens no socket."""
+
     def __init__(
         self,
         settings: Settings,
@@ -165,18 +82,25 @@ class Master:
         self.api_token = TokenFile(self.data_dir, "api")
         self.token_created = self.join_token.created
         self.rows: dict[str, TaskRow] = {}  #: unfinished tasks, as journaled
-        self._payloads: dict[str, bytes] = {}  #: unfinished tasks' payloads kept in memory
-        self._cached_bytes = 0
+        self.payloads = PayloadCache()  #: unfinished tasks' payloads kept in memory
         self._pump_scheduled = False
-        self.inflight: Counter[str] = Counter()  #: unfinished tasks per client
-        self.sessions: dict[str, AgentSession] = {}
-        self.agent_credentials: dict[str, str] = {}  #: agent id → sha256 of its credential
+        self.registry = AgentRegistry(m, journal, self.clock, lambda: self.token)
         self.hub = ResultHub()
         self.finished_total: dict[str, int] = {}
         self.stopping = False
         self.started_at = self.clock.monotonic()
         #: called with the row of every seed task that ends done (the result pusher)
         self.on_seed_done: Callable[[TaskRow], None] | None = None
+        self.admission = Admission(
+            settings,
+            journal,
+            self.clock,
+            self.guard,
+            self.data_dir,
+            self.upload_dir,
+            admitted=self._queue,
+            stopping=lambda: self.stopping,
+        )
         self.metrics = MasterMetrics()
         self.metrics.attach(self)
 
@@ -184,178 +108,37 @@ class Master:
 
     async def restore(self) -> int:
         """Takes back every unfinished task from the journal. Returns how many."""
-        self.agent_credentials = await self.journal.agents()
+        self.registry.credentials = await self.journal.agents()
         now = self.clock.monotonic()
         rows = await self.journal.unfinished()
         for row in rows:
             self.rows[row.id] = row
             self.inflight[row.client_id] += 1
-            self.core.restore(self._task_from_row(row, now), now)
+            self.core.restore(task_from_row(row, now, self.clock), now)
         self.pump()
         return len(rows)
 
-    def _task_from_row(self, row: TaskRow, now: float) -> Task:
-        """The core's view of a journaled task (after a restart, or for a retry)."""
-        wall = self.clock.wall_ms()
-        errors = [
-            AttemptError(
-                attempt=int(e.get("attempt", 0)),
-                device_id=str(e.get("device_id", "")),
-                kind=str(e.get("kind", "")),
-                message=str(e.get("message", "")),
-                at=now - max(0, wall - int(e.get("at_unix_ms", wall))) / 1000,
-                counted=bool(e.get("counted", False)),
-            )
-            for e in row.errors
-        ]
-        return Task(
-            id=row.id,
-            task_type=row.task_type,
-            size_bytes=row.payload_size,
-            submitted_at=now,
-            client_id=row.client_id,
-            state=TaskState(row.state),
-            attempt=row.attempt,
-            failures=row.failures,
-            device_id=row.device_id,
-            strategy=row.strategy,
-            deadline_s=row.deadline_ms / 1000,
-            queued_at=now,
-            assigned_at=now,
-            errors=errors,
-        )
-
     # ---- intake ------------------------------------------------------------------------
 
+    @property
+    def inflight(self) -> Counter[str]:
+        """Unfinished tasks per client (the admission's)."""
+        return self.admission.inflight
+
     def space_problem(self) -> str:
-        """Why the master takes no new work now ("" when it does): the journal cannot write,
-        or the disk has no room for the reserve and the uploads."""
-        return self.journal.fault or self.guard.short
+        return self.admission.space_problem()
 
     def check_space(self, directory: Path, size: int) -> None:
-        """DiskFullError unless the journal writes and an upload of ``size`` bytes leaves
-        ``master.min_free_mb`` free on the disk of ``directory``."""
-        if self.journal.fault:
-            raise DiskFullError(
-                f"{self.journal.fault}; no new tasks until it can write again "
-                "(docs/operations.md, full disk)"
-            )
-        self.guard.check_upload(directory, size)
+        self.admission.check_space(directory, size)
 
     async def submit(self, sub: Submission) -> tuple[TaskRow, bool]:
         """Journals a task (payload first), then queues it. Durable when it returns."""
-        if self.stopping:
-            raise TransportError("master is shutting down")
-        problem = self.space_problem()
-        if problem:
-            raise DiskFullError(problem)
-        check_task_type(self.settings, sub.task_type)
-        if not sub.idem_key:
-            raise BadInputError("idempotency_key is required")
-        m = self.settings.master
-        # a repeated key is found by the journal's insert (one round trip, not two); only a
-        # client at its limit is looked up first, so that its retries still get their answers
-        if self.inflight[sub.client_id] >= m.max_inflight_per_client:
-            existing = await self.journal.find_key(sub.client_id, sub.idem_key)
-            if existing is not None:
-                return existing, True
-            raise LimitExceededError(
-                f"client {sub.client_id!r} has {self.inflight[sub.client_id]} tasks in flight, "
-                f"the limit is {m.max_inflight_per_client} (master.max_inflight_per_client); "
-                "wait for results"
-            )
-        # the place is taken now, before anything awaits: submissions arriving together cannot
-        # all pass the check above; _admit gives it back unless the task is admitted
-        self.inflight[sub.client_id] += 1
-        try:
-            row, write = await self._prepare(sub, m)
-        except BaseException:
-            self._release(sub.client_id)
-            raise
-        # shielded: a client that goes away while the row commits must not leave a durable
-        # task that nobody queued (or a queued task without its payload)
-        return await asyncio.shield(self._admit(row, write, sub))
+        return await self.admission.submit(sub)
 
-    def _release(self, client_id: str) -> None:
-        self.inflight[client_id] -= 1
-        if self.inflight[client_id] <= 0:
-            del self.inflight[client_id]
-
-    async def _prepare(
-        self, sub: Submission, m: MasterSettings
-    ) -> tuple[TaskRow, Callable[[], None] | None]:
-        """Checks the payload and builds the task's row (and how to write its payload)."""
-        strategy = canonical_strategy(sub.strategy) if sub.strategy else ""
-        if self.settings.tasktypes[sub.task_type].raw:
-            check_size(sub.payload, m.max_upload_bytes)
-        elif not sub.checked:
-            await asyncio.to_thread(check_picture, sub.payload, m.max_upload_bytes, m.max_pixels)
-        task_id = uuid.uuid4().hex
-        durable = m.durability == "full"
-        write: Callable[[], None] | None = None
-        if sub.payload_path:
-            path = Path(sub.payload_path)
-        else:
-            self.check_space(self.upload_dir, len(sub.payload))
-            ext = safe_extension(sub.filename)
-            path = self.upload_dir / safe_component(sub.client_id) / f"{task_id}{ext}"
-            write = functools.partial(write_payload, path, sub.payload, durable)
-        now_ms = self.clock.wall_ms()
-        row = TaskRow(
-            id=task_id,
-            client_id=sub.client_id,
-            idem_key=sub.idem_key,
-            task_type=sub.task_type,
-            filename=display_name(sub.filename),
-            payload_path=str(path),
-            payload_size=len(sub.payload),
-            payload_sha256=hashlib.sha256(sub.payload).hexdigest(),
-            submitted_ms=now_ms,
-            updated_ms=now_ms,
-            metadata=dict(sub.metadata),
-            origin=sub.origin,
-            strategy=strategy,
-            deadline_ms=sub.deadline_ms,
-            client_addr=sub.client_addr,
-            delivery="pending" if sub.origin == "seed" else "",
-        )
-        return row, write
-
-    async def _admit(
-        self, row: TaskRow, write: Callable[[], None] | None, sub: Submission
-    ) -> tuple[TaskRow, bool]:
-        path = Path(row.payload_path)
-        durable = self.settings.master.durability == "full"
-
-        def store() -> None:  # in the journal's thread, just before the row
-            if write is not None:
-                write()
-            # the transaction now open commits as sequence + 1: a record whose commit never
-            # happened (the master died first) is told apart from one whose row was lost
-            write_record(self.data_dir, row, durable, self.journal.sequence + 1)
-
-        try:
-            stored, duplicate = await self.journal.insert(row, store)
-        except BaseException:
-            self._release(sub.client_id)
-            remove_record(self.data_dir, row.id)
-            if write is not None:  # not stored: its payload file must not stay behind
-                remove_quietly(path)
-            raise
-        failpoints.hit("after_commit_before_ack")
-        if duplicate:
-            self._release(sub.client_id)
-            remove_record(self.data_dir, row.id)
-            if write is not None:
-                remove_quietly(path)
-            return stored, True
-        self.rows[row.id] = stored  # it keeps the in-flight place submit() took
-        if (
-            len(sub.payload) <= PAYLOAD_CACHE_ITEM_BYTES
-            and self._cached_bytes < PAYLOAD_CACHE_BYTES
-        ):
-            self._payloads[row.id] = sub.payload  # sent from memory: no disk read per dispatch
-            self._cached_bytes += len(sub.payload)
+    def _queue(self, row: TaskRow, sub: Submission) -> None:
+        """A task the admission journaled (not a duplicate) enters the core's queue."""
+        self.rows[row.id] = row  # it keeps the in-flight place the admission took
+        self.payloads.keep(row.id, sub.payload)  # sent from memory: no disk read per dispatch
         now = self.clock.monotonic()
         self.core.submit(
             Task(
@@ -371,16 +154,10 @@ class Master:
         )
         log.info("task %s submitted type=%s size=%d", row.id, sub.task_type, len(sub.payload))
         self.pump_soon()
-        return stored, False
 
     def cached_payload(self, task_id: str) -> bytes | None:
         """The payload of a task submitted to this process and not ended yet, if kept."""
-        return self._payloads.get(task_id)
-
-    def _forget_payload(self, task_id: str) -> None:
-        data = self._payloads.pop(task_id, None)
-        if data is not None:
-            self._cached_bytes -= len(data)
+        return self.payloads.get(task_id)
 
     def pump_soon(self) -> None:
         """One dispatch for everything that arrived in this turn of the event loop (a burst of
@@ -423,6 +200,7 @@ class Master:
                 session = self.sessions.get(command.device_id)
                 if session is not None:
                     session.send_cancel(command.task_id, command.attempt, command.reason)
+            # Reconciled and Forgotten report to the caller (the link, forget_gone): nothing to do
 
     def _send_assignment(self, command: Assign) -> None:
         row = self.rows[command.task.id]
@@ -448,49 +226,14 @@ class Master:
         row = self.rows.get(task.id)
         if row is None:
             return
-        row.state = task.state.value
-        row.attempt = task.attempt
-        row.failures = task.failures
-        row.device_id = task.device_id
-        row.updated_ms = self.clock.wall_ms()
-        row.errors = [self._error_json(e.to_dict()) for e in task.errors]
-        row.error = task.error
-        values: dict[str, Any] = {
-            "state": row.state,
-            "attempt": row.attempt,
-            "failures": row.failures,
-            "device_id": row.device_id,
-            "device_type": row.device_type,
-            "updated_ms": row.updated_ms,
-            "errors": row.errors,
-            "error": row.error,
-        }
-        if task.state.final:
-            if task.state is not TaskState.DONE and row.delivery == "pending":
-                row.delivery = ""  # no label file to push for a dead or cancelled task
-            row.finished_ms = row.updated_ms
-            row.timings.setdefault("end_to_end_ms", float(row.finished_ms - row.submitted_ms))
-            values.update(
-                finished_ms=row.finished_ms,
-                timings=row.timings,
-                label=row.label,
-                detections=row.detections,
-                delivery=row.delivery,
-            )
-        self.journal.update(task.id, values)
-
-    def _error_json(self, error: dict[str, Any]) -> dict[str, Any]:
-        # the core's times are monotonic; the journal keeps wall-clock milliseconds
-        at = error.pop("at")
-        error["at_unix_ms"] = self.clock.wall_ms() - int((self.clock.monotonic() - at) * 1000)
-        return error
+        self.journal.update(task.id, update_row(row, task, self.clock))
 
     def _finished(self, task: Task) -> None:
-        self._forget_payload(task.id)
+        self.payloads.drop(task.id)
         row = self.rows.pop(task.id, None)
         if row is None:
             return
-        self._release(row.client_id)
+        self.admission.release(row.client_id)
         self.finished_total[row.state] = self.finished_total.get(row.state, 0) + 1
         self.metrics.finished.labels(row.state).inc()
         if task.state is TaskState.DONE:
@@ -541,8 +284,8 @@ class Master:
         task = self.core.tasks.get(task_id)
         service_ms = board.get("total_ms", 0.0) - board.get("queue_ms", 0.0)
         service_ms -= board.get("receive_ms", 0.0)
-        accepted, commands = self.core.done(task_id, attempt, device_id, service_ms, now)
-        if not accepted or task is None:
+        commands = self.core.done(task_id, attempt, device_id, service_ms, now)
+        if not accepted(commands, task_id) or task is None:
             log.info("discarded result of task %s attempt %d from %s", task_id, attempt, device_id)
             self.pump()
             return False
@@ -591,7 +334,7 @@ class Master:
         if after <= 0:
             return []
         now = self.clock.monotonic()
-        gone = self.core.forget(now, after)
+        gone = [c.device_id for c in self.core.forget(now, after) if isinstance(c, Forgotten)]
         if now - self.started_at >= after:
             gone += [
                 agent_id
@@ -600,8 +343,7 @@ class Master:
             ]
         if not gone:
             return []
-        for agent_id in gone:
-            self.agent_credentials.pop(agent_id, None)
+        self.registry.forget(gone)
         await self.journal.remove_agents(gone)
         log.info(
             "forgot %d devices gone for over %g s (master.forget_dead_after_s): %s",
@@ -610,6 +352,81 @@ class Master:
             ", ".join(sorted(gone)[:10]) + (" ..." if len(gone) > 10 else ""),
         )
         return gone
+
+    # ---- agents (the link servicer calls these) ----------------------------------------
+
+    @property
+    def sessions(self) -> dict[str, AgentSession]:
+        """The live session of each connected agent (the registry's)."""
+        return self.registry.sessions
+
+    @property
+    def agent_credentials(self) -> dict[str, str]:
+        """Agent id → sha256 of its credential (the registry's)."""
+        return self.registry.credentials
+
+    def agent_joined(
+        self, device: Device, session: AgentSession, running: list[str], finished: list[str]
+    ) -> Reconciled:
+        """An authenticated agent's device joins (or rejoins) with its new session; returns
+        what it keeps and drops of what it runs."""
+        self.registry.attach(session)
+        commands = self.core.register(device, running, finished, self.clock.monotonic())
+        log.info(
+            "agent %s joined from %s: type=%s slots=%d task types=%s",
+            device.id,
+            session.peer,
+            device.device_type,
+            device.slots,
+            ",".join(sorted(device.task_types)),
+        )
+        self.apply(commands)
+        if device.operator_drained:  # drained while the agent was away: it reports it too
+            session.send_control(
+                agent_pb2.MasterMessage(
+                    drain=agent_pb2.Drain(drain=True, reason="drained by an operator")
+                )
+            )
+        self.pump()
+        return reconciliation(commands)
+
+    def agent_seen(self, device_id: str) -> None:
+        """Any frame from the agent is a sign of life."""
+        self.apply(self.core.seen(device_id, self.clock.monotonic()))
+
+    def agent_heartbeat(self, device_id: str, metrics: Metrics, draining: bool) -> None:
+        now = self.clock.monotonic()
+        device = self.core.devices.get(device_id)
+        revived = device is None or not device.schedulable
+        self.apply(self.core.heartbeat(device_id, metrics, now))
+        changed = device is not None and device.self_draining != draining
+        self.apply(self.core.self_drain(device_id, draining))
+        if changed:
+            log.info("agent %s %s", device_id, "drains" if draining else "no longer drains")
+            revived = revived or not draining
+        if revived:  # a beat opens no slot: only a device coming back adds capacity
+            self.pump()  # (dispatch sorts every device: per beat it was most CPU)
+
+    def agent_left(self, device_id: str) -> None:
+        """The agent said goodbye: its attempts run elsewhere."""
+        self.apply(self.core.leave(device_id, self.clock.monotonic()))
+        self.pump()
+
+    def agent_gone(self, session: AgentSession) -> None:
+        """An agent's stream ended; unless a newer session replaced it, its link is lost."""
+        if self.registry.detach(session):
+            self.apply(self.core.link_lost(session.device_id, self.clock.monotonic()))
+            log.warning("agent %s link lost (%s)", session.device_id, session.close_reason)
+
+    # ---- journal writes for the seed's protocols (compat/) ------------------------------
+
+    def record_delivery(self, task_id: str, values: dict[str, Any]) -> None:
+        """A finished seed task's delivery state (the pusher's), written with the next commit."""
+        self.journal.update(task_id, values)
+
+    async def next_number(self, name: str, floor: int = 0) -> int:
+        """The next value of a journaled counter, at least ``floor`` (seed upload names)."""
+        return await self.journal.next_counter(name, floor)
 
     # ---- API ---------------------------------------------------------------------------
 
@@ -631,7 +448,8 @@ class Master:
     def drain(self, device_id: str, on: bool) -> Device:
         """Drain (or undrain) a device: it finishes what it runs and takes nothing new; the
         agent is told, so it also reports itself draining."""
-        device = self.core.drain(device_id, on)  # kept when the agent rejoins
+        self.apply(self.core.drain(device_id, on))  # kept when the agent rejoins
+        device = self.core.devices[device_id]
         session = self.sessions.get(device_id)
         if session is not None:
             reason = "drained by an operator" if on else "undrained by an operator"
@@ -656,7 +474,7 @@ class Master:
         if not await asyncio.to_thread(Path(row.payload_path).is_file):
             raise ConflictError(f"task {task_id}: its picture is no longer kept; submit it again")
         now = self.clock.monotonic()
-        task = self._task_from_row(row, now)
+        task = task_from_row(row, now, self.clock)
         row.finished_ms = 0
         row.error = ""
         if row.origin == "seed":

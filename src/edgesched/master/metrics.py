@@ -7,16 +7,30 @@ figures) are computed from the live state when /metrics is scraped.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from edgesched.clock import Clock
+from edgesched.core.core import Core
 from edgesched.stages import STAGES
 
-if TYPE_CHECKING:
-    from edgesched.master.master import Master
+
+class LiveSource(Protocol):
+    """What the gauges read at scrape time: the master (a protocol, so metrics need not
+    import it)."""
+
+    @property
+    def core(self) -> Core: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def finished_total(self) -> dict[str, int]: ...
+
 
 #: seconds, from a fast board's milliseconds to a slow link's minutes
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
@@ -57,12 +71,12 @@ class MasterMetrics:
     def observe_delivery(self, delivery_ms: float) -> None:
         self.stage.labels("delivery").observe(max(0.0, delivery_ms) / 1000)
 
-    def attach(self, master: Master) -> None:
+    def attach(self, master: LiveSource) -> None:
         self.registry.register(_LiveState(master))
 
 
 class _LiveState(Collector):
-    def __init__(self, master: Master) -> None:
+    def __init__(self, master: LiveSource) -> None:
         self.master = master
 
     def collect(self) -> Iterator[GaugeMetricFamily]:

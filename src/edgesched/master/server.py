@@ -22,13 +22,13 @@ from edgesched.config import MasterSettings, Settings
 from edgesched.errors import DamagedJournalError, JournalError
 from edgesched.journal.sqlite import SQLiteJournal, private_dir
 from edgesched.master.auth import ApiTokenInterceptor
+from edgesched.master.compat.grpc import image_upload_handler
+from edgesched.master.compat.intake import SeedIntake, SeedUpload, reply_path
+from edgesched.master.compat.pusher import ResultPusher
 from edgesched.master.http import make_http_app
 from edgesched.master.intake import TaskServicer
 from edgesched.master.link import AgentLinkServicer
 from edgesched.master.master import Master
-from edgesched.master.pusher import ResultPusher
-from edgesched.master.seed import SeedIntake, SeedUpload, reply_path
-from edgesched.master.seed_grpc import image_upload_handler
 from edgesched.master.storage import DiskGuard, orphans, remove_record
 from edgesched.v1 import agent_pb2_grpc, client_pb2_grpc
 

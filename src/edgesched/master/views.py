@@ -1,4 +1,5 @@
-"""How tasks and devices look on the wire (protobuf) and in the REST API (JSON)."""
+"""How tasks and devices are serialised: protobuf (wire), JSON (REST API), CSV (timings). Only
+serialisers: no state, no I/O."""
 
 from __future__ import annotations
 

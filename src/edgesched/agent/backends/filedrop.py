@@ -29,9 +29,9 @@ from typing import Any
 
 from edgesched.agent.backends.base import BackendResult, HeldArtefact
 from edgesched.errors import BackendError, BadInputError, UnknownTaskTypeError
+from edgesched.filenames import safe_component
 from edgesched.inference.images import decode_image, sniff_image_header
 from edgesched.inference.labels import parse_label
-from edgesched.names import safe_component
 
 __all__ = ["SETTLE_S", "FileDropBackend"]
 

@@ -1,6 +1,6 @@
 """A deterministic discrete-event simulator that drives the pure scheduling core.
 
-The core (``edgesched.core.scheduler.Core``) is the one the master runs; this module plays the
+The core (``edgesched.core.core.Core``) is the one the master runs; this module plays the
 master's shell and the agents around it, in simulated seconds on a heap of events:
 
 - the shell: every command is carried out as ``edgesched.master.master.Master.apply`` does, and
@@ -30,15 +30,8 @@ from functools import partial
 
 from edgesched.agent.emulation import SlotMeter
 from edgesched.agent.pacing import BandwidthTrace
-from edgesched.core.scheduler import (
-    Assign,
-    CancelAttempt,
-    Command,
-    Core,
-    Expired,
-    Finished,
-    Persist,
-)
+from edgesched.core.commands import Assign, CancelAttempt, Command, Expired, Finished, Persist
+from edgesched.core.core import Core
 from edgesched.core.state import Device, Metrics, Task, TaskState
 from edgesched.core.strategies import make_strategy
 from edgesched.tools.sim.model import (
@@ -257,7 +250,7 @@ class Simulation:
                 "time_scale": f"{self.scenario.time_scale:g}",
             },
         )
-        _, commands = self.core.register(device, [], [], self.now)
+        commands = self.core.register(device, [], [], self.now)
         self._apply(commands)
         self._pump()
         self._beat(board)  # the agent beats once as soon as it is in, then every interval
@@ -304,7 +297,7 @@ class Simulation:
         board.held_s += self.now - board.sent_at.pop(key, self.now)
         board.service_s += service_ms / 1000
         board.last_result_s = self.now
-        _, commands = self.core.done(key[0], key[1], board.spec.id, service_ms, self.now)
+        commands = self.core.done(key[0], key[1], board.spec.id, service_ms, self.now)
         self._apply(commands)
         self._pump()
 

@@ -96,7 +96,8 @@ def decision_latency(
     import heapq
 
     from edgesched.config import SchedulingSettings
-    from edgesched.core.scheduler import Assign, Core
+    from edgesched.core.commands import Assign
+    from edgesched.core.core import Core
     from edgesched.core.state import Device, Task
     from edgesched.core.strategies import make_strategy
 

@@ -24,10 +24,10 @@ import httpx
 
 from edgesched import failpoints
 from edgesched.errors import BadInputError
+from edgesched.filenames import stem
 from edgesched.journal.base import TaskRow
+from edgesched.master.compat.intake import canonical_ip
 from edgesched.master.master import Master
-from edgesched.master.seed import canonical_ip
-from edgesched.names import stem
 
 log = logging.getLogger("edgesched.pusher")
 
@@ -60,6 +60,10 @@ def receiver_url(host: str, port: int) -> str:
 
 
 class ResultPusher:
+    """Pushes each seed task's result to its client's ``/recv_rst`` receiver, retrying until
+    it is taken, and records the delivery through ``Master``. Owns the pushes in flight and
+    their per-receiver slots; it may not change a task's state."""
+
     def __init__(self, master: Master, rng: random.Random | None = None) -> None:
         self.master = master
         self.rng = rng or random.Random()
@@ -180,7 +184,7 @@ class ResultPusher:
                 },
             ]
             values["errors"] = row.errors
-        self.master.journal.update(row.id, values)
+        self.master.record_delivery(row.id, values)
         if delivery == "delivered":
             self.delivered += 1
             self.master.metrics.observe_delivery(row.timings["delivery_ms"])

@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import grpc
 
 from edgesched.errors import EdgeschedError
+from edgesched.master.compat.intake import SeedUpload, parse_upload
 from edgesched.master.errmap import grpc_code, printable
-from edgesched.master.intake import peer_host
-from edgesched.master.seed import SeedUpload, parse_upload
+from edgesched.master.peers import peer_host
 
 log = logging.getLogger("edgesched.seed")
 

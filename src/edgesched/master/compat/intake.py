@@ -23,15 +23,11 @@ from typing import Any
 from edgesched.config import Settings
 from edgesched.core.strategies import ALIASES, STRATEGIES
 from edgesched.errors import BadInputError
+from edgesched.filenames import display_name, safe_extension
 from edgesched.journal.base import TaskRow
-from edgesched.master.master import (
-    Master,
-    Submission,
-    check_picture,
-    check_task_type,
-    write_payload,
-)
-from edgesched.names import display_name, safe_extension
+from edgesched.master.master import Master
+from edgesched.master.payloads import write_payload
+from edgesched.master.submission import Submission, check_picture, check_task_type
 
 #: What the seed's task manager sends when a client gives no task type (Gen-A).
 SEED_DEFAULT_TASKTYPE = "yolo"
@@ -150,7 +146,9 @@ def upload_root(master: Master) -> Path:
 
 
 class SeedIntake:
-    """Saves seed uploads under the seed's names and journals them as tasks."""
+    """Saves seed uploads under the seed's names and journals them as tasks (through
+    ``Master.submit``). Owns the per-client file number floors; it may not touch the core or
+    the journal directly."""
 
     def __init__(self, master: Master) -> None:
         self.master = master
@@ -191,7 +189,7 @@ class SeedIntake:
         master.check_space(directory, len(upload.payload))
         async with self._lock:  # numbers are handed out in order, each once
             floor = await asyncio.to_thread(self._floor, ip, directory)
-            number = await master.journal.next_counter(f"seed-upload:{ip}", floor)
+            number = await master.next_number(f"seed-upload:{ip}", floor)
         name = f"{ip}_{number}{safe_extension(upload.filename)}"
         path = directory / name
         await asyncio.to_thread(write_payload, path, upload.payload, m.durability == "full")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgesched.names import MAX_NAME, display_name, safe_component, safe_extension, stem
+from edgesched.filenames import MAX_NAME, display_name, safe_component, safe_extension, stem
 
 SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
 

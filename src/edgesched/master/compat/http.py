@@ -14,9 +14,7 @@ from pydantic import BaseModel, field_validator
 
 from edgesched.core.state import DeviceState, TaskState
 from edgesched.errors import BadInputError, EdgeschedError
-from edgesched.master.errmap import http_status, printable
-from edgesched.master.master import Master
-from edgesched.master.seed import (
+from edgesched.master.compat.intake import (
     ScheduleError,
     SeedIntake,
     SeedUpload,
@@ -25,6 +23,8 @@ from edgesched.master.seed import (
     schedule,
     schedule_strategy,
 )
+from edgesched.master.errmap import http_status, printable
+from edgesched.master.master import Master
 
 
 class SeedReply(BaseModel):

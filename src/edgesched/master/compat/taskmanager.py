@@ -31,8 +31,8 @@ from edgesched.errors import (
     LimitExceededError,
     TransportError,
 )
-from edgesched.master.seed import SeedUpload, canonical_ip
-from edgesched.master.seed_grpc import image_upload_handler
+from edgesched.master.compat.grpc import image_upload_handler
+from edgesched.master.compat.intake import SeedUpload, canonical_ip
 from edgesched.master.server import grpc_options
 from edgesched.master.token import read_token
 
@@ -52,6 +52,10 @@ def _error_for(status: int, msg: str) -> EdgeschedError:
 
 
 class TaskManager:
+    """The split layout's ``edgesched task-manager``: serves the seed's gRPC intake and
+    forwards each upload to the gateway's ``/api/v1/seed/upload``. Owns its gRPC server and
+    HTTP client; it holds no task state (the gateway's master journals them)."""
+
     def __init__(
         self,
         gateway_url: str = "",

@@ -1,0 +1,82 @@
+"""The journal's row of a task and the core's view of it, each made from the other."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgesched.clock import Clock
+from edgesched.core.state import AttemptError, Task, TaskState
+from edgesched.journal.base import TaskRow
+
+
+def task_from_row(row: TaskRow, now: float, clock: Clock) -> Task:
+    """The core's view of a journaled task (after a restart, or for a retry)."""
+    wall = clock.wall_ms()
+    errors = [
+        AttemptError(
+            attempt=int(e.get("attempt", 0)),
+            device_id=str(e.get("device_id", "")),
+            kind=str(e.get("kind", "")),
+            message=str(e.get("message", "")),
+            at=now - max(0, wall - int(e.get("at_unix_ms", wall))) / 1000,
+            counted=bool(e.get("counted", False)),
+        )
+        for e in row.errors
+    ]
+    return Task(
+        id=row.id,
+        task_type=row.task_type,
+        size_bytes=row.payload_size,
+        submitted_at=now,
+        client_id=row.client_id,
+        state=TaskState(row.state),
+        attempt=row.attempt,
+        failures=row.failures,
+        device_id=row.device_id,
+        strategy=row.strategy,
+        deadline_s=row.deadline_ms / 1000,
+        queued_at=now,
+        assigned_at=now,
+        errors=errors,
+    )
+
+
+def update_row(row: TaskRow, task: Task, clock: Clock) -> dict[str, Any]:
+    """Copies the core's view of a task into its row; returns the values to journal."""
+    row.state = task.state.value
+    row.attempt = task.attempt
+    row.failures = task.failures
+    row.device_id = task.device_id
+    row.updated_ms = clock.wall_ms()
+    row.errors = [error_json(e.to_dict(), clock) for e in task.errors]
+    row.error = task.error
+    values: dict[str, Any] = {
+        "state": row.state,
+        "attempt": row.attempt,
+        "failures": row.failures,
+        "device_id": row.device_id,
+        "device_type": row.device_type,
+        "updated_ms": row.updated_ms,
+        "errors": row.errors,
+        "error": row.error,
+    }
+    if task.state.final:
+        if task.state is not TaskState.DONE and row.delivery == "pending":
+            row.delivery = ""  # no label file to push for a dead or cancelled task
+        row.finished_ms = row.updated_ms
+        row.timings.setdefault("end_to_end_ms", float(row.finished_ms - row.submitted_ms))
+        values.update(
+            finished_ms=row.finished_ms,
+            timings=row.timings,
+            label=row.label,
+            detections=row.detections,
+            delivery=row.delivery,
+        )
+    return values
+
+
+def error_json(error: dict[str, Any], clock: Clock) -> dict[str, Any]:
+    # the core's times are monotonic; the journal keeps wall-clock milliseconds
+    at = error.pop("at")
+    error["at_unix_ms"] = clock.wall_ms() - int((clock.monotonic() - at) * 1000)
+    return error
