@@ -179,7 +179,7 @@ def run_payload(
     async def measure() -> list[dict[str, Any]]:
         done: list[dict[str, Any]] = []
         with reference_servers(2, busy_ms) as targets, running_cluster(agents) as c:
-            async with ReferenceClient(targets) as plain, Client(c).session() as client:
+            async with ReferenceClient(targets, busy=True) as plain, Client(c).session() as client:
                 await client.round_trips(payloads[0], 10, timeout_s)  # warm up
                 await plain.round_trips(payloads[0], 10, timeout_s)
                 for _ in range(rounds):
