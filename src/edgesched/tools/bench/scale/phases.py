@@ -1,6 +1,6 @@
 """The scale benchmark's run, phase by phase: decisions in the core, the master, the fleet's
-join, a settle, the steady window measured, credential rejoins, the goodbyes; one dict of
-figures."""
+join, a settle, the steady window measured, credential rejoins, a phase with tasks, the
+goodbyes; one dict of figures."""
 
 from __future__ import annotations
 
