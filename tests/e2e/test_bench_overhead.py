@@ -14,8 +14,8 @@ def bench(scenario: str, *args: str, cwd: Path) -> dict[str, Any]:
 
 
 def test_overhead_smoke_measures_both_durabilities(tmp_path: Path) -> None:
-    result = bench("overhead", "--tasks", "40", "--sequential", "10", cwd=tmp_path)
-    assert result["scenario"] == "overhead"
+    result = bench("overhead", "--tasks", "40", "--sequential", "10", "--rounds", "2", cwd=tmp_path)
+    assert result["scenario"] == "overhead" and result["rounds"] == 2
     runs = result["durability"]
     assert isinstance(runs, dict) and set(runs) == {"normal", "full"}
     for run in runs.values():
@@ -23,19 +23,43 @@ def test_overhead_smoke_measures_both_durabilities(tmp_path: Path) -> None:
         assert run["bulk"]["tasks_per_s"] > 0
         assert run["round_trip_ms"]["n"] == 10
         assert 0 < run["round_trip_ms"]["p50"] <= run["round_trip_ms"]["p99"]
+        assert len(run["rounds"]) == 2
+        for one in run["rounds"]:  # the plain hop ran in every round, beside edgesched
+            assert one["reference"]["calls_per_s"] > 0
+            assert one["reference"]["round_trip_ms"]["n"] == 10
+        plain = run["reference"]
+        assert plain["calls_per_s"] > 0 and 0 < plain["p50_ms"] <= plain["p99_ms"]
+        expected = round(run["bulk"]["tasks_per_s"] / plain["calls_per_s"], 3)
+        assert run["ratio"]["throughput"] == expected
+        assert run["ratio"]["p50"] == round(run["round_trip_ms"]["p50"] / plain["p50_ms"], 3)
+    assert result["reference"] == runs["normal"]["reference"]
+    assert result["ratio"] == runs["normal"]["ratio"]
     fsync = result["fsync_ms"]
     assert isinstance(fsync, dict) and fsync["n"] == 200
-    assert set(result["targets"]["met"]) == {"tasks_per_s", "round_trip_p50_ms"}
+    assert set(result["targets"]["met"]) == {
+        "tasks_per_s",
+        "round_trip_p50_ms",
+        "throughput_ratio",
+        "p50_ratio",
+    }
 
 
 def test_payload_smoke_reports_the_efficiency(tmp_path: Path) -> None:
-    result = bench("payload", "--tasks", "30", "--size", "20000", "--busy-ms", "2", cwd=tmp_path)
-    assert result["scenario"] == "payload"
+    result = bench(
+        "payload", "--tasks", "30", "--size", "20000", "--busy-ms", "2", "--rounds", "2",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result["scenario"] == "payload" and result["rounds"] == 2
     bulk = result["bulk"]
     assert isinstance(bulk, dict) and bulk["done"] == 30
     work = result["work_ms_median"]
     assert isinstance(work, float) and work >= 2.0  # the busy backend burns at least that much
     assert isinstance(result["efficiency"], float) and result["efficiency"] > 0
+    plain = result["reference"]  # two servers doing the same work per call
+    assert plain["calls_per_s"] > 0 and plain["work_ms_median"] >= 2.0
+    assert plain["efficiency"] > 0
+    assert result["ratio"]["efficiency"] == round(result["efficiency"] / plain["efficiency"], 3)
+    assert len(result["rounds_figures"]) == 2
 
 
 def test_makespan_with_a_real_run_compares_it_with_the_simulator(tmp_path: Path) -> None:

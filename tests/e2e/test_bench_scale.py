@@ -17,7 +17,7 @@ def test_scale_smoke(tmp_path: Path) -> None:
     work = tmp_path / "work"
     args = [
         *("--agents", "20", "--processes", "2", "--seconds", "3", "--settle", "1"),
-        *("--decision-devices", "20", "--decision-samples", "100"),
+        *("--decision-devices", "20", "--decision-samples", "100", "--task-seconds", "2"),
         *("--workdir", str(work), "--json"),
     ]
     result = bench_json("scale", *args, timeout=90)
@@ -53,6 +53,14 @@ def test_scale_smoke(tmp_path: Path) -> None:
         for mode in ("burst", "arrival"):
             assert figures[mode]["decisions"] > 0
             assert isinstance(figures[mode]["p99_ms"], float)
+
+    flow = result["tasks_under_load"]  # noop tasks, answered by the simulated agents
+    assert flow["done"] == flow["tasks"] > 0 and not flow["errors"]
+    assert flow["answered_by_agents"] >= flow["done"]
+    assert flow["tasks_per_s"] > 0 and flow["master_cpu_percent"] > 0
+    assert flow["heartbeats_handled"] > 0
+    assert isinstance(flow["heartbeat_handling_p99_ms"], float)
+    assert set(flow["met"]) == {"tasks_per_s", "heartbeat_handling_p99_ms"}
 
     pids = [result["master"]["pid"], *result["load_generator"]["worker_pids"]]
     alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]

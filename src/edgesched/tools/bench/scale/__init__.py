@@ -16,5 +16,9 @@ Measured over a steady window after every agent joined:
 - separately, in this process, a scheduling decision's latency in the pure core with 1,000
   registered devices, for each strategy.
 
+Then, unless ``--task-seconds 0``, a phase with tasks (:mod:`.flow`): a client submits ``echo``
+tasks while the fleet keeps heartbeating, the simulated agents answer each assignment at once
+(:mod:`.answers`): tasks/s sustained, heartbeat handling p99 and the master's CPU over it.
+
 The agent workers share the machine with the master: only the master's process is measured.
 """

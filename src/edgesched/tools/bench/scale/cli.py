@@ -49,6 +49,13 @@ from edgesched.tools.bench.scale.report import table
     type=click.FloatRange(min=0.0),
     help="wait after the last join before measuring (heartbeat phases spread)",
 )
+@click.option(
+    "--task-seconds",
+    default=20.0,
+    show_default=True,
+    type=click.FloatRange(min=0.0),
+    help="then a phase with noop tasks answered by the agents while they heartbeat; 0 = none",
+)
 @click.option("--seed", default=1, show_default=True, type=int)
 @click.option(
     "--workdir",
@@ -71,6 +78,7 @@ def scale_command(
     decision_devices: int,
     decision_samples: int,
     settle_s: float,
+    task_seconds: float,
     seed: int,
     workdir: Path | None,
     py_spy: Path | None,
@@ -96,5 +104,6 @@ def scale_command(
         workdir=workdir,
         py_spy=py_spy,
         progress=progress,
+        task_seconds=task_seconds,
     )
     click.echo(json.dumps(result) if as_json else table(result))

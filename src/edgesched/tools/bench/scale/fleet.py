@@ -22,6 +22,7 @@ from typing import Any
 
 import grpc
 
+from edgesched.tools.bench.scale.answers import Pending, answer
 from edgesched.tools.bench.scale.decisions import fleet_types
 from edgesched.tools.bench.scale.figures import BOARD, TASK_TYPES
 from edgesched.v1 import agent_pb2, agent_pb2_grpc
@@ -57,7 +58,8 @@ class WorkerStats:
     heartbeat_bytes: int = 0
     acks: int = 0
     ack_bytes: int = 0
-    other_in: int = 0  #: anything else the master sent (none expected: no tasks)
+    other_in: int = 0  #: anything else the master sent (none expected)
+    tasks_answered: int = 0  #: assignments answered with a TaskDone (the phase with tasks)
     round_trips_ms: list[float] = field(default_factory=list)
     window_started: float = 0.0
     window_s: float = 0.0
@@ -111,6 +113,22 @@ class SimAgent:
         self.xpu = rng.uniform(0.0, 0.3) if device_type != "cpu" else -1.0
         self.temperature = rng.uniform(38.0, 55.0)
         self.phase = rng.uniform(0.0, 1.0)
+        # answering tasks (scale/answers.py): heartbeats and results share the stream, and a
+        # grpc.aio stream takes one write at a time
+        self.write_lock = asyncio.Lock()
+        self.pending: Pending = {}
+
+    @property
+    def tasks_answered(self) -> int:
+        return self.stats.tasks_answered
+
+    @tasks_answered.setter
+    def tasks_answered(self, value: int) -> None:
+        self.stats.tasks_answered = value
+
+    async def send(self, call: Any, message: agent_pb2.AgentMessage) -> None:
+        async with self.write_lock:
+            await call.write(message)
 
     def register(self) -> agent_pb2.AgentMessage:
         native, backend, probe = BOARD[self.device_type]
@@ -250,7 +268,7 @@ class SimAgent:
         await asyncio.sleep(self.interval * self.phase)  # boards join at unrelated times
         while True:
             message = self.heartbeat()
-            await call.write(message)
+            await self.send(call, message)
             self.stats.heartbeats += 1
             self.stats.heartbeat_bytes += message.ByteSize()
             await asyncio.sleep(self.interval * self.rng.uniform(0.95, 1.0))
@@ -261,7 +279,8 @@ class SimAgent:
             if message is grpc.aio.EOF:
                 return
             if message.WhichOneof("kind") != "heartbeat_ack":
-                self.stats.other_in += 1
+                if not await answer(self, call, message):  # a task: answered at once
+                    self.stats.other_in += 1
                 continue
             now = time.monotonic()
             seq = message.heartbeat_ack.seq

@@ -27,6 +27,13 @@ def table(r: dict[str, Any]) -> str:
         f"{'heartbeat bytes/s per agent':<28}{r['heartbeat_bytes_per_s_per_agent']:>10} B/s "
         f"(protobuf {b['proto_per_s_per_agent']}; wire {wire.get('total', 'n/a')})",
     ]
+    t = r.get("tasks_under_load")
+    if t:
+        lines.append(
+            f"{'tasks while heartbeating':<28}{t['tasks_per_s']:>10} tasks/s over "
+            f"{t['seconds']:g} s; heartbeat handling p99 {t['heartbeat_handling_p99_ms']} ms; "
+            f"master CPU {t['master_cpu_percent']} %"
+        )
     for name, s in r["decisions"]["strategies"].items():
         lines.append(
             f"  {name:<12} burst p99 {s['burst']['p99_ms']} ms, arrival p99 "

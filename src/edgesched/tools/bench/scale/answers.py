@@ -1,0 +1,61 @@
+"""How a simulated agent answers the tasks the master assigns it (the scale benchmark's phase
+with tasks, :mod:`edgesched.tools.bench.scale.flow`): like the real agent's ``noop`` backend, at
+once, with the real protocol — a ``TaskDone`` for the assignment's attempt once the whole payload
+is there (inline with the assignment, protocol ≥ 1.1, or its last ``PayloadChunk``).
+
+No started report: the master does not need one (the real agent's is informative)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Protocol
+
+from edgesched.v1 import agent_pb2, common_pb2
+
+#: assignments whose payload is still coming, per agent: task id → (attempt, arrived)
+Pending = dict[str, tuple[int, float]]
+
+
+class Answering(Protocol):
+    pending: Pending
+    tasks_answered: int
+
+    async def send(self, call: Any, message: agent_pb2.AgentMessage) -> None: ...
+
+
+async def answer(agent: Answering, call: Any, message: agent_pb2.MasterMessage) -> bool:
+    """Handles an assignment or payload chunk; False for any other message (not ours)."""
+    kind = message.WhichOneof("kind")
+    if kind == "assignment":
+        a = message.assignment
+        if a.payload_inline or a.payload_size == 0:
+            await _done(agent, call, a.task_id, a.attempt, time.monotonic(), a.payload_size)
+        else:
+            agent.pending[a.task_id] = (a.attempt, time.monotonic())
+        return True
+    if kind == "chunk":
+        chunk = message.chunk
+        if chunk.last and chunk.task_id in agent.pending:
+            attempt, arrived = agent.pending.pop(chunk.task_id)
+            size = chunk.offset + len(chunk.data)
+            await _done(agent, call, chunk.task_id, attempt, arrived, size)
+        return True
+    if kind == "cancel":
+        agent.pending.pop(message.cancel.task_id, None)
+        return True
+    return False
+
+
+async def _done(
+    agent: Answering, call: Any, task_id: str, attempt: int, arrived: float, size: int
+) -> None:
+    total_ms = (time.monotonic() - arrived) * 1000
+    done = agent_pb2.TaskDone(
+        task_id=task_id,
+        attempt=attempt,
+        timings=common_pb2.BoardTimings(total_ms=total_ms),
+        backend="noop",
+        payload_bytes=size,
+    )
+    await agent.send(call, agent_pb2.AgentMessage(result=done))
+    agent.tasks_answered += 1
