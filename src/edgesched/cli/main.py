@@ -29,6 +29,9 @@ class Entry(NamedTuple):
     summary: str
     #: the extra it needs beyond the base install (what a board has), or None
     extra: str | None = None
+    #: its module imports the extra: without it a stand-in answers, even `--help` (a command
+    #: module of edgesched.cli imports only the base install, so its full --help shows anywhere)
+    imports_extra: bool = False
 
 
 COMMANDS = {
@@ -40,17 +43,20 @@ COMMANDS = {
         "edgesched.tools.bench.cli:bench_command",
         "Benchmarks: the simulator's makespan, and real runs of the master and agents.",
         "master",
+        imports_extra=True,
     ),
     "certs": Entry(
         "edgesched.certs:certs_command",
         "A private CA and TLS certificates for the master and the agents.",
         "master",
+        imports_extra=True,
     ),
     "chaos": Entry(
         "edgesched.tools.chaos.cli:chaos_command",
         "Kills masters and agents at random (seeded) under load, then grades the run by an "
         "independent ledger.",
         "master",
+        imports_extra=True,
     ),
     "client": Entry(
         "edgesched.cli.client:client",
@@ -104,7 +110,7 @@ class Commands(click.Group):
 
     A command that needs an extra checks for it when it runs (its ``--help`` still works) and
     otherwise says in one line which extra to install, exit status 2, instead of a traceback;
-    when the extra is missing its module (which may import the extra) is not imported at all.
+    a module that imports the extra itself is not imported at all while the extra is missing.
     """
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -113,8 +119,8 @@ class Commands(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self.commands and cmd_name in COMMANDS:
             entry = COMMANDS[cmd_name]
-            if entry.extra and extras.missing(entry.extra):
-                # a stand-in that only says what is missing
+            if entry.extra and entry.imports_extra and extras.missing(entry.extra):
+                # its module would fail to import: a stand-in that only says what is missing
                 stand_in = click.Command(
                     cmd_name,
                     help=entry.summary,
