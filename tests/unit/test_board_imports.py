@@ -35,6 +35,7 @@ BOARD_PACKAGES = (
     "edgesched.v1",
 )
 BOARD_MODULES = (
+    "edgesched.boards",
     "edgesched.config",
     "edgesched.errors",
     "edgesched.extras",
