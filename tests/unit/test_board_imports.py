@@ -193,7 +193,7 @@ def test_command_summaries_are_their_own() -> None:
     """`edgesched --help` lists every command by a copy of its summary: it stays true."""
     import click
 
-    from edgesched.cli.main import COMMANDS, main
+    from edgesched.cli.group import COMMANDS, main
 
     ctx = click.Context(main)
     for name, entry in COMMANDS.items():

@@ -1,5 +1,5 @@
-"""The ``edgesched`` command line: :mod:`edgesched.cli.main` holds the group and its table."""
+"""The ``edgesched`` command line: :mod:`edgesched.cli.group` holds the group and its table."""
 
-from edgesched.cli.main import main
+from edgesched.cli.group import main
 
 __all__ = ["main"]
