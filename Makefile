@@ -34,7 +34,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests
 
 # what runs on the boards is also checked for their Python 3.9 (DESIGN §10)
-AGENT_MODULES := src/edgesched/agent src/edgesched/inference src/edgesched/config.py \
+AGENT_MODULES := src/edgesched/agent src/edgesched/inference src/edgesched/cli/probe.py \
+	src/edgesched/boards.py src/edgesched/config.py \
 	src/edgesched/errors.py src/edgesched/extras.py src/edgesched/filenames.py src/edgesched/logs.py \
 	src/edgesched/clock.py src/edgesched/failpoints.py
 

@@ -8,7 +8,8 @@ import statistics
 
 import pytest
 
-from edgesched.agent.emulation import ALIASES, PROFILES, SlotMeter, get_profile
+from edgesched.agent.emulation import PROFILES, SlotMeter, get_profile
+from edgesched.boards import ALIASES
 from edgesched.errors import ConfigError, UnknownPluginError
 
 SAMPLES = 20_000

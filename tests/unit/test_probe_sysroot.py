@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from edgesched.agent.probe_cli import probe_command
 from edgesched.agent.probes import (
     PROBES,
     AscendProbe,
@@ -33,6 +32,7 @@ from edgesched.agent.probes import (
 )
 from edgesched.agent.probes import nvidia as nvidia_module
 from edgesched.agent.probes.env import ProbeTimeout
+from edgesched.cli.probe import probe_command
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "devices"
 MEMINFO = "MemTotal:        8000000 kB\nMemFree:         1000000 kB\nMemAvailable:    6000000 kB\n"

@@ -8,14 +8,8 @@ from typing import Optional
 from edgesched.agent.emulation import Profile
 from edgesched.agent.probes import GenericProbe, Probe, ProbeEnv
 from edgesched.agent.probes import detect as detect_probes
+from edgesched.boards import ALIASES, AUTO, CPU, DEVICE_TYPES, HARDWARE_SLOTS, PROBE_DEVICE
 from edgesched.errors import UnknownPluginError
-
-DEVICE_ALIASES = {"ATLAS_I": "atlas310", "RK3588": "rk3588", "ORIN": "orin"}
-DEVICE_TYPES = ("auto", "cpu", "atlas310", "rk3588", "orin", "nvidia")
-#: slots follow the hardware: an RK3588 runs one task per NPU core
-HARDWARE_SLOTS = {"rk3588": 3, "atlas310": 1, "orin": 1, "nvidia": 1, "cpu": 1}
-#: what --device-type auto becomes when that probe detects its board
-PROBE_DEVICE = {"ascend": "atlas310", "rknpu": "rk3588", "jetson": "orin", "nvidia": "nvidia"}
 
 
 def detect_device(
@@ -26,15 +20,15 @@ def detect_device(
 
     An emulated board reports no real accelerator figures: only the host's (the generic probe).
     """
-    requested = DEVICE_ALIASES.get(device_type, device_type)
+    requested = ALIASES.get(device_type, device_type)
     if requested not in DEVICE_TYPES:
-        raise UnknownPluginError("device type", device_type, [*DEVICE_TYPES, *DEVICE_ALIASES])
+        raise UnknownPluginError("device type", device_type, [*DEVICE_TYPES, *ALIASES])
     chain: list[Probe] = [GenericProbe(ProbeEnv())] if profile is not None else detect_probes()
     if profile is not None:
         return profile.name, chain
-    if requested == "auto":
+    if requested == AUTO:
         found = [p.name for p in chain]
-        return next((PROBE_DEVICE[n] for n in found if n in PROBE_DEVICE), "cpu"), chain
+        return next((PROBE_DEVICE[n] for n in found if n in PROBE_DEVICE), CPU), chain
     return requested, chain
 
 

@@ -12,6 +12,7 @@ import math
 import random
 from dataclasses import dataclass
 
+from edgesched.boards import ALIASES, ATLAS310, HARDWARE_SLOTS, MEDIAN_MS, ORIN, P95_MS, RK3588
 from edgesched.errors import UnknownPluginError
 
 
@@ -52,38 +53,36 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    "atlas310": Profile(
-        name="atlas310",
+    ATLAS310: Profile(
+        name=ATLAS310,
         description="Huawei Atlas 310 class (Atlas 200 DK), one Ascend 310 chip",
         sub_devices=(SubDeviceSpec("chip0", "npu", 1),),
-        median_ms=25.0,
-        p95_ms=50.0,
+        median_ms=MEDIAN_MS[ATLAS310],
+        p95_ms=P95_MS[ATLAS310],
         formats=("om", "onnx"),
         source="devices.md §7: Atlas 200 DK YOLOv5s ~20-50 ms; simulator median ~25, p95 ~50",
         idle_w=3.0,
         busy_w=8.0,  # Ascend 310: 8 W TDP
     ),
-    "rk3588": Profile(
-        name="rk3588",
+    RK3588: Profile(
+        name=RK3588,
         description="Rockchip RK3588, three NPU cores, one RKNNLite runtime per core",
-        sub_devices=(
-            SubDeviceSpec("npu0", "npu", 1),
-            SubDeviceSpec("npu1", "npu", 1),
-            SubDeviceSpec("npu2", "npu", 1),
+        sub_devices=tuple(
+            SubDeviceSpec(f"npu{core}", "npu", 1) for core in range(HARDWARE_SLOTS[RK3588])
         ),
-        median_ms=40.0,
-        p95_ms=60.0,
+        median_ms=MEDIAN_MS[RK3588],
+        p95_ms=P95_MS[RK3588],
         formats=("rknn", "onnx"),
         source="devices.md §7: Python RKNNLite.inference 40.9 ms mean (YOLOv5s INT8, one core)",
         idle_w=2.5,
         busy_w=7.0,  # RK3588 board with the NPU busy (unverified)
     ),
-    "orin": Profile(
-        name="orin",
+    ORIN: Profile(
+        name=ORIN,
         description="NVIDIA Jetson AGX Orin, GPU with TensorRT FP16",
         sub_devices=(SubDeviceSpec("gpu0", "gpu", 1),),
-        median_ms=5.0,
-        p95_ms=8.0,
+        median_ms=MEDIAN_MS[ORIN],
+        p95_ms=P95_MS[ORIN],
         formats=("engine", "onnx"),
         source="devices.md §7: AGX Orin YOLOv10n 4.1 ms e2e (trtutils), 6.9 ms (Ultralytics); "
         "simulator median ~5 ms",
@@ -91,9 +90,6 @@ PROFILES: dict[str, Profile] = {
         busy_w=40.0,  # AGX Orin module power modes 15-60 W (unverified)
     ),
 }
-
-#: The seed's device-type names.
-ALIASES = {"ATLAS_I": "atlas310", "RK3588": "rk3588", "ORIN": "orin"}
 
 
 def get_profile(name: str) -> Profile:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-#: published per-task medians (ms) of the board families (devices.md §7), used until measured
-PROFILE_MEDIAN_MS = {"atlas310": 25.0, "rk3588": 40.0, "orin": 5.0}
+from edgesched.boards import MEDIAN_MS
+
 DEFAULT_MS = 100.0
 ALPHA = 0.2  #: weight of a new observation in the moving average
 
@@ -24,7 +24,7 @@ class ServiceTimes:
         learnt = self._ewma.get((task_type, device_type))
         if learnt is not None:
             return learnt
-        return PROFILE_MEDIAN_MS.get(device_type, DEFAULT_MS) * time_scale
+        return MEDIAN_MS.get(device_type, DEFAULT_MS) * time_scale
 
     def measured(self, task_type: str, device_type: str) -> bool:
         return (task_type, device_type) in self._ewma

@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgesched.boards import SLOT_CAPS
 from edgesched.config import NATIVE_FORMATS
 
 
@@ -124,20 +125,14 @@ class Metrics:
     probe: str = ""
 
 
-#: the most slots a board of a known accelerator type can use: its NPU cores / chips / GPU, with
-#: room for two tasks in flight per unit (an RK3588 has 3 NPU cores; an Atlas 310 card up to 4
-#: chips; a Jetson one GPU, run by a few streams). Other types are bounded like a CPU.
-TYPE_SLOT_CAPS = {"rk3588": 6, "atlas310": 8, "orin": 8, "nvidia": 8}
-
-
 def bound_slots(
     claimed: int, device_type: str, *, cpu_count: int, cpu_slots_per_core: int, max_slots: int
 ) -> int:
     """The slots a registration may have: its claim, bounded by what its board's type can run
     (a CPU: ``cpu_slots_per_core`` per reported core), and by ``max_slots`` in any case."""
     cap = max(1, max_slots)
-    if device_type in TYPE_SLOT_CAPS:
-        cap = min(cap, TYPE_SLOT_CAPS[device_type])
+    if device_type in SLOT_CAPS:
+        cap = min(cap, SLOT_CAPS[device_type])
     elif cpu_count > 0:
         cap = min(cap, cpu_count * max(1, cpu_slots_per_core))
     return max(1, min(claimed, cap))

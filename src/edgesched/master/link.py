@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from edgesched.boards import CPU
 from edgesched.config import MODEL_FORMATS
 from edgesched.core.state import Device, Metrics, clean_fraction
 from edgesched.errors import JournalError
@@ -206,7 +207,7 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
             cpu_count = int(reg.static_info.get("generic.cpu_count", "0"))
         except ValueError:
             cpu_count = 0
-        slots = self.master.registry.slots(agent_id, claimed, reg.device_type or "cpu", cpu_count)
+        slots = self.master.registry.slots(agent_id, claimed, reg.device_type or CPU, cpu_count)
         info = {key: clip(value, MAX_INFO_TEXT) for key, value in reg.static_info.items()}
         if reg.emulated:
             info.setdefault("emulation_profile", reg.emulation_profile)
@@ -218,7 +219,7 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
                 formats[artefact.task_type] = artefact.format
         return Device(
             id=agent_id,
-            device_type=reg.device_type or "cpu",
+            device_type=reg.device_type or CPU,
             slots=slots,
             task_types=frozenset(caps.task_types),
             formats=formats,

@@ -13,9 +13,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from edgesched import boards
 from edgesched.agent.backends.base import BackendResult, HeldArtefact, timed_detection
 from edgesched.agent.backends.onnx import model_spec
 from edgesched.agent.backends.sessions import detector_for_session
+from edgesched.boards import ATLAS310, NVIDIA, ORIN, RK3588
 from edgesched.config import TaskTypeSettings
 from edgesched.errors import ConfigError, UnknownTaskTypeError
 from edgesched.inference.detectors import Detector
@@ -40,16 +42,16 @@ CUDA = "CUDAExecutionProvider"
 _ASCEND = (CANN, CPU)
 _NVIDIA = (TENSORRT, CUDA, CPU)
 PREFERENCES: dict[str, tuple[str, ...]] = {
-    "atlas310": _ASCEND,
-    "ascend": _ASCEND,
-    "orin": _NVIDIA,
+    ATLAS310: _ASCEND,
+    "ascend": _ASCEND,  # the probes' names for the same boards
+    ORIN: _NVIDIA,
     "jetson": _NVIDIA,
-    "nvidia": _NVIDIA,
-    "rk3588": (CPU,),
-    "cpu": (CPU,),
+    NVIDIA: _NVIDIA,
+    RK3588: (CPU,),
+    boards.CPU: (CPU,),
 }
 # The spellings the seed and the CLI accept for the same boards.
-_ALIASES = {"atlas_i": "atlas310"}
+_ALIASES = {"atlas_i": ATLAS310}
 
 
 def _board(device_type: str) -> str:
@@ -142,7 +144,7 @@ class OrtAcceleratedBackend:
         self,
         tasktypes: dict[str, TaskTypeSettings],
         threads: int = 1,
-        device_type: str = "cpu",
+        device_type: str = boards.CPU,
         cache_dir: str | Path = "workspace/slave/cache",
     ) -> None:
         self._tasktypes = {name: tt for name, tt in tasktypes.items() if tt.model}

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from edgesched.agent.backends.base import Backend
 from edgesched.agent.backends.composite import CompositeBackend
+from edgesched.boards import ATLAS310, CPU, NVIDIA, ORIN, RK3588
 from edgesched.config import Settings
 from edgesched.errors import UnknownPluginError
 
@@ -87,14 +88,14 @@ BACKENDS: dict[str, BackendFactory] = {
 
 #: what ``--backend auto`` runs on each kind of board, best first
 AUTO_BACKENDS = {
-    "rk3588": ("rknn", "onnx"),
-    "atlas310": ("ascend_om", "onnx_ep"),
-    "orin": ("onnx_ep",),
-    "nvidia": ("onnx_ep",),
+    RK3588: ("rknn", "onnx"),
+    ATLAS310: ("ascend_om", "onnx_ep"),
+    ORIN: ("onnx_ep",),
+    NVIDIA: ("onnx_ep",),
 }
 
 
-def make_backend(settings: Settings, device_type: str = "cpu") -> Backend:
+def make_backend(settings: Settings, device_type: str = CPU) -> Backend:
     """The backend(s) named by ``agent.backend``: a name, a comma-separated list, or auto."""
     spec = settings.agent.backend
     if spec == "auto":

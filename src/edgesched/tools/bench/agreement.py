@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from edgesched.agent.emulation import PROFILES
+from edgesched.boards import ATLAS310, ORIN, RK3588
 from edgesched.config import SchedulingSettings
 from edgesched.tools.bench.timing import Client
 from edgesched.tools.sim.model import Link, Scenario, SimDevice, SimTask
@@ -25,7 +26,7 @@ from edgesched.tools.testing.lifecycle import running_cluster
 from edgesched.tools.testing.process_cluster import LocalCluster
 
 AGREEMENT_TARGET = 0.10  #: |real - simulated| ÷ real
-BOARDS = ("atlas310", "orin", "rk3588", "rk3588")
+BOARDS = (ATLAS310, ORIN, RK3588, RK3588)
 LOOPBACK = Link(10_000.0, 10_000.0, rtt_ms=0.2)
 
 

@@ -30,6 +30,7 @@ import click
 import grpc
 import httpx
 
+from edgesched.boards import BOARD_FAMILIES, RK3588
 from edgesched.config import load_settings
 from edgesched.errors import EdgeschedError
 from edgesched.tools.bench.deadline import BenchError, Deadline
@@ -293,9 +294,9 @@ def _wait_done(
 @click.option(
     "--emulate",
     "profile",
-    default="rk3588",
+    default=RK3588,
     show_default=True,
-    type=click.Choice(["atlas310", "rk3588", "orin"]),
+    type=click.Choice(list(BOARD_FAMILIES)),
     help="the board both agents emulate (rk3588: 3 slots, so A holds 3 tasks)",
 )
 @click.option(

@@ -28,6 +28,7 @@ from typing import Any
 
 from edgesched.agent.emulation import PROFILES
 from edgesched.agent.pacing import SEED_RANGE_MBPS
+from edgesched.boards import ATLAS310, ORIN, RK3588
 from edgesched.config import SchedulingSettings
 from edgesched.core.strategies import STRATEGIES
 from edgesched.tools.sim.model import Link, Scenario, SimDevice, SimTask, lower_bound, sub_seed
@@ -42,10 +43,10 @@ DEFAULT_SEEDS = tuple(range(1, 11))
 
 LOW, HIGH = SEED_RANGE_MBPS
 CLUSTER = (
-    SimDevice("atlas310-1", PROFILES["atlas310"], Link(LOW, HIGH)),
-    SimDevice("orin-1", PROFILES["orin"], Link(LOW, HIGH)),
-    SimDevice("rk3588-1", PROFILES["rk3588"], Link(LOW, HIGH)),
-    SimDevice("rk3588-2", PROFILES["rk3588"], Link(LOW, HIGH)),
+    SimDevice("atlas310-1", PROFILES[ATLAS310], Link(LOW, HIGH)),
+    SimDevice("orin-1", PROFILES[ORIN], Link(LOW, HIGH)),
+    SimDevice("rk3588-1", PROFILES[RK3588], Link(LOW, HIGH)),
+    SimDevice("rk3588-2", PROFILES[RK3588], Link(LOW, HIGH)),
 )
 WORKLOADS = {
     "burst": "every task at t = 0",

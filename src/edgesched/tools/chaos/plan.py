@@ -6,7 +6,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-PROFILES = ("rk3588", "orin", "atlas310")
+from edgesched.boards import ATLAS310, ORIN, RK3588
+
+PROFILES = (RK3588, ORIN, ATLAS310)
 BAD_CUT_BYTES = 60  #: past the PNG header (the master's sniff passes), inside the pixel data
 KILL_WINDOW = (0.05, 0.85)  #: kills fire between these fractions of the run's progress
 

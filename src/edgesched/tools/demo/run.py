@@ -15,6 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from edgesched.boards import BOARD_FAMILIES
 from edgesched.client.files import list_pictures
 from edgesched.client.send import Sender, SendReport, TlsFiles, write_labels
 from edgesched.inference.labels import Detection
@@ -24,7 +25,7 @@ from edgesched.tools.demo.scoring import score
 from edgesched.tools.testing.process_cluster import LocalCluster
 from edgesched.v1 import common_pb2
 
-PROFILES = ("atlas310", "rk3588", "orin")
+PROFILES = BOARD_FAMILIES
 
 
 @dataclass

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgesched.boards import CPU, HARDWARE_SLOTS, MEDIAN_MS
 from edgesched.stats import percentile
 from edgesched.tools.bench.scale.figures import (
     BOARD,
@@ -111,7 +112,7 @@ def decision_latency(
         device = Device(
             id=f"{device_type}-{i:04d}{rng.getrandbits(16):04x}",
             device_type=device_type,
-            slots=3 if device_type == "rk3588" else 1,
+            slots=HARDWARE_SLOTS.get(device_type, 1),
             task_types=frozenset(TASK_TYPES),
             formats={t: native for t in TASK_TYPES},
             hostname=f"board-{i}",
@@ -119,7 +120,7 @@ def decision_latency(
         )
         core.register(device, [], [], now)
         core.heartbeat(device.id, _core_metrics(device_type, rng), now)
-    service_ms = {"rk3588": 40.0, "atlas310": 25.0, "orin": 5.0, "cpu": 300.0}
+    service_ms = {**MEDIAN_MS, CPU: 300.0}
     finishing: list[tuple[float, int, Assign]] = []
     next_beat = now + 2.0
     counter = 0

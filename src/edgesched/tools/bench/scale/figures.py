@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import math
 
+from edgesched.boards import ATLAS310, CPU, ORIN, RK3588
+
 #: the gates this scenario checks
 CPU_TARGET_PERCENT = 25.0  #: of one core, 1,000 agents at the default 2 s heartbeat
 DECISION_TARGET_MS = 1.0  #: p99 of one placement decision with 1,000 devices
 STRATEGY_NAMES = ("roundrobin", "load", "ect")
 #: board mix of the simulated fleet: (device type, share)
-FLEET_MIX = (("rk3588", 0.4), ("atlas310", 0.25), ("orin", 0.15), ("cpu", 0.2))
+FLEET_MIX = ((RK3588, 0.4), (ATLAS310, 0.25), (ORIN, 0.15), (CPU, 0.2))
 #: what a real agent on such a board reports: (native format, backend, probe)
 BOARD = {
-    "rk3588": ("rknn", "rknn", "rknpu"),
-    "atlas310": ("om", "ais_bench", "ascend"),
-    "orin": ("engine", "tensorrt", "jetson"),
-    "cpu": ("onnx", "onnx", "generic"),
+    RK3588: ("rknn", "rknn", "rknpu"),
+    ATLAS310: ("om", "ais_bench", "ascend"),
+    ORIN: ("engine", "tensorrt", "jetson"),
+    CPU: ("onnx", "onnx", "generic"),
 }
 TASK_TYPES = ("layout", "echo")
 #: gRPC's 5-byte message prefix + the 9-byte HTTP/2 DATA frame header, per message

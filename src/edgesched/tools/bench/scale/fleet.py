@@ -22,6 +22,7 @@ from typing import Any
 
 import grpc
 
+from edgesched.boards import HARDWARE_SLOTS, ORIN, RK3588
 from edgesched.tools.bench.scale.answers import Pending, answer
 from edgesched.tools.bench.scale.decisions import fleet_types
 from edgesched.tools.bench.scale.figures import BOARD, TASK_TYPES
@@ -94,7 +95,7 @@ class SimAgent:
         self.token = token
         self.rng = rng
         self.stats = stats
-        self.slots = 3 if device_type == "rk3588" else 1
+        self.slots = HARDWARE_SLOTS.get(device_type, 1)
         self.agent_id = ""
         self.credential = ""
         self.session = 0
@@ -132,12 +133,13 @@ class SimAgent:
 
     def register(self) -> agent_pb2.AgentMessage:
         native, backend, probe = BOARD[self.device_type]
-        if self.device_type == "rk3588":
-            subs = [agent_pb2.SubDevice(name=f"npu{i}", kind="npu", slots=1) for i in range(3)]
+        if self.device_type == RK3588:
+            cores = range(HARDWARE_SLOTS[RK3588])
+            subs = [agent_pb2.SubDevice(name=f"npu{i}", kind="npu", slots=1) for i in cores]
         elif native == "onnx":
             subs = [agent_pb2.SubDevice(name="cpu", kind="cpu", slots=1)]
         else:
-            kind = "gpu" if self.device_type == "orin" else "npu"
+            kind = "gpu" if self.device_type == ORIN else "npu"
             subs = [agent_pb2.SubDevice(name=f"{kind}0", kind=kind, slots=1)]
         artefacts = [
             agent_pb2.ModelArtefact(
