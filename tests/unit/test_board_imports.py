@@ -26,7 +26,13 @@ ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 #: the board's side of the package, every module of these packages included
-BOARD_PACKAGES = ("edgesched.agent", "edgesched.inference", "edgesched.client", "edgesched.v1")
+BOARD_PACKAGES = (
+    "edgesched.agent",
+    "edgesched.inference",
+    "edgesched.client",
+    "edgesched.v1",
+    "edgesched.wire",
+)
 BOARD_MODULES = (
     "edgesched.cli",
     "edgesched.config",
@@ -36,6 +42,7 @@ BOARD_MODULES = (
     "edgesched.logs",
     "edgesched.clock",
     "edgesched.failpoints",
+    "edgesched.kinds",
     "edgesched.stages",
     "edgesched.stats",  # the client's report computes its percentiles there
     "edgesched.master.token",  # `token show`, and the client's default API token
