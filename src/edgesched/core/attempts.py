@@ -41,7 +41,9 @@ class Attempts(CoreState):
         device = self.devices.get(task.device_id)
         if device is not None and device.state in (DeviceState.DEAD, DeviceState.LEFT):
             task.errors.append(
-                AttemptError(task.attempt, device.id, "device_lost", "device gone", now, False)
+                AttemptError(
+                    task.attempt, device.id, FailureKind.DEVICE_LOST, "device gone", now, False
+                )
             )
             # the journal's row is left as it is: read back again, it is re-queued the same way
             self._requeue(task, now)

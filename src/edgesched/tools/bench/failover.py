@@ -34,6 +34,7 @@ from edgesched.client.send import task_stub
 from edgesched.config import load_settings
 from edgesched.core.state import TaskState
 from edgesched.errors import EdgeschedError
+from edgesched.kinds import FailureKind
 from edgesched.tools.bench.deadline import BenchError, Deadline
 from edgesched.tools.bench.gateway import gateway, http, wait_devices
 from edgesched.tools.bench.output import emit, run_options
@@ -274,7 +275,7 @@ def _requeued_s(row: dict[str, Any], device_a: str, kill_wall_ms: float) -> floa
     lost = [
         e
         for e in row.get("errors") or []
-        if e.get("device_id") == device_a and e.get("kind") == "device_lost"
+        if e.get("device_id") == device_a and e.get("kind") == FailureKind.DEVICE_LOST
     ]
     if not lost:
         return None
