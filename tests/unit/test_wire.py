@@ -61,7 +61,8 @@ def test_agent_messages_round_trip_through_the_outbox_encoding() -> None:
 
 
 def test_the_enums_are_the_strings_the_journal_and_json_always_held() -> None:
-    assert FailureKind.BAD_INPUT == "bad_input" and f"{FailureKind.STALLED}" == "stalled"
+    kind: str = FailureKind.BAD_INPUT  # what a journal column or a JSON field receives
+    assert kind == "bad_input" and f"{FailureKind.STALLED}" == "stalled"
     assert json.dumps({"kind": FailureKind.DEADLINE, "state": TaskState.DEAD}) == (
         '{"kind": "deadline", "state": "dead"}'
     )
