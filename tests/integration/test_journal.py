@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from edgesched.errors import JournalError
+from edgesched.inference.labels import Detection
 from edgesched.journal import MemoryJournal, SQLiteJournal, TaskRow
+from edgesched.kinds import TaskState
 
 
 def row(task_id: str, key: str, submitted: int = 1) -> TaskRow:
@@ -168,3 +170,21 @@ async def test_a_failed_insert_alone_does_not_leave_the_journal_faulted(tmp_path
         await journal.insert(big)
     finally:
         await journal.close()
+
+
+async def test_detections_are_typed_in_and_out_and_stored_as_before(journal, tmp_path) -> None:
+    d = Detection(class_id=2, x1=1, y1=2, x2=30, y2=40, confidence=0.875, class_name="table")
+    await journal.insert(row("t1", "k1"))
+    journal.update("t1", {"state": TaskState.DONE, "detections": [d]})
+    await journal.flush()
+    stored = await journal.get("t1")
+    assert stored.detections == [d] and stored.state == "done"
+    if isinstance(journal, SQLiteJournal):  # the column holds the same JSON as before issue 15
+        (column,) = (
+            sqlite3.connect(tmp_path / "j.db")
+            .execute("SELECT detections FROM tasks WHERE id = 't1'")
+            .fetchone()
+        )
+        assert column == (
+            '[{"class_id":2,"class_name":"table","x1":1,"y1":2,"x2":30,"y2":40,"confidence":0.875}]'
+        )

@@ -33,6 +33,7 @@ BOARD_PACKAGES = (
     "edgesched.client",
     "edgesched.cli",
     "edgesched.v1",
+    "edgesched.wire",
 )
 BOARD_MODULES = (
     "edgesched.boards",
@@ -43,6 +44,7 @@ BOARD_MODULES = (
     "edgesched.logs",
     "edgesched.clock",
     "edgesched.failpoints",
+    "edgesched.kinds",
     "edgesched.stages",
     "edgesched.stats",  # the client's report computes its percentiles there
     "edgesched.master.token",  # `token show`, and the client's default API token

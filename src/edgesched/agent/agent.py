@@ -27,7 +27,7 @@ from edgesched.agent.registration import register_message
 from edgesched.agent.runner import Runner
 from edgesched.agent.session import Session
 from edgesched.config import Settings
-from edgesched.v1 import agent_pb2
+from edgesched.wire import link
 
 
 class Agent:
@@ -125,10 +125,10 @@ class Agent:
         await asyncio.to_thread(self.backend.warm)
         await self.session.keep_linked(stop)
 
-    def _send(self, message: agent_pb2.AgentMessage) -> None:
+    def _send(self, message: link.AgentMessage) -> None:
         self.session.send(message)
 
-    def _register(self, identity: Identity, session: int) -> agent_pb2.AgentMessage:
+    def _register(self, identity: Identity, session: int) -> link.AgentMessage:
         return register_message(
             self.settings.agent,
             identity,

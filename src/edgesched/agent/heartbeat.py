@@ -11,7 +11,7 @@ from typing import Optional
 from edgesched.agent.emulation import Profile, SlotMeter
 from edgesched.agent.link import SendQueue
 from edgesched.agent.probes import ProbeCollector
-from edgesched.v1 import agent_pb2
+from edgesched.wire import link
 
 
 class Heartbeats:
@@ -44,7 +44,7 @@ class Heartbeats:
         outbox: int,
         draining: bool,
         bandwidth_mbps: float,
-    ) -> agent_pb2.AgentMessage:
+    ) -> link.AgentMessage:
         """The next heartbeat: the probes' latest figures (never waiting on a slow probe)."""
         now = time.monotonic()
         sample, sources = self.probes.latest()
@@ -61,7 +61,8 @@ class Heartbeats:
         xpu_memory = -1.0
         if sample.xpu_mem_used_mb is not None and sample.xpu_mem_total_mb:
             xpu_memory = sample.xpu_mem_used_mb / sample.xpu_mem_total_mb
-        metrics = agent_pb2.DeviceMetrics(
+        return link.heartbeat(
+            seq=self.seq,
             cpu=sample.cpu or 0.0,
             memory=sample.memory or 0.0,
             xpu=xpu,
@@ -73,18 +74,12 @@ class Heartbeats:
             probe=f"emulated:{self.profile.name}"
             if self.profile
             else sources.get("xpu_util", sources.get("cpu", "generic")),
-        )
-        return agent_pb2.AgentMessage(
-            heartbeat=agent_pb2.Heartbeat(
-                seq=self.seq,
-                metrics=metrics,
-                free_slots=free_slots,
-                running_task_ids=running_task_ids,
-                agent_time_unix_ms=int(time.time() * 1000),
-                echo_seq=self._echo,
-                outbox=outbox,
-                draining=draining,
-            )
+            free_slots=free_slots,
+            running_task_ids=running_task_ids,
+            agent_time_unix_ms=int(time.time() * 1000),
+            echo_seq=self._echo,
+            outbox=outbox,
+            draining=draining,
         )
 
     def acked(self, seq: int, now: float) -> None:
@@ -96,7 +91,7 @@ class Heartbeats:
             self.latency_ms = rtt if self.latency_ms == 0 else 0.8 * self.latency_ms + 0.2 * rtt
 
     async def loop(
-        self, interval: float, send_q: SendQueue, build: Callable[[], agent_pb2.AgentMessage]
+        self, interval: float, send_q: SendQueue, build: Callable[[], link.AgentMessage]
     ) -> None:
         """Sends ``build()`` every ``interval`` (jittered down 5%) until cancelled."""
         while True:

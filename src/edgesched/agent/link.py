@@ -15,12 +15,13 @@ import grpc
 
 from edgesched.config import AgentSettings
 from edgesched.errors import TransportError
-from edgesched.v1 import agent_pb2
+from edgesched.v1 import agent_pb2_grpc
+from edgesched.wire import link as wire
 
-PROTOCOL = agent_pb2.ProtocolVersion(major=1, minor=1)  # 1.1: payloads inline
+PROTOCOL = wire.protocol(1, 1)  # 1.1: payloads inline
 
 #: what goes up the link; None half-closes it
-SendQueue = asyncio.Queue[Optional[agent_pb2.AgentMessage]]  # Optional: runs on Python 3.9
+SendQueue = asyncio.Queue[Optional[wire.AgentMessage]]  # Optional: runs on Python 3.9
 
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.keepalive_time_ms", 10_000),
@@ -83,7 +84,7 @@ def open_channel(a: AgentSettings, target: str) -> grpc.aio.Channel:
     return grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
 
 
-async def outgoing(send_q: SendQueue) -> AsyncIterator[agent_pb2.AgentMessage]:
+async def outgoing(send_q: SendQueue) -> AsyncIterator[wire.AgentMessage]:
     """The stream's outgoing half: what is queued, until a None half-closes it."""
     while True:
         message = await send_q.get()
@@ -96,3 +97,8 @@ def short(exc: BaseException) -> str:
     if isinstance(exc, grpc.aio.AioRpcError):
         return f"{exc.code().name}: {exc.details()}"
     return str(exc)
+
+
+def link_stub(channel: grpc.aio.Channel) -> agent_pb2_grpc.AgentLinkStub:
+    """The agent link's stub on ``channel`` (the real agent's and the simulated fleet's)."""
+    return agent_pb2_grpc.AgentLinkStub(channel)

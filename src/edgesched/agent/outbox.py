@@ -12,7 +12,7 @@ import logging
 import os
 from pathlib import Path
 
-from edgesched.v1 import agent_pb2
+from edgesched.wire import link
 
 log = logging.getLogger("edgesched.outbox")
 
@@ -39,15 +39,15 @@ class Outbox:
     def _files(self) -> list[Path]:
         return sorted(self.directory.glob("*.msg"), key=self._number)
 
-    def put(self, message: agent_pb2.AgentMessage) -> Path:
+    def put(self, message: link.AgentMessage) -> Path:
         self._seq += 1
-        kind = message.WhichOneof("kind") or "msg"
+        kind = link.kind_of(message) or "msg"
         inner = getattr(message, kind)
         name = f"{self._seq:012d}-{kind}-{getattr(inner, 'task_id', '')}.msg"
         path = self.directory / name
         tmp = path.with_suffix(".part")
         with open(tmp, "wb") as handle:
-            handle.write(message.SerializeToString())
+            handle.write(link.encode(message))
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -57,12 +57,11 @@ class Outbox:
             old.unlink(missing_ok=True)
         return path
 
-    def items(self) -> list[tuple[Path, agent_pb2.AgentMessage]]:
+    def items(self) -> list[tuple[Path, link.AgentMessage]]:
         out = []
         for path in self._files():
-            message = agent_pb2.AgentMessage()
             try:
-                message.ParseFromString(path.read_bytes())
+                message = link.decode_agent_message(path.read_bytes())
             except Exception:  # a torn or foreign file: it cannot be sent, drop it
                 log.warning("outbox: unreadable %s removed", path.name)
                 path.unlink(missing_ok=True)
@@ -71,7 +70,7 @@ class Outbox:
         return out
 
     def finished_task_ids(self) -> list[str]:
-        return sorted(m.result.task_id for _, m in self.items() if m.WhichOneof("kind") == "result")
+        return sorted(m.result.task_id for _, m in self.items() if link.kind_of(m) == "result")
 
     def remove(self, paths: list[Path]) -> None:
         for path in paths:

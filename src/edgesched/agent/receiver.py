@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from edgesched.v1 import agent_pb2
+from edgesched.wire import link
 
 #: payloads this large measure the link's bandwidth (smaller ones are mostly round trip); the
 #: master sends smaller ones inline with their assignment (edgesched.master.link.INLINE_BYTES)
@@ -17,7 +17,7 @@ MIN_MEASURED_BYTES = 64 * 1024
 class Inbound:
     """An assignment whose payload is on its way."""
 
-    assignment: agent_pb2.Assignment
+    assignment: link.Assignment
     parts: list[bytes] = field(default_factory=list)
     received: int = 0
     first_at: float = 0.0
@@ -28,7 +28,7 @@ class Inbound:
 class Received:
     """An assignment with its whole payload, and how long the payload took to come."""
 
-    assignment: agent_pb2.Assignment
+    assignment: link.Assignment
     payload: bytes
     receive_ms: float
     complete_at: float  #: monotonic time its last byte came
@@ -44,7 +44,7 @@ class Receiver:
         self.bandwidth_mbps = 0.0
         self._inbound: dict[tuple[str, int], Inbound] = {}
 
-    def assignment(self, a: agent_pb2.Assignment, now: float) -> Optional[Received]:  # noqa: UP045 - runs on Python 3.9
+    def assignment(self, a: link.Assignment, now: float) -> Optional[Received]:  # noqa: UP045 - runs on Python 3.9
         """The payload when it came inline; else None, and the chunks will follow."""
         inbound = Inbound(a, arrived_at=now)
         if a.payload_inline:  # the payload came with it: no chunk follows
@@ -53,7 +53,7 @@ class Receiver:
         self._inbound[(a.task_id, a.attempt)] = inbound
         return None
 
-    def chunk(self, chunk: agent_pb2.PayloadChunk, now: float) -> Optional[Received]:  # noqa: UP045 - runs on Python 3.9
+    def chunk(self, chunk: link.PayloadChunk, now: float) -> Optional[Received]:  # noqa: UP045 - runs on Python 3.9
         """The whole payload once its last chunk is here; None before (or for an unknown one)."""
         inbound = self._inbound.get((chunk.task_id, chunk.attempt))
         if inbound is None:

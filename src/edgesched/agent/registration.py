@@ -12,7 +12,7 @@ from edgesched.agent.identity import Identity
 from edgesched.agent.link import PROTOCOL
 from edgesched.agent.probes import ProbeCollector
 from edgesched.config import AgentSettings
-from edgesched.v1 import agent_pb2
+from edgesched.wire import link
 
 
 def register_message(
@@ -26,44 +26,30 @@ def register_message(
     running_task_ids: list[str],
     finished_task_ids: list[str],
     session: int,
-) -> agent_pb2.AgentMessage:
+) -> link.AgentMessage:
     """The Register message, the first on every link."""
     held = backend.artefacts()
-    caps = agent_pb2.Capabilities(
+    return link.register(
+        protocol=PROTOCOL,
+        join_token=a.token,
+        agent_id=identity.agent_id,
+        credential=identity.credential,
+        hostname=socket.gethostname(),
+        device_type=device_type,
+        emulated=profile is not None,
+        emulation_profile=profile.name if profile else "",
+        time_scale=a.time_scale,
         task_types=sorted({h.task_type for h in held}),
-        artefacts=[
-            agent_pb2.ModelArtefact(
-                task_type=h.task_type,
-                format=h.format,
-                target=h.target,
-                sha256=h.sha256,
-                backend=h.backend,
-            )
-            for h in held
-        ],
+        artefacts=held,
         model_formats=list(profile.formats if profile else backend.formats),
         sub_devices=sub_devices(device_type, profile, slots),
         slots=slots,
         backends=[backend.name],
-    )
-    return agent_pb2.AgentMessage(
-        register=agent_pb2.Register(
-            protocol=PROTOCOL,
-            join_token=a.token,
-            agent_id=identity.agent_id,
-            credential=identity.credential,
-            hostname=socket.gethostname(),
-            device_type=device_type,
-            emulated=profile is not None,
-            emulation_profile=profile.name if profile else "",
-            time_scale=a.time_scale,
-            capabilities=caps,
-            running_task_ids=running_task_ids,
-            finished_task_ids=finished_task_ids,
-            agent_version=__version__,
-            static_info=static_info(backend, probes, profile),
-            session=session,
-        )
+        running_task_ids=running_task_ids,
+        finished_task_ids=finished_task_ids,
+        agent_version=__version__,
+        static_info=static_info(backend, probes, profile),
+        session=session,
     )
 
 
@@ -71,14 +57,12 @@ def sub_devices(
     device_type: str,
     profile: Optional[Profile],  # noqa: UP045 - runs on Python 3.9
     slots: int,
-) -> list[agent_pb2.SubDevice]:
+) -> list[link.SubDevice]:
     """The board's NPU cores / GPU / chips, when its slots are the hardware's own."""
     known = profile or PROFILES.get(device_type)
     if known is not None and known.slots == slots:
-        return [
-            agent_pb2.SubDevice(name=s.name, kind=s.kind, slots=s.slots) for s in known.sub_devices
-        ]
-    return [agent_pb2.SubDevice(name="cpu", kind="cpu", slots=slots)]
+        return [link.SubDevice(name=s.name, kind=s.kind, slots=s.slots) for s in known.sub_devices]
+    return [link.SubDevice(name="cpu", kind="cpu", slots=slots)]
 
 
 def static_info(

@@ -17,7 +17,8 @@ from edgesched.agent.backends import Backend, BackendResult
 from edgesched.agent.emulation import Profile, SlotMeter
 from edgesched.agent.receiver import Received
 from edgesched.errors import BadInputError
-from edgesched.v1 import agent_pb2, common_pb2
+from edgesched.kinds import FailureKind
+from edgesched.wire import link
 
 log = logging.getLogger("edgesched.agent")
 
@@ -33,7 +34,7 @@ class Runner:
         self,
         backend: Backend,
         slots: int,
-        send: Callable[[agent_pb2.AgentMessage], None],
+        send: Callable[[link.AgentMessage], None],
         profile: Optional[Profile],  # noqa: UP045 - runs on Python 3.9
         rng: random.Random,
         time_scale: float,
@@ -71,7 +72,7 @@ class Runner:
         """The whole payload is here: check it, then run the task (or queue it for a slot)."""
         a, payload = received.assignment, received.payload
         if a.payload_sha256 and hashlib.sha256(payload).hexdigest() != a.payload_sha256:
-            self._fail(a, "transfer", "payload checksum mismatch", retryable=True)
+            self._fail(a, FailureKind.TRANSFER, "payload checksum mismatch", retryable=True)
             return
         old = self.running.pop(a.task_id, None)
         if old is not None:
@@ -80,13 +81,7 @@ class Runner:
             self._execute(a, payload, received.receive_ms, received.complete_at)
         )
         self.running[a.task_id] = (a.attempt, task)
-        self._send(
-            agent_pb2.AgentMessage(
-                started=agent_pb2.TaskStarted(
-                    task_id=a.task_id, attempt=a.attempt, receive_ms=received.receive_ms
-                )
-            )
-        )
+        self._send(link.task_started(a.task_id, a.attempt, received.receive_ms))
 
     def cancel(self, task_id: str, reason: str, report: bool = True) -> None:
         entry = self.running.pop(task_id, None)
@@ -98,31 +93,15 @@ class Runner:
         task.cancel()
         log.info("task %s attempt %d cancelled: %s", task_id, attempt, reason)
         if report:
-            self._send(
-                agent_pb2.AgentMessage(
-                    failure=agent_pb2.TaskFailed(
-                        task_id=task_id, attempt=attempt, kind="cancelled", message=reason
-                    )
-                )
-            )
+            self._send(link.task_failed(task_id, attempt, FailureKind.CANCELLED, reason))
 
     def _fail(
-        self, a: agent_pb2.Assignment, kind: str, message: str, retryable: bool = False
+        self, a: link.Assignment, kind: FailureKind, message: str, retryable: bool = False
     ) -> None:
-        self._send(
-            agent_pb2.AgentMessage(
-                failure=agent_pb2.TaskFailed(
-                    task_id=a.task_id,
-                    attempt=a.attempt,
-                    kind=kind,
-                    message=message,
-                    retryable=retryable,
-                )
-            )
-        )
+        self._send(link.task_failed(a.task_id, a.attempt, kind, message, retryable))
 
     async def _execute(
-        self, a: agent_pb2.Assignment, payload: bytes, receive_ms: float, arrived: float
+        self, a: link.Assignment, payload: bytes, receive_ms: float, arrived: float
     ) -> None:
         if self._slot_gate is None:
             self._slot_gate = asyncio.Semaphore(self.slots)
@@ -130,7 +109,7 @@ class Runner:
             await self._run_in_slot(a, payload, receive_ms, arrived)
 
     async def _run_in_slot(
-        self, a: agent_pb2.Assignment, payload: bytes, receive_ms: float, arrived: float
+        self, a: link.Assignment, payload: bytes, receive_ms: float, arrived: float
     ) -> None:
         loop = asyncio.get_running_loop()
         start = time.monotonic()
@@ -149,11 +128,11 @@ class Runner:
         except asyncio.CancelledError:
             raise
         except BadInputError as exc:
-            self._fail(a, "bad_input", str(exc))
+            self._fail(a, FailureKind.BAD_INPUT, str(exc))
             return
         except Exception as exc:
             log.exception("task %s failed in the backend", a.task_id)
-            self._fail(a, "backend", f"{type(exc).__name__}: {exc}", retryable=True)
+            self._fail(a, FailureKind.BACKEND, f"{type(exc).__name__}: {exc}", retryable=True)
             return
         finally:
             self.meter.stop(time.monotonic())
@@ -162,7 +141,7 @@ class Runner:
             if not self.running:
                 self._idle.set()
         end = time.monotonic()
-        timings = common_pb2.BoardTimings(
+        timings = dict(
             receive_ms=receive_ms,
             queue_ms=max(0.0, (start - arrived) * 1000),
             decode_ms=result.timings.get("decode_ms", 0.0),
@@ -175,32 +154,18 @@ class Runner:
 
     def _done(
         self,
-        a: agent_pb2.Assignment,
+        a: link.Assignment,
         result: BackendResult,
-        timings: common_pb2.BoardTimings,
+        timings: dict[str, float],
         payload_bytes: int,
-    ) -> agent_pb2.AgentMessage:
+    ) -> link.AgentMessage:
         """The result message: the backend's label and detections, the board's timings."""
-        detections = [
-            common_pb2.Detection(
-                class_id=d.class_id,
-                class_name=d.class_name,
-                x1=d.x1,
-                y1=d.y1,
-                x2=d.x2,
-                y2=d.y2,
-                confidence=d.confidence,
-            )
-            for d in result.detections
-        ]
-        return agent_pb2.AgentMessage(
-            result=agent_pb2.TaskDone(
-                task_id=a.task_id,
-                attempt=a.attempt,
-                label=result.label,
-                detections=detections,
-                timings=timings,
-                backend=self.backend.name,
-                payload_bytes=payload_bytes,
-            )
+        return link.task_done(
+            task_id=a.task_id,
+            attempt=a.attempt,
+            label=result.label,
+            detections=result.detections,
+            timings=timings,
+            backend=self.backend.name,
+            payload_bytes=payload_bytes,
         )

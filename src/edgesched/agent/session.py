@@ -20,6 +20,7 @@ from edgesched.agent.identity import Identity
 from edgesched.agent.link import (
     Refused,
     SendQueue,
+    link_stub,
     link_target,
     open_channel,
     outgoing,
@@ -31,7 +32,7 @@ from edgesched.agent.receiver import Receiver
 from edgesched.agent.runner import Runner
 from edgesched.config import AgentSettings
 from edgesched.errors import TransportError
-from edgesched.v1 import agent_pb2, agent_pb2_grpc
+from edgesched.wire import link as wire
 
 log = logging.getLogger("edgesched.agent")
 
@@ -39,7 +40,7 @@ BACKOFF_MIN_S = 0.2
 BACKOFF_MAX_S = 5.0
 
 #: builds the Register message for this identity and link number
-RegisterFn = Callable[[Identity, int], agent_pb2.AgentMessage]
+RegisterFn = Callable[[Identity, int], wire.AgentMessage]
 
 
 class Session:
@@ -76,7 +77,7 @@ class Session:
         self._unconfirmed: list[tuple[int, list[Path]]] = []
         #: results sent on this link and not yet covered by an acknowledged heartbeat: if the
         #: link turns out to be dead they go to the outbox instead of being lost
-        self._unacked: list[tuple[int, agent_pb2.AgentMessage]] = []
+        self._unacked: list[tuple[int, wire.AgentMessage]] = []
         self.draining = False
         #: draining to leave (SIGTERM): kept on a new link; an operator's drain is not (the
         #: master tells a rejoining agent again when an operator drained it)
@@ -121,7 +122,7 @@ class Session:
         target = await link_target(self.a)
         self.session_no += 1
         async with open_channel(self.a, target) as channel:
-            stub = agent_pb2_grpc.AgentLinkStub(channel)
+            stub = link_stub(channel)
             send_q: SendQueue = asyncio.Queue()
             self._send_q = send_q
             send_q.put_nowait(self._register(self.identity, self.session_no))
@@ -132,7 +133,7 @@ class Session:
             stopper = asyncio.ensure_future(stop.wait())
             try:
                 reader = call.__aiter__()  # not aiter(): agents run on Python 3.9
-                next_msg: asyncio.Future[agent_pb2.MasterMessage] | None = None
+                next_msg: asyncio.Future[wire.MasterMessage] | None = None
                 while True:
                     if stop.is_set() and drainer is None:
                         drainer = asyncio.create_task(self._drain(send_q))
@@ -152,7 +153,7 @@ class Session:
                         raise TransportError("the master closed the link") from None
                     finally:
                         next_msg = None
-                    kind = message.WhichOneof("kind")
+                    kind = wire.kind_of(message)
                     if self.pacer.active and kind in ("chunk", "assignment"):
                         # a slow uplink: the payload takes its time, and what follows waits
                         size = (
@@ -181,9 +182,7 @@ class Session:
                     if task is not None:
                         task.cancel()
 
-    def _on_registered(
-        self, reply: agent_pb2.RegisterReply, send_q: SendQueue
-    ) -> asyncio.Task[None]:
+    def _on_registered(self, reply: wire.RegisterReply, send_q: SendQueue) -> asyncio.Task[None]:
         if (reply.agent_id, reply.credential) != (self.identity.agent_id, self.identity.credential):
             self.identity = Identity(reply.agent_id, reply.credential)
             self.identity.save(self.a.data_dir)
@@ -206,15 +205,15 @@ class Session:
     async def _say_goodbye(
         self,
         send_q: SendQueue,
-        pending: asyncio.Future[agent_pb2.MasterMessage],
+        pending: asyncio.Future[wire.MasterMessage],
     ) -> None:
         """Goodbye, then half-close, then wait (briefly) for the master to end the stream."""
-        send_q.put_nowait(agent_pb2.AgentMessage(goodbye=agent_pb2.Goodbye(reason="stopping")))
+        send_q.put_nowait(wire.goodbye("stopping"))
         send_q.put_nowait(None)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(pending, 3.0)
 
-    def send(self, message: agent_pb2.AgentMessage) -> None:
+    def send(self, message: wire.AgentMessage) -> None:
         """Sends now, or keeps a result on disk for the next link if there is none."""
         keep = message.HasField("result") or message.HasField("failure")
         if self._send_q is not None and self.connected.is_set():
@@ -236,7 +235,7 @@ class Session:
         await asyncio.sleep(0.05)  # results just queued leave before the goodbye
         self._leave.set()
 
-    def _heartbeat(self) -> agent_pb2.AgentMessage:
+    def _heartbeat(self) -> wire.AgentMessage:
         return self.heartbeats.message(
             free_slots=self.runner.free_slots,
             running_task_ids=sorted(self.runner.running),
@@ -245,9 +244,9 @@ class Session:
             bandwidth_mbps=self.receiver.bandwidth_mbps,
         )
 
-    def _on_message(self, message: agent_pb2.MasterMessage) -> None:
+    def _on_message(self, message: wire.MasterMessage) -> None:
         """The master's other messages: acks, assignments and their chunks, cancels, drains."""
-        kind = message.WhichOneof("kind")
+        kind = wire.kind_of(message)
         now = time.monotonic()
         if kind == "heartbeat_ack":
             seq = message.heartbeat_ack.seq

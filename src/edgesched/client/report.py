@@ -10,8 +10,9 @@ from typing import Any
 import click
 
 from edgesched.client.send import SendReport
+from edgesched.kinds import TaskState
 from edgesched.stages import STAGES
-from edgesched.v1 import common_pb2
+from edgesched.wire import tasks
 
 #: up to this many tasks, the per-task stage table is printed without --per-task
 PER_TASK_ROWS = 20
@@ -105,5 +106,5 @@ def print_report(report: SendReport, console: Any = None, per_task: bool = False
     for outcome in report.outcomes:
         if outcome.refused:
             console.print(f"[red]refused[/red] {outcome.path.name}: {outcome.refused}")
-        elif outcome.result and outcome.result.state != common_pb2.TASK_STATE_DONE:
+        elif outcome.result and tasks.state_of(outcome.result) is not TaskState.DONE:
             console.print(f"[red]failed[/red] {outcome.path.name}: {outcome.result.error}")

@@ -19,9 +19,11 @@ from pathlib import Path
 import grpc
 
 from edgesched.filenames import stem
+from edgesched.kinds import TaskState
 from edgesched.stages import STAGES
 from edgesched.stats import percentile
-from edgesched.v1 import client_pb2, client_pb2_grpc, common_pb2
+from edgesched.v1 import client_pb2_grpc
+from edgesched.wire import tasks
 
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 WATCH_BATCH = 64
@@ -31,7 +33,7 @@ WATCH_BATCH = 64
 class Outcome:
     path: Path
     task_id: str = ""
-    result: common_pb2.TaskResult | None = None
+    result: tasks.TaskResult | None = None
     refused: str = ""  #: the master refused the submission (bad input, unknown type)
 
 
@@ -49,7 +51,7 @@ class SendReport:
     @property
     def done(self) -> int:
         return sum(
-            1 for o in self.outcomes if o.result and o.result.state == common_pb2.TASK_STATE_DONE
+            1 for o in self.outcomes if o.result and tasks.state_of(o.result) is TaskState.DONE
         )
 
     @property
@@ -65,7 +67,7 @@ class SendReport:
         return [
             o.result.timings.end_to_end_ms
             for o in self.outcomes
-            if o.result and o.result.state == common_pb2.TASK_STATE_DONE
+            if o.result and tasks.state_of(o.result) is TaskState.DONE
         ]
 
     def summary(self) -> dict[str, object]:
@@ -86,11 +88,11 @@ class SendReport:
             "tasks": [self.stages_of(o) for o in self.outcomes if o.result is not None],
         }
 
-    def done_results(self) -> list[common_pb2.TaskResult]:
+    def done_results(self) -> list[tasks.TaskResult]:
         return [
             o.result
             for o in self.outcomes
-            if o.result is not None and o.result.state == common_pb2.TASK_STATE_DONE
+            if o.result is not None and tasks.state_of(o.result) is TaskState.DONE
         ]
 
     def stage_summary(self) -> dict[str, dict[str, float]]:
@@ -115,10 +117,19 @@ class SendReport:
         return {
             "file": outcome.path.name,
             "task_id": r.task_id,
-            "state": common_pb2.TaskState.Name(r.state).removeprefix("TASK_STATE_").lower(),
+            "state": tasks.state_name(r),
             "device": r.device_id,
             **{stage: round(float(getattr(r.timings, f"{stage}_ms")), 3) for stage in STAGES},
         }
+
+
+#: the client API's stub (for annotations: ``task_stub`` makes one)
+TaskStub = client_pb2_grpc.TaskServiceStub
+
+
+def task_stub(channel: grpc.aio.Channel | grpc.Channel) -> TaskStub:
+    """The client API's stub on ``channel`` (the client's, the benchmarks' and the harness's)."""
+    return client_pb2_grpc.TaskServiceStub(channel)
 
 
 @dataclass(frozen=True)
@@ -184,7 +195,7 @@ class Sender:
             ("grpc.max_receive_message_length", 128 * 1024 * 1024),
         ]
         async with open_channel(self.target, options, self.tls) as channel:
-            stub = client_pb2_grpc.TaskServiceStub(channel)
+            stub = task_stub(channel)
             queue: asyncio.Queue[Outcome] = asyncio.Queue()
             for outcome in outcomes:
                 queue.put_nowait(outcome)
@@ -196,19 +207,17 @@ class Sender:
                 await self._watchers.pop()
         report = SendReport(outcomes, time.monotonic() - started, self.duplicates)
         for o in outcomes:
-            if o.result and o.result.state == common_pb2.TASK_STATE_DONE:
+            if o.result and tasks.state_of(o.result) is TaskState.DONE:
                 report.by_device[o.result.device_id] = (
                     report.by_device.get(o.result.device_id, 0) + 1
                 )
         return report
 
-    async def _submitter(
-        self, stub: client_pb2_grpc.TaskServiceStub, queue: asyncio.Queue[Outcome]
-    ) -> None:
+    async def _submitter(self, stub: TaskStub, queue: asyncio.Queue[Outcome]) -> None:
         while not queue.empty():
             outcome = queue.get_nowait()
             data = await asyncio.to_thread(outcome.path.read_bytes)
-            request = client_pb2.SubmitRequest(
+            request = tasks.submit_request(
                 client_id=self.client_id,
                 idempotency_key=idempotency_key(outcome.path, data),
                 task_type=self.task_type,
@@ -228,15 +237,15 @@ class Sender:
 
     async def _submit(
         self,
-        stub: client_pb2_grpc.TaskServiceStub,
-        request: client_pb2.SubmitRequest,
+        stub: TaskStub,
+        request: tasks.SubmitRequest,
         outcome: Outcome,
-    ) -> client_pb2.SubmitReply | None:
+    ) -> tasks.SubmitReply | None:
         """Submits, retrying while the master is unreachable (the key makes retries safe)."""
         delay = 0.2
         while True:
             try:
-                reply: client_pb2.SubmitReply = await stub.Submit(
+                reply: tasks.SubmitReply = await stub.Submit(
                     request, timeout=self._call_timeout(30.0), metadata=self.metadata
                 )
                 return reply
@@ -253,25 +262,23 @@ class Sender:
         """A call's deadline: never past the run's own (--timeout), at least a moment."""
         return max(0.1, min(most, self._deadline - time.monotonic()))
 
-    async def _flush_batches(self, stub: client_pb2_grpc.TaskServiceStub) -> None:
+    async def _flush_batches(self, stub: TaskStub) -> None:
         while True:
             await asyncio.sleep(0.2)
             self._start_watch(stub)
 
-    def _start_watch(self, stub: client_pb2_grpc.TaskServiceStub) -> None:
+    def _start_watch(self, stub: TaskStub) -> None:
         if self._batch:
             ids, self._batch = self._batch, []
             self._watchers.append(asyncio.create_task(self._watch(stub, ids)))
 
-    async def _watch(self, stub: client_pb2_grpc.TaskServiceStub, ids: list[str]) -> None:
+    async def _watch(self, stub: TaskStub, ids: list[str]) -> None:
         """Follows these tasks to their end; reconnects (with backoff) when the master restarts."""
         remaining = set(ids)
         delay = 0.2
         while remaining and time.monotonic() < self._deadline:
             try:
-                request = client_pb2.WatchRequest(
-                    client_id=self.client_id, task_ids=sorted(remaining)
-                )
+                request = tasks.watch_request(self.client_id, sorted(remaining))
                 # the stream ends at the run's deadline: a task that stays queued cannot keep
                 # the sender past --timeout
                 call = stub.WatchResults(
@@ -301,7 +308,7 @@ def write_labels(report: SendReport, out_dir: Path) -> int:
     count = 0
     for outcome in report.outcomes:
         result = outcome.result
-        if result is not None and result.state == common_pb2.TASK_STATE_DONE:
+        if result is not None and tasks.state_of(result) is TaskState.DONE:
             (out_dir / f"{stem(outcome.path.name)}.txt").write_text(result.label, encoding="utf-8")
             count += 1
     return count

@@ -10,6 +10,7 @@ from edgesched.core.commands import CancelAttempt, Command, Finished, Persist
 from edgesched.core.retry import COUNTED_KINDS, FATAL_KINDS, backoff_delay
 from edgesched.core.state import AttemptError, Device, DeviceState, Task, TaskState
 from edgesched.errors import ConflictError, NotFoundError
+from edgesched.kinds import FailureKind
 
 #: the deadline heap may hold this many ended attempts beyond twice the unfinished tasks
 DEADLINE_SLACK = 1024
@@ -40,7 +41,9 @@ class Attempts(CoreState):
         device = self.devices.get(task.device_id)
         if device is not None and device.state in (DeviceState.DEAD, DeviceState.LEFT):
             task.errors.append(
-                AttemptError(task.attempt, device.id, "device_lost", "device gone", now, False)
+                AttemptError(
+                    task.attempt, device.id, FailureKind.DEVICE_LOST, "device gone", now, False
+                )
             )
             # the journal's row is left as it is: read back again, it is re-queued the same way
             self._requeue(task, now)
@@ -197,7 +200,7 @@ class Attempts(CoreState):
     def reject(self, task: Task, now: float, reason: str) -> list[Command]:
         """A journaled task whose input the master refused (bad header, ...): dead at once."""
         self.tasks[task.id] = task
-        task.errors.append(AttemptError(0, "", "bad_input", reason, now, True))
+        task.errors.append(AttemptError(0, "", FailureKind.BAD_INPUT, reason, now, True))
         return self._finish(task, TaskState.DEAD, now, f"bad_input: {reason}")
 
     def retry(self, task: Task, now: float) -> list[Command]:
@@ -211,7 +214,7 @@ class Attempts(CoreState):
         return self._requeue(task, now)
 
     def _lose_attempts(
-        self, device: Device, now: float, why: str, kind: str = "device_lost"
+        self, device: Device, now: float, why: str, kind: str = FailureKind.DEVICE_LOST
     ) -> list[Command]:
         """The device's attempts are gone (dead device, or it came back without them)."""
         out: list[Command] = []
@@ -228,7 +231,7 @@ class Attempts(CoreState):
         device_id: str,
         now: float,
         why: str,
-        kind: str = "device_lost",
+        kind: str = FailureKind.DEVICE_LOST,
     ) -> list[Command]:
         task = self.tasks.get(task_id)
         if task is None or task.live.get(attempt) != device_id:
@@ -236,7 +239,7 @@ class Attempts(CoreState):
         del task.live[attempt]
         self._unwatch(device_id, task_id, attempt)
         task.errors.append(AttemptError(attempt, device_id, kind, why, now, False))
-        if kind == "stalled":
+        if kind == FailureKind.STALLED:
             task.avoid = device_id
         if task.live:
             return [Persist(task)]
@@ -269,7 +272,7 @@ class Attempts(CoreState):
         task.avoid = device_id  # the next attempt goes elsewhere if another device can run it
         limit = task.deadline_s or self.settings.task_deadline_s
         why = f"attempt {attempt} not finished within {limit:g} s"
-        task.errors.append(AttemptError(attempt, device_id, "deadline", why, now, False))
+        task.errors.append(AttemptError(attempt, device_id, FailureKind.DEADLINE, why, now, False))
         out: list[Command] = [CancelAttempt(task_id, device_id, attempt, "deadline missed")]
         if task.live:
             return [*out, Persist(task)]

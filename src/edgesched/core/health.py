@@ -8,6 +8,7 @@ import heapq
 from edgesched.core.commands import CancelAttempt, Command, Expired
 from edgesched.core.devices import Devices
 from edgesched.core.state import AttemptError, Device, DeviceState, TaskState
+from edgesched.kinds import FailureKind
 
 
 class Health(Devices):
@@ -64,7 +65,7 @@ class Health(Devices):
             CancelAttempt(task_id, device.id, attempt, "device stalled")
             for task_id, attempt in sorted(device.inflight)
         ]
-        return out + self._lose_attempts(device, now, why, kind="stalled")
+        return out + self._lose_attempts(device, now, why, kind=FailureKind.STALLED)
 
     def _expire_unplaceable(self, now: float) -> list[Command]:
         """A queued task no online device can run waits ``no_device_ttl_s``, then is dead."""

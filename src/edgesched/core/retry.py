@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import random
 
+from edgesched.kinds import FailureKind
+
 #: Failures of the task itself; they count against max_attempts. Everything else (device lost,
 #: link broken, the agent refusing because it is full or draining) is the infrastructure's.
-COUNTED_KINDS = frozenset({"bad_input", "backend"})
+COUNTED_KINDS = frozenset({FailureKind.BAD_INPUT, FailureKind.BACKEND})
 
 #: Failures that can never succeed elsewhere: the task is dead at once.
-FATAL_KINDS = frozenset({"bad_input"})
+FATAL_KINDS = frozenset({FailureKind.BAD_INPUT})
 
 
 def backoff_delay(failures: int, base_s: float, cap_s: float, rng: random.Random) -> float:

@@ -11,21 +11,9 @@ from typing import Any
 from edgesched.boards import SLOT_CAPS
 from edgesched.config import NATIVE_FORMATS
 
-
-class TaskState(str, enum.Enum):
-    QUEUED = "queued"
-    ASSIGNED = "assigned"
-    RUNNING = "running"
-    DONE = "done"
-    DEAD = "dead"
-    CANCELLED = "cancelled"
-
-    @property
-    def final(self) -> bool:
-        return self in FINAL_STATES
-
-
-FINAL_STATES = frozenset({TaskState.DONE, TaskState.DEAD, TaskState.CANCELLED})
+# defined with the failure kinds, where the boards read them too
+from edgesched.kinds import FINAL_STATES as FINAL_STATES
+from edgesched.kinds import TaskState as TaskState
 
 #: (from, to) pairs the core may take. DEAD → QUEUED is an operator's retry.
 LEGAL_TRANSITIONS: frozenset[tuple[TaskState, TaskState]] = frozenset(

@@ -8,8 +8,9 @@ pixels of the original image; the seed writes them as integers after rounding.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from edgesched.errors import BadInputError
 
@@ -27,6 +28,31 @@ class Detection:
     y2: int
     confidence: float
     class_name: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """As the journal's ``detections`` column and the REST API hold it (in this key order)."""
+        return {
+            "class_id": self.class_id,
+            "class_name": self.class_name,
+            "x1": self.x1,
+            "y1": self.y1,
+            "x2": self.x2,
+            "y2": self.y2,
+            "confidence": self.confidence,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Detection:
+        """The inverse of ``as_dict`` (raises KeyError/TypeError on a malformed entry)."""
+        return cls(
+            class_id=d["class_id"],
+            x1=d["x1"],
+            y1=d["y1"],
+            x2=d["x2"],
+            y2=d["y2"],
+            confidence=d["confidence"],
+            class_name=d.get("class_name", ""),
+        )
 
 
 def format_label(dets: Iterable[Detection]) -> str:

@@ -6,6 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
+from edgesched.inference.labels import Detection
+from edgesched.kinds import TaskState
+
 
 @dataclass
 class TaskRow:
@@ -19,7 +22,7 @@ class TaskRow:
     payload_path: str
     payload_size: int
     submitted_ms: int
-    state: str = "queued"
+    state: str = TaskState.QUEUED.value
     payload_sha256: str = ""
     attempt: int = 0
     failures: int = 0
@@ -28,7 +31,7 @@ class TaskRow:
     updated_ms: int = 0
     finished_ms: int = 0
     label: str = ""
-    detections: list[dict[str, Any]] = field(default_factory=list)
+    detections: list[Detection] = field(default_factory=list)
     timings: dict[str, Any] = field(default_factory=dict)
     errors: list[dict[str, Any]] = field(default_factory=list)
     error: str = ""
@@ -42,6 +45,20 @@ class TaskRow:
     @classmethod
     def columns(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+
+def json_value(name: str, value: Any) -> Any:
+    """A field's value as JSON holds it (the journal's JSON columns, the intake records)."""
+    if name == "detections":
+        return [d.as_dict() for d in value]
+    return value
+
+
+def from_json_value(name: str, value: Any) -> Any:
+    """The inverse of ``json_value``."""
+    if name == "detections":
+        return [Detection.from_dict(d) for d in value]
+    return value
 
 
 #: Fields that change after submission (what an update writes).

@@ -7,8 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 from edgesched.journal.base import TaskRow
+from edgesched.kinds import TaskState
 
-FINAL = ("done", "dead", "cancelled")
+FINAL = (TaskState.DONE.value, TaskState.DEAD.value, TaskState.CANCELLED.value)
 
 
 class MemoryJournal:
@@ -103,7 +104,7 @@ class MemoryJournal:
         rows = [
             copy.deepcopy(r)
             for r in self.rows.values()
-            if r.state == "done" and r.delivery == "pending"
+            if r.state == TaskState.DONE and r.delivery == "pending"
         ]
         return sorted(rows, key=lambda r: (r.finished_ms, r.id))
 

@@ -27,13 +27,14 @@ from typing import Any
 
 from edgesched import failpoints
 from edgesched.errors import DamagedJournalError, DiskFullError, JournalError
-from edgesched.journal.base import TaskRow
+from edgesched.journal.base import TaskRow, from_json_value, json_value
+from edgesched.kinds import TaskState
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 JSON_FIELDS = ("detections", "timings", "errors", "metadata")
-FINAL = ("done", "dead", "cancelled")
+FINAL = (TaskState.DONE.value, TaskState.DEAD.value, TaskState.CANCELLED.value)
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -106,14 +107,14 @@ def _noop(conn: sqlite3.Connection) -> None:
 def _encode(row: TaskRow) -> dict[str, Any]:
     values = {name: getattr(row, name) for name in TaskRow.columns()}
     for name in JSON_FIELDS:
-        values[name] = json.dumps(values[name], separators=(",", ":"))
+        values[name] = json.dumps(json_value(name, values[name]), separators=(",", ":"))
     return values
 
 
 def _decode(record: sqlite3.Row) -> TaskRow:
     values = dict(record)
     for name in JSON_FIELDS:
-        values[name] = json.loads(values[name])
+        values[name] = from_json_value(name, json.loads(values[name]))
     return TaskRow(**values)
 
 
@@ -475,7 +476,7 @@ class SQLiteJournal:
 
     def update(self, task_id: str, values: dict[str, Any]) -> None:
         encoded = {
-            k: json.dumps(v, separators=(",", ":")) if k in JSON_FIELDS else v
+            k: json.dumps(json_value(k, v), separators=(",", ":")) if k in JSON_FIELDS else v
             for k, v in values.items()
         }
         sql = f"UPDATE tasks SET {', '.join(f'{k} = ?' for k in encoded)} WHERE id = ?"

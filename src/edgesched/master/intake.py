@@ -8,14 +8,15 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from edgesched.core.state import TaskState
 from edgesched.errors import EdgeschedError, NotFoundError
 from edgesched.journal.base import TaskRow
 from edgesched.master.errmap import grpc_code
 from edgesched.master.master import Master
 from edgesched.master.peers import peer_host
 from edgesched.master.submission import Submission
-from edgesched.master.views import PB_STATE, result_pb
 from edgesched.v1 import client_pb2, client_pb2_grpc, common_pb2
+from edgesched.wire.tasks import submit_reply, task_result_pb
 
 log = logging.getLogger("edgesched.intake")
 
@@ -38,15 +39,6 @@ def _submission(request: client_pb2.SubmitRequest, context: grpc.aio.ServicerCon
     )
 
 
-def _reply(row: TaskRow, duplicate: bool) -> client_pb2.SubmitReply:
-    return client_pb2.SubmitReply(
-        task_id=row.id,
-        idempotency_key=row.idem_key,
-        duplicate=duplicate,
-        state=PB_STATE.get(row.state, common_pb2.TASK_STATE_UNSPECIFIED),
-    )
-
-
 class TaskServicer(client_pb2_grpc.TaskServiceServicer):
     """Speaks the native client API (``client.proto``): decodes submissions and queries, calls
     ``Master``, encodes the replies and result streams. Owns nothing but its streams' windows;
@@ -66,7 +58,7 @@ class TaskServicer(client_pb2_grpc.TaskServiceServicer):
         except EdgeschedError as exc:
             await self._abort(context, exc)
             raise  # unreachable: abort raises
-        return _reply(row, duplicate)
+        return submit_reply(row, duplicate)
 
     async def SubmitStream(
         self,
@@ -105,7 +97,7 @@ class TaskServicer(client_pb2_grpc.TaskServiceServicer):
                 error_code=grpc_code(exc).name,
                 error=str(exc),
             )
-        return _reply(row, duplicate)
+        return submit_reply(row, duplicate)
 
     async def WatchResults(
         self, request: client_pb2.WatchRequest, context: grpc.aio.ServicerContext
@@ -120,7 +112,7 @@ class TaskServicer(client_pb2_grpc.TaskServiceServicer):
                 # here on is reported on this stream
                 await context.send_initial_metadata(())
                 while True:
-                    yield result_pb(await queue.get())
+                    yield task_result_pb(await queue.get())
             hub.watch_tasks(list(pending), queue)
             for task_id in list(pending):
                 if task_id in self.master.rows:
@@ -129,14 +121,14 @@ class TaskServicer(client_pb2_grpc.TaskServiceServicer):
                 if row is None:
                     await self._abort(context, NotFoundError(f"no task {task_id}"))
                     return
-                if task_id in pending and row.state in ("done", "dead", "cancelled"):
+                if task_id in pending and TaskState(row.state).final:
                     pending.discard(task_id)
-                    yield result_pb(row)
+                    yield task_result_pb(row)
             while pending:
                 row = await queue.get()
                 if row.id in pending:
                     pending.discard(row.id)
-                    yield result_pb(row)
+                    yield task_result_pb(row)
         finally:
             hub.unwatch(queue)
 
@@ -144,7 +136,7 @@ class TaskServicer(client_pb2_grpc.TaskServiceServicer):
         self, request: client_pb2.GetTaskRequest, context: grpc.aio.ServicerContext
     ) -> common_pb2.TaskResult:
         try:
-            return result_pb(await self.master.get_task(request.task_id))
+            return task_result_pb(await self.master.get_task(request.task_id))
         except EdgeschedError as exc:
             await self._abort(context, exc)
             raise
@@ -154,7 +146,7 @@ class TaskServicer(client_pb2_grpc.TaskServiceServicer):
     ) -> common_pb2.TaskResult:
         try:
             reason = request.reason or "cancelled by the client"
-            return result_pb(await self.master.cancel(request.task_id, reason))
+            return task_result_pb(await self.master.cancel(request.task_id, reason))
         except EdgeschedError as exc:
             await self._abort(context, exc)
             raise

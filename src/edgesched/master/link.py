@@ -19,12 +19,14 @@ from edgesched.boards import CPU
 from edgesched.config import MODEL_FORMATS
 from edgesched.core.state import Device, Metrics, clean_fraction
 from edgesched.errors import JournalError
+from edgesched.kinds import FailureKind
 from edgesched.master.errmap import grpc_code, printable
 from edgesched.master.master import Master
 from edgesched.master.peers import peer_host
 from edgesched.master.registry import Refusal
 from edgesched.master.session import CHUNK_BYTES, AgentSession
 from edgesched.v1 import agent_pb2, agent_pb2_grpc
+from edgesched.wire.results import board_timings_from_pb, detection_from_pb
 
 log = logging.getLogger("edgesched.link")
 
@@ -239,7 +241,7 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
         session.cached = master.cached_payload
         session.inline_payloads = (reg.protocol.major, reg.protocol.minor) >= (1, 1)
         session.on_unreadable = lambda task_id, attempt, msg: master.task_failed(
-            agent_id, task_id, attempt, "bad_input", msg
+            agent_id, task_id, attempt, FailureKind.BAD_INPUT, msg
         )
         reconciled = master.agent_joined(
             device, session, list(reg.running_task_ids), list(reg.finished_task_ids)
@@ -282,25 +284,12 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
                 r = message.result
                 oversized = _oversized_result(r)
                 if oversized:  # not cut: a cut result would be a wrong one; it runs again
-                    master.task_failed(device_id, r.task_id, r.attempt, "backend", oversized)
+                    master.task_failed(
+                        device_id, r.task_id, r.attempt, FailureKind.BACKEND, oversized
+                    )
                     continue
-                detections = [
-                    {
-                        "class_id": d.class_id,
-                        "class_name": clip(d.class_name, MAX_NAME),
-                        "x1": d.x1,
-                        "y1": d.y1,
-                        "x2": d.x2,
-                        "y2": d.y2,
-                        "confidence": round(d.confidence, 6)
-                        if math.isfinite(d.confidence)
-                        else 0.0,
-                    }
-                    for d in r.detections
-                ]
-                board = {
-                    f.name: v for f, v in r.timings.ListFields() if 0.0 <= v <= MAX_REPORTED_MS
-                }
+                detections = [detection_from_pb(d, MAX_NAME) for d in r.detections]
+                board = board_timings_from_pb(r.timings, MAX_REPORTED_MS)
                 master.task_done(device_id, r.task_id, r.attempt, r.label, detections, board)
             elif kind == "failure":
                 f = message.failure

@@ -35,7 +35,9 @@ from edgesched.errors import (
     ConflictError,
     NotFoundError,
 )
+from edgesched.inference.labels import Detection
 from edgesched.journal.base import Journal, TaskRow
+from edgesched.kinds import FailureKind
 from edgesched.master.admission import Admission
 from edgesched.master.hub import ResultHub
 from edgesched.master.metrics import MasterMetrics
@@ -46,7 +48,7 @@ from edgesched.master.session import AgentSession
 from edgesched.master.storage import DiskGuard, remove_record
 from edgesched.master.submission import Submission
 from edgesched.master.token import TokenFile
-from edgesched.v1 import agent_pb2
+from edgesched.wire import link as wire
 
 log = logging.getLogger("edgesched.master")
 
@@ -211,7 +213,7 @@ class Master:
                     row.id,
                     command.attempt,
                     command.device_id,
-                    "rejected",
+                    FailureKind.REJECTED,
                     "no session",
                     self.clock.monotonic(),
                 )
@@ -277,7 +279,7 @@ class Master:
         task_id: str,
         attempt: int,
         label: str,
-        detections: list[dict[str, Any]],
+        detections: list[Detection],
         board: dict[str, float],
     ) -> bool:
         now = self.clock.monotonic()
@@ -382,11 +384,7 @@ class Master:
         )
         self.apply(commands)
         if device.operator_drained:  # drained while the agent was away: it reports it too
-            session.send_control(
-                agent_pb2.MasterMessage(
-                    drain=agent_pb2.Drain(drain=True, reason="drained by an operator")
-                )
-            )
+            session.send_control(wire.drain(True, "drained by an operator"))
         self.pump()
         return reconciliation(commands)
 
@@ -453,9 +451,7 @@ class Master:
         session = self.sessions.get(device_id)
         if session is not None:
             reason = "drained by an operator" if on else "undrained by an operator"
-            session.send_control(
-                agent_pb2.MasterMessage(drain=agent_pb2.Drain(drain=on, reason=reason))
-            )
+            session.send_control(wire.drain(on, reason))
         log.info("device %s %s", device_id, "draining" if on else "undrained")
         self.pump()
         return device

@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 
 from edgesched.clock import Clock
 from edgesched.core.core import Core
+from edgesched.core.state import TaskState
 from edgesched.stages import STAGES
 
 
@@ -87,8 +88,8 @@ class _LiveState(Collector):
         by_state: dict[str, int] = {}
         for task in core.tasks.values():
             by_state[task.state.value] = by_state.get(task.state.value, 0) + 1
-        for state in ("queued", "assigned", "running"):
-            tasks.add_metric([state], by_state.get(state, 0))
+        for state in (TaskState.QUEUED, TaskState.ASSIGNED, TaskState.RUNNING):
+            tasks.add_metric([state.value], by_state.get(state.value, 0))
         yield tasks
         yield GaugeMetricFamily(
             "edgesched_queue_depth", "Tasks waiting in the master's queue", core.queue_depth()
@@ -99,7 +100,7 @@ class _LiveState(Collector):
         yield GaugeMetricFamily(
             "edgesched_dead_tasks",
             "Tasks that ended dead since start",
-            master.finished_total.get("dead", 0),
+            master.finished_total.get(TaskState.DEAD.value, 0),
         )
         per_device = {
             "cpu": ("edgesched_device_cpu", "CPU utilisation (fraction)"),

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edgesched.config import Settings
+from edgesched.core.state import TaskState
 from edgesched.journal.base import TaskRow
 from edgesched.journal.sqlite import COMMITS, SQLiteJournal, integrity_problem, read_commit_record
 from edgesched.master.storage import INTAKE, read_record, records
@@ -99,7 +100,7 @@ def payload_matches(row: TaskRow) -> str:
 
 def queued_again(row: TaskRow) -> TaskRow:
     """The submitted task, queued as new: what it did before the loss is not known."""
-    row.state = "queued"
+    row.state = TaskState.QUEUED.value
     row.attempt = row.failures = 0
     row.device_id = row.device_type = ""
     row.finished_ms = 0

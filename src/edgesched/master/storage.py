@@ -22,7 +22,7 @@ import shutil
 from pathlib import Path
 
 from edgesched.errors import DiskFullError
-from edgesched.journal.base import TaskRow
+from edgesched.journal.base import TaskRow, from_json_value, json_value
 
 log = logging.getLogger("edgesched.storage")
 
@@ -130,7 +130,7 @@ def write_record(data_dir: Path, row: TaskRow, durable: bool, commit: int) -> Pa
     ``commit``: the journal transaction that holds its row (``Journal.sequence`` + 1)."""
     path = record_path(data_dir, row.id)
     # not dataclasses.asdict: its deep copy is most of a record's cost, on the writer's thread
-    values = {name: getattr(row, name) for name in COLUMNS}
+    values = {name: json_value(name, getattr(row, name)) for name in COLUMNS}
     values[COMMIT_KEY] = commit
     data = json.dumps(values, separators=(",", ":")).encode()
     try:
@@ -163,8 +163,8 @@ def read_record(path: Path) -> TaskRow | None:
     try:
         values = json.loads(path.read_text(encoding="utf-8"))
         names = set(TaskRow.columns())
-        return TaskRow(**{k: v for k, v in values.items() if k in names})
-    except (OSError, ValueError, TypeError):
+        return TaskRow(**{k: from_json_value(k, v) for k, v in values.items() if k in names})
+    except (OSError, ValueError, TypeError, KeyError):
         return None
 
 

@@ -1,5 +1,5 @@
-"""How tasks and devices are serialised: protobuf (wire), JSON (REST API), CSV (timings). Only
-serialisers: no state, no I/O."""
+"""How tasks and devices are serialised: JSON (REST API), CSV (timings); protobuf is
+``edgesched.wire``'s. Only serialisers: no state, no I/O."""
 
 from __future__ import annotations
 
@@ -11,62 +11,6 @@ from typing import Any
 from edgesched.core.state import Device, TaskState
 from edgesched.journal.base import TaskRow
 from edgesched.stages import STAGE_FIELDS
-from edgesched.v1 import common_pb2
-
-PB_STATE = {
-    TaskState.QUEUED.value: common_pb2.TASK_STATE_QUEUED,
-    TaskState.ASSIGNED.value: common_pb2.TASK_STATE_ASSIGNED,
-    TaskState.RUNNING.value: common_pb2.TASK_STATE_RUNNING,
-    TaskState.DONE.value: common_pb2.TASK_STATE_DONE,
-    TaskState.DEAD.value: common_pb2.TASK_STATE_DEAD,
-    TaskState.CANCELLED.value: common_pb2.TASK_STATE_CANCELLED,
-}
-
-BOARD_FIELDS = (
-    "receive_ms",
-    "queue_ms",
-    "decode_ms",
-    "inference_ms",
-    "postprocess_ms",
-    "paced_ms",
-    "total_ms",
-)
-
-
-def result_pb(row: TaskRow) -> common_pb2.TaskResult:
-    timings = row.timings or {}
-    board = timings.get("board") or {}
-    return common_pb2.TaskResult(
-        task_id=row.id,
-        idempotency_key=row.idem_key,
-        state=PB_STATE.get(row.state, common_pb2.TASK_STATE_UNSPECIFIED),
-        task_type=row.task_type,
-        filename=row.filename,
-        device_id=row.device_id,
-        device_type=row.device_type,
-        attempts=row.attempt,
-        label=row.label,
-        detections=[common_pb2.Detection(**d) for d in row.detections],
-        errors=[
-            common_pb2.AttemptError(
-                attempt=e.get("attempt", 0),
-                device_id=e.get("device_id", ""),
-                kind=e.get("kind", ""),
-                message=e.get("message", ""),
-                at_unix_ms=int(e.get("at_unix_ms", 0)),
-                counted=bool(e.get("counted", False)),
-            )
-            for e in row.errors
-        ],
-        timings=common_pb2.StageTimings(
-            **{k: float(timings.get(k, 0.0)) for k in STAGE_FIELDS},
-            board=common_pb2.BoardTimings(**{k: float(board.get(k, 0.0)) for k in BOARD_FIELDS}),
-        ),
-        error=row.error,
-        submitted_unix_ms=row.submitted_ms,
-        finished_unix_ms=row.finished_ms,
-        metadata=row.metadata,
-    )
 
 
 def task_json(row: TaskRow, note: str = "") -> dict[str, Any]:
@@ -86,7 +30,7 @@ def task_json(row: TaskRow, note: str = "") -> dict[str, Any]:
         "submitted_unix_ms": row.submitted_ms,
         "finished_unix_ms": row.finished_ms,
         "timings": row.timings,
-        "result": {"label": row.label, "detections": row.detections}
+        "result": {"label": row.label, "detections": [d.as_dict() for d in row.detections]}
         if row.state == TaskState.DONE.value
         else None,
         "errors": row.errors,

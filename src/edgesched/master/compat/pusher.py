@@ -26,6 +26,7 @@ from edgesched import failpoints
 from edgesched.errors import BadInputError
 from edgesched.filenames import stem
 from edgesched.journal.base import TaskRow
+from edgesched.kinds import FailureKind
 from edgesched.master.compat.intake import canonical_ip
 from edgesched.master.master import Master
 
@@ -177,7 +178,7 @@ class ResultPusher:
                 {
                     "attempt": row.attempt,
                     "device_id": "",
-                    "kind": "undeliverable",
+                    "kind": FailureKind.UNDELIVERABLE,
                     "message": reason[:500],
                     "at_unix_ms": now_ms,
                     "counted": False,

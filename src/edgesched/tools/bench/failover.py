@@ -31,8 +31,11 @@ import grpc
 import httpx
 
 from edgesched.boards import BOARD_FAMILIES, RK3588
+from edgesched.client.send import task_stub
 from edgesched.config import load_settings
+from edgesched.core.state import TaskState
 from edgesched.errors import EdgeschedError
+from edgesched.kinds import FailureKind
 from edgesched.tools.bench.deadline import BenchError, Deadline
 from edgesched.tools.bench.gateway import gateway, http, wait_devices
 from edgesched.tools.bench.output import emit, run_options
@@ -40,10 +43,10 @@ from edgesched.tools.bench.payloads import small_jpeg
 from edgesched.tools.bench.sampling import pid_of
 from edgesched.tools.testing.lifecycle import local_cluster, work_dir
 from edgesched.tools.testing.process_cluster import LocalCluster
-from edgesched.v1 import client_pb2, client_pb2_grpc
+from edgesched.wire import tasks
 
-RUNNING_STATES = ("assigned", "running")
-FINAL_STATES = ("done", "dead", "cancelled")
+RUNNING_STATES = (TaskState.ASSIGNED.value, TaskState.RUNNING.value)
+FINAL_STATES = (TaskState.DONE.value, TaskState.DEAD.value, TaskState.CANCELLED.value)
 
 
 def master_env(
@@ -103,10 +106,10 @@ def _submit(cluster: LocalCluster, count: int, deadline: Deadline) -> list[str]:
     metadata = (("authorization", f"Bearer {cluster.api_token}"),)
     ids = []
     with grpc.insecure_channel(cluster.grpc_target) as channel:
-        stub = client_pb2_grpc.TaskServiceStub(channel)
+        stub = task_stub(channel)
         for i in range(count):
             reply = stub.Submit(
-                client_pb2.SubmitRequest(
+                tasks.submit_request(
                     client_id=client_id,
                     idempotency_key=f"failover-{i}",
                     task_type="layout",
@@ -133,7 +136,9 @@ def _wait_on_a(
     while True:
         rows = {task_id: _task(api, task_id) for task_id in ids}
         on_a = {
-            t: r for t, r in rows.items() if r["device_id"] == device_a and r["state"] == "running"
+            t: r
+            for t, r in rows.items()
+            if r["device_id"] == device_a and r["state"] == TaskState.RUNNING
         }
         if len(on_a) >= want:
             return on_a
@@ -216,7 +221,7 @@ def run_failover(
                 if row["device_id"] == device_b and row["state"] in RUNNING_STATES:
                     info.setdefault("assigned_s", round(now, 3))
                     info["attempt_on_b"] = row["attempts"]
-                    if row["state"] == "running":
+                    if row["state"] == TaskState.RUNNING:
                         info["running_s"] = round(now, 3)
                         info["requeued_s"] = _requeued_s(row, device_a, kill_wall_ms)
                 elif row["state"] in FINAL_STATES:
@@ -271,7 +276,7 @@ def _requeued_s(row: dict[str, Any], device_a: str, kill_wall_ms: float) -> floa
     lost = [
         e
         for e in row.get("errors") or []
-        if e.get("device_id") == device_a and e.get("kind") == "device_lost"
+        if e.get("device_id") == device_a and e.get("kind") == FailureKind.DEVICE_LOST
     ]
     if not lost:
         return None
@@ -286,7 +291,9 @@ def _wait_done(
     while True:
         rows = [_task(api, t) for t in ids]
         if all(r["state"] in FINAL_STATES for r in rows) or time.monotonic() > until:
-            return sum(1 for r in rows if r["state"] == "done" and r["device_id"] == device_b)
+            return sum(
+                1 for r in rows if r["state"] == TaskState.DONE and r["device_id"] == device_b
+            )
         time.sleep(poll_s)
 
 

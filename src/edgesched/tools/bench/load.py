@@ -17,11 +17,10 @@ from typing import Any
 
 import grpc
 
+from edgesched.client.send import task_stub
+from edgesched.core.state import TaskState
 from edgesched.tools.bench.deadline import BenchError, Deadline
-from edgesched.v1 import client_pb2, client_pb2_grpc, common_pb2
-
-FINAL_STATES = ("done", "dead", "cancelled")
-
+from edgesched.wire import tasks
 
 GRPC_OPTIONS = [
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
@@ -90,7 +89,7 @@ class LoadClient:
         self._next = 0
         self._window = asyncio.Semaphore(self.window_size)
         self._pending: set[str] = set()
-        self._early: dict[str, common_pb2.TaskResult] = {}  #: ended before its reply was read
+        self._early: dict[str, tasks.TaskResult] = {}  #: ended before its reply was read
         self._probes: set[str] = set()
         self._probe_seen = asyncio.Event()
         self._progress = asyncio.Event()
@@ -108,10 +107,8 @@ class LoadClient:
 
     async def _run(self) -> None:
         async with grpc.aio.insecure_channel(self.target, options=GRPC_OPTIONS) as channel:
-            stub = client_pb2_grpc.TaskServiceStub(channel)
-            watch = stub.WatchResults(
-                client_pb2.WatchRequest(client_id=self.client_id), metadata=self.metadata
-            )
+            stub = task_stub(channel)
+            watch = stub.WatchResults(tasks.watch_request(self.client_id), metadata=self.metadata)
             reader = asyncio.create_task(self._read(watch))
             try:
                 await self._confirm_watch(stub, reader)
@@ -134,7 +131,7 @@ class LoadClient:
         async for result in watch:
             self._on_result(result)
 
-    def _on_result(self, result: common_pb2.TaskResult) -> None:
+    def _on_result(self, result: tasks.TaskResult) -> None:
         task_id = result.task_id
         if task_id in self._pending:
             self._pending.discard(task_id)
@@ -144,24 +141,24 @@ class LoadClient:
         else:
             self._early[task_id] = result
 
-    def _count(self, result: common_pb2.TaskResult) -> None:
-        if result.state == common_pb2.TASK_STATE_DONE:
+    def _count(self, result: tasks.TaskResult) -> None:
+        if tasks.state_of(result) is TaskState.DONE:
             self.stats.done += 1
             device = result.device_id
             self.stats.by_device[device] = self.stats.by_device.get(device, 0) + 1
         else:
             self.stats.failed += 1
             if not self.stats.first_failure:
-                state = common_pb2.TaskState.Name(result.state)
+                state = tasks.state_name(result)
                 self.stats.first_failure = f"{result.task_id} {state}: {result.error}"
         self._window.release()
         self._progress.set()
         if self.on_finished is not None:
             self.on_finished(self.stats.finished)
 
-    def _request(self, index: int, key: str) -> client_pb2.SubmitRequest:
+    def _request(self, index: int, key: str) -> tasks.SubmitRequest:
         filename, data = self.payload(index)
-        return client_pb2.SubmitRequest(
+        return tasks.submit_request(
             client_id=self.client_id,
             idempotency_key=key,
             task_type=self.task_type,
@@ -193,17 +190,14 @@ class LoadClient:
                 if self._probe_seen.is_set():
                     return
                 task = await stub.GetTask(
-                    client_pb2.GetTaskRequest(task_id=reply.task_id),
+                    tasks.get_request(reply.task_id),
                     metadata=self.metadata,
                     timeout=self.deadline.cap(30, "asking for a probe task"),
                 )
-                if task.state in (
-                    common_pb2.TASK_STATE_DONE,
-                    common_pb2.TASK_STATE_DEAD,
-                    common_pb2.TASK_STATE_CANCELLED,
-                ):
-                    if task.state != common_pb2.TASK_STATE_DONE:
-                        raise BenchError(f"the probe task ended {task.error or task.state}")
+                state = tasks.state_of(task)
+                if state is not None and state.final:
+                    if state is not TaskState.DONE:
+                        raise BenchError(f"the probe task ended {task.error or state.value}")
                     break  # it ended before the stream was registered: another probe
             else:
                 raise BenchError("no probe task finished within 120 s: is a device online?")
@@ -257,15 +251,12 @@ class LoadClient:
                 continue
             for task_id in sorted(self._pending)[:1000]:  # the stream missed it? ask
                 result = await stub.GetTask(
-                    client_pb2.GetTaskRequest(task_id=task_id),
+                    tasks.get_request(task_id),
                     metadata=self.metadata,
                     timeout=self.deadline.cap(30, "asking for stalled tasks"),
                 )
-                if result.state in (
-                    common_pb2.TASK_STATE_DONE,
-                    common_pb2.TASK_STATE_DEAD,
-                    common_pb2.TASK_STATE_CANCELLED,
-                ):
+                state = tasks.state_of(result)
+                if state is not None and state.final:
                     self._on_result(result)
             if self.stats.finished == seen:
                 raise BenchError(

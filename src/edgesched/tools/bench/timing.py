@@ -20,13 +20,19 @@ from typing import Any
 
 import grpc
 
+from edgesched.client.send import TaskStub, task_stub
 from edgesched.errors import TransportError
+from edgesched.kinds import TaskState
 from edgesched.stats import percentile
 from edgesched.tools.testing.process_cluster import LocalCluster
-from edgesched.v1 import client_pb2, client_pb2_grpc, common_pb2
+from edgesched.wire import tasks
 
-TERMINAL = {common_pb2.TASK_STATE_DONE, common_pb2.TASK_STATE_DEAD, common_pb2.TASK_STATE_CANCELLED}
 MAX_MESSAGE = 64 * 1024 * 1024
+
+
+def _final(result: tasks.TaskResult) -> bool:
+    state = tasks.state_of(result)
+    return state is not None and state.final
 
 
 class Client:
@@ -38,9 +44,9 @@ class Client:
         self.task_type = task_type
         self.client_id = f"bench-{uuid.uuid4().hex[:8]}"
         self._channel: grpc.aio.Channel | None = None
-        self._stub: client_pb2_grpc.TaskServiceStub | None = None
-        self._results: dict[str, common_pb2.TaskResult] = {}
-        self._waiters: dict[str, asyncio.Future[common_pb2.TaskResult]] = {}
+        self._stub: TaskStub | None = None
+        self._results: dict[str, tasks.TaskResult] = {}
+        self._waiters: dict[str, asyncio.Future[tasks.TaskResult]] = {}
         self._watch: asyncio.Task[None] | None = None
         self._arrived = asyncio.Event()
 
@@ -52,7 +58,7 @@ class Client:
         ]
         async with grpc.aio.insecure_channel(self.target, options=options) as channel:
             self._channel = channel
-            self._stub = client_pb2_grpc.TaskServiceStub(channel)
+            self._stub = task_stub(channel)
             ready = asyncio.Event()
             self._watch = asyncio.create_task(self._watch_results(ready))
             await asyncio.wait_for(ready.wait(), 10)
@@ -63,19 +69,17 @@ class Client:
                 await asyncio.gather(self._watch, return_exceptions=True)
 
     @property
-    def stub(self) -> client_pb2_grpc.TaskServiceStub:
+    def stub(self) -> TaskStub:
         if self._stub is None:
             raise TransportError("the client has no session")
         return self._stub
 
     async def _watch_results(self, ready: asyncio.Event) -> None:
-        call = self.stub.WatchResults(
-            client_pb2.WatchRequest(client_id=self.client_id), metadata=self.metadata
-        )
+        call = self.stub.WatchResults(tasks.watch_request(self.client_id), metadata=self.metadata)
         await call.wait_for_connection()
         ready.set()
         async for result in call:
-            if result.state not in TERMINAL:
+            if not _final(result):
                 continue
             self._results[result.task_id] = result
             waiter = self._waiters.pop(result.task_id, None)
@@ -83,8 +87,8 @@ class Client:
                 waiter.set_result(result)
             self._arrived.set()
 
-    def request(self, payload: bytes, key: str | None = None) -> client_pb2.SubmitRequest:
-        return client_pb2.SubmitRequest(
+    def request(self, payload: bytes, key: str | None = None) -> tasks.SubmitRequest:
+        return tasks.submit_request(
             client_id=self.client_id,
             idempotency_key=key or uuid.uuid4().hex,
             task_type=self.task_type,
@@ -100,7 +104,7 @@ class Client:
         ids: list[str] = []
         errors: list[str] = []
 
-        async def requests_iter() -> AsyncIterator[client_pb2.SubmitRequest]:
+        async def requests_iter() -> AsyncIterator[tasks.SubmitRequest]:
             for r in requests:
                 yield r
 
@@ -125,11 +129,11 @@ class Client:
             except TimeoutError:
                 continue
         ended = time.perf_counter()
-        states = [self._results[i].state for i in ids]
+        states = [tasks.state_of(self._results[i]) for i in ids]
         return {
             "tasks": len(payloads),
             "accepted": len(ids),
-            "done": sum(1 for s in states if s == common_pb2.TASK_STATE_DONE),
+            "done": sum(1 for s in states if s is TaskState.DONE),
             "errors": errors[:5],
             "seconds": round(ended - started, 4),
             "submit_seconds": round(submitted - started, 4),
@@ -145,7 +149,7 @@ class Client:
         for _ in range(count):
             request = self.request(payload)
             t0 = time.perf_counter()
-            waiter: asyncio.Future[common_pb2.TaskResult] = loop.create_future()
+            waiter: asyncio.Future[tasks.TaskResult] = loop.create_future()
             reply = await self.stub.Submit(request, metadata=self.metadata, timeout=10)
             if reply.task_id in self._results:
                 waiter.set_result(self._results[reply.task_id])

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from edgesched.core.state import TaskState
 from edgesched.tools.chaos.ledger import Ledger, Reception, result_file
 from edgesched.tools.chaos.notes import note
 from edgesched.tools.chaos.plan import Picture
@@ -20,7 +21,7 @@ def dead_pictures(http_url: str) -> set[str]:
     while True:
         response = httpx.get(
             f"{http_url}/api/v1/tasks",
-            params={"state": "dead", "limit": 1000, "offset": offset},
+            params={"state": TaskState.DEAD.value, "limit": 1000, "offset": offset},
             timeout=10,
         )
         response.raise_for_status()

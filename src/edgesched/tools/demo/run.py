@@ -19,11 +19,12 @@ from edgesched.boards import BOARD_FAMILIES
 from edgesched.client.files import list_pictures
 from edgesched.client.send import Sender, SendReport, TlsFiles, write_labels
 from edgesched.inference.labels import Detection
+from edgesched.kinds import TaskState
 from edgesched.stats import percentile
 from edgesched.tools.demo.pages import write_pages
 from edgesched.tools.demo.scoring import score
 from edgesched.tools.testing.process_cluster import LocalCluster
-from edgesched.v1 import common_pb2
+from edgesched.wire import tasks
 
 PROFILES = BOARD_FAMILIES
 
@@ -38,13 +39,6 @@ class DemoOptions:
     workspace: Path = Path("workspace")
     seed: int = 0
     tls: bool = False
-
-
-def _detections(result: common_pb2.TaskResult) -> list[Detection]:
-    return [
-        Detection(d.class_id, d.x1, d.y1, d.x2, d.y2, d.confidence, d.class_name)
-        for d in result.detections
-    ]
 
 
 def run_demo(options: DemoOptions) -> int:
@@ -116,8 +110,8 @@ def _summary(
 ) -> dict[str, Any]:
     found: dict[str, list[Detection]] = {}
     for outcome in report.outcomes:
-        if outcome.result and outcome.result.state == common_pb2.TASK_STATE_DONE:
-            found[outcome.path.name] = _detections(outcome.result)
+        if outcome.result and tasks.state_of(outcome.result) is TaskState.DONE:
+            found[outcome.path.name] = tasks.detections_of(outcome.result)
     latencies = sorted(report.latencies_ms())
     per_device = {}
     for device_id, count in sorted(report.by_device.items()):

@@ -34,6 +34,7 @@ from edgesched.core.commands import Assign, CancelAttempt, Command, Expired, Fin
 from edgesched.core.core import Core
 from edgesched.core.state import Device, Metrics, Task, TaskState
 from edgesched.core.strategies import make_strategy
+from edgesched.kinds import FailureKind
 from edgesched.tools.sim.model import (
     Scenario,
     SimDevice,
@@ -231,7 +232,9 @@ class Simulation:
             board.running -= 1
             self._next(board)
         # the agent answers a cancel with a failure report; only that frees the slot in the core
-        self._at(self.now + 2 * board.one_way_s, lambda: self._failed(board, key, "cancelled"))
+        self._at(
+            self.now + 2 * board.one_way_s, lambda: self._failed(board, key, FailureKind.CANCELLED)
+        )
 
     # ---- the agents --------------------------------------------------------------------
 

@@ -13,9 +13,10 @@ import grpc
 import httpx
 
 from edgesched.agent.agent import Agent
+from edgesched.client.send import TaskStub, task_stub
 from edgesched.config import Settings
 from edgesched.master.server import MasterServer
-from edgesched.v1 import client_pb2, client_pb2_grpc, common_pb2
+from edgesched.wire import tasks
 
 
 def master_settings(tmp: Path, **scheduling: Any) -> Settings:
@@ -55,9 +56,9 @@ class InProcessCluster:
         return self.server.master
 
     @property
-    def stub(self) -> client_pb2_grpc.TaskServiceStub:
+    def stub(self) -> TaskStub:
         assert self.channel is not None
-        return client_pb2_grpc.TaskServiceStub(self.channel)
+        return task_stub(self.channel)
 
     @property
     def auth(self) -> tuple[tuple[str, str], ...]:
@@ -106,26 +107,22 @@ class InProcessCluster:
 
     async def submit(
         self, key: str, payload: bytes, task_type: str = "layout", client_id: str = "test"
-    ) -> client_pb2.SubmitReply:
-        request = client_pb2.SubmitRequest(
+    ) -> tasks.SubmitReply:
+        request = tasks.submit_request(
             client_id=client_id,
             idempotency_key=key,
             task_type=task_type,
             filename=f"{key}.png",
             payload=payload,
         )
-        reply: client_pb2.SubmitReply = await self.stub.Submit(
-            request, timeout=10, metadata=self.auth
-        )
+        reply: tasks.SubmitReply = await self.stub.Submit(request, timeout=10, metadata=self.auth)
         return reply
 
-    async def wait(
-        self, task_ids: list[str], limit_s: float = 30
-    ) -> dict[str, common_pb2.TaskResult]:
-        results: dict[str, common_pb2.TaskResult] = {}
+    async def wait(self, task_ids: list[str], limit_s: float = 30) -> dict[str, tasks.TaskResult]:
+        results: dict[str, tasks.TaskResult] = {}
 
         async def collect() -> None:
-            request = client_pb2.WatchRequest(task_ids=task_ids)
+            request = tasks.watch_request(task_ids=task_ids)
             async for result in self.stub.WatchResults(request, metadata=self.auth):
                 results[result.task_id] = result
 

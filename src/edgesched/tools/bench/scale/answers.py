@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol
 
-from edgesched.v1 import agent_pb2, common_pb2
+from edgesched.wire import link as wire
 
 #: assignments whose payload is still coming, per agent: task id → (attempt, arrived)
 Pending = dict[str, tuple[int, float]]
@@ -20,12 +20,12 @@ class Answering(Protocol):
     pending: Pending
     tasks_answered: int
 
-    async def send(self, call: Any, message: agent_pb2.AgentMessage) -> None: ...
+    async def send(self, call: Any, message: wire.AgentMessage) -> None: ...
 
 
-async def answer(agent: Answering, call: Any, message: agent_pb2.MasterMessage) -> bool:
+async def answer(agent: Answering, call: Any, message: wire.MasterMessage) -> bool:
     """Handles an assignment or payload chunk; False for any other message (not ours)."""
-    kind = message.WhichOneof("kind")
+    kind = wire.kind_of(message)
     if kind == "assignment":
         a = message.assignment
         if a.payload_inline or a.payload_size == 0:
@@ -50,12 +50,14 @@ async def _done(
     agent: Answering, call: Any, task_id: str, attempt: int, arrived: float, size: int
 ) -> None:
     total_ms = (time.monotonic() - arrived) * 1000
-    done = agent_pb2.TaskDone(
+    done = wire.task_done(
         task_id=task_id,
         attempt=attempt,
-        timings=common_pb2.BoardTimings(total_ms=total_ms),
+        label="",
+        detections=(),
+        timings={"total_ms": total_ms},
         backend="noop",
         payload_bytes=size,
     )
-    await agent.send(call, agent_pb2.AgentMessage(result=done))
+    await agent.send(call, done)
     agent.tasks_answered += 1

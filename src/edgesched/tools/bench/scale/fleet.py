@@ -22,11 +22,12 @@ from typing import Any
 
 import grpc
 
+from edgesched.agent.link import link_stub
 from edgesched.boards import HARDWARE_SLOTS, ORIN, RK3588
 from edgesched.tools.bench.scale.answers import Pending, answer
 from edgesched.tools.bench.scale.decisions import fleet_types
 from edgesched.tools.bench.scale.figures import BOARD, TASK_TYPES
-from edgesched.v1 import agent_pb2, agent_pb2_grpc
+from edgesched.wire import link as wire
 
 # ---- the simulated agents (worker processes) -----------------------------------------------
 
@@ -86,7 +87,7 @@ class SimAgent:
         token: str,
         rng: random.Random,
         stats: WorkerStats,
-        protocol: agent_pb2.ProtocolVersion,
+        protocol: wire.ProtocolVersion,
     ) -> None:
         self.protocol = protocol  #: the real agent's
         self.index = index
@@ -127,22 +128,22 @@ class SimAgent:
     def tasks_answered(self, value: int) -> None:
         self.stats.tasks_answered = value
 
-    async def send(self, call: Any, message: agent_pb2.AgentMessage) -> None:
+    async def send(self, call: Any, message: wire.AgentMessage) -> None:
         async with self.write_lock:
             await call.write(message)
 
-    def register(self) -> agent_pb2.AgentMessage:
+    def register(self) -> wire.AgentMessage:
         native, backend, probe = BOARD[self.device_type]
         if self.device_type == RK3588:
             cores = range(HARDWARE_SLOTS[RK3588])
-            subs = [agent_pb2.SubDevice(name=f"npu{i}", kind="npu", slots=1) for i in cores]
+            subs = [wire.SubDevice(name=f"npu{i}", kind="npu", slots=1) for i in cores]
         elif native == "onnx":
-            subs = [agent_pb2.SubDevice(name="cpu", kind="cpu", slots=1)]
+            subs = [wire.SubDevice(name="cpu", kind="cpu", slots=1)]
         else:
             kind = "gpu" if self.device_type == ORIN else "npu"
-            subs = [agent_pb2.SubDevice(name=f"{kind}0", kind=kind, slots=1)]
+            subs = [wire.SubDevice(name=f"{kind}0", kind=kind, slots=1)]
         artefacts = [
-            agent_pb2.ModelArtefact(
+            wire.Artefact(
                 task_type=t,
                 format=native,
                 target=self.device_type,
@@ -151,30 +152,25 @@ class SimAgent:
             )
             for t in TASK_TYPES
         ]
-        caps = agent_pb2.Capabilities(
+        return wire.register(
+            protocol=self.protocol,
+            join_token=self.token,
+            agent_id=self.agent_id,
+            credential=self.credential,
+            hostname=f"sim-{self.worker}-{self.index:04d}",
+            device_type=self.device_type,
             task_types=list(TASK_TYPES),
+            artefacts=artefacts,
             model_formats=[native, "onnx"] if native != "onnx" else ["onnx"],
             sub_devices=subs,
             slots=self.slots,
-            artefacts=artefacts,
             backends=[backend],
-        )
-        return agent_pb2.AgentMessage(
-            register=agent_pb2.Register(
-                protocol=self.protocol,
-                join_token=self.token,
-                agent_id=self.agent_id,
-                credential=self.credential,
-                hostname=f"sim-{self.worker}-{self.index:04d}",
-                device_type=self.device_type,
-                capabilities=caps,
-                agent_version="bench-scale",
-                static_info={"backend": backend, "probes": f"{probe},generic"},
-                session=self.session,
-            )
+            agent_version="bench-scale",
+            static_info={"backend": backend, "probes": f"{probe},generic"},
+            session=self.session,
         )
 
-    def heartbeat(self) -> agent_pb2.AgentMessage:
+    def heartbeat(self) -> wire.AgentMessage:
         rng = self.rng
         self.cpu = min(1.0, max(0.0, self.cpu + rng.gauss(0.0, 0.03)))
         self.memory = min(1.0, max(0.0, self.memory + rng.gauss(0.0, 0.005)))
@@ -186,30 +182,26 @@ class SimAgent:
         for old in [s for s in self.sent if s < self.seq - 16]:
             del self.sent[old]
         has_xpu = self.xpu >= 0
-        return agent_pb2.AgentMessage(
-            heartbeat=agent_pb2.Heartbeat(
-                seq=self.seq,
-                metrics=agent_pb2.DeviceMetrics(
-                    cpu=self.cpu,
-                    memory=self.memory,
-                    xpu=self.xpu,
-                    xpu_memory=0.25 + 0.5 * self.xpu if has_xpu else -1.0,
-                    temperature_c=self.temperature,
-                    power_w=3.0 + 5.0 * self.xpu if has_xpu else math.nan,
-                    bandwidth_mbps=0.0,  # measured on payloads only: none in this scenario
-                    latency_ms=self.latency_ms,
-                    probe=BOARD[self.device_type][2],
-                ),
-                free_slots=self.slots,
-                agent_time_unix_ms=int(time.time() * 1000),
-                echo_seq=self.echo,
-            )
+        return wire.heartbeat(
+            seq=self.seq,
+            cpu=self.cpu,
+            memory=self.memory,
+            xpu=self.xpu,
+            xpu_memory=0.25 + 0.5 * self.xpu if has_xpu else -1.0,
+            temperature_c=self.temperature,
+            power_w=3.0 + 5.0 * self.xpu if has_xpu else math.nan,
+            bandwidth_mbps=0.0,  # measured on payloads only: none in this scenario
+            latency_ms=self.latency_ms,
+            probe=BOARD[self.device_type][2],
+            free_slots=self.slots,
+            agent_time_unix_ms=int(time.time() * 1000),
+            echo_seq=self.echo,
         )
 
     async def run(self, channel: grpc.aio.Channel, gate: asyncio.Semaphore) -> None:
         """Keeps the link; when it breaks, rejoins with the credential after a capped, jittered
         backoff, like the real agent."""
-        stub = agent_pb2_grpc.AgentLinkStub(channel)
+        stub = link_stub(channel)
         delay = 0.2
         while not self.stopping:
             try:
@@ -224,7 +216,7 @@ class SimAgent:
             await asyncio.sleep(self.rng.uniform(delay / 2, delay))
             delay = min(5.0, delay * 2)
 
-    async def _link(self, stub: agent_pb2_grpc.AgentLinkStub, gate: asyncio.Semaphore) -> None:
+    async def _link(self, stub: Any, gate: asyncio.Semaphore) -> None:
         self.session += 1
         call = stub.Connect()
         self.call = call
@@ -236,7 +228,7 @@ class SimAgent:
                 first = await asyncio.wait_for(call.read(), 15.0)
             if first is grpc.aio.EOF:
                 raise ConnectionError("the master closed the link before registering")
-            if first.WhichOneof("kind") == "refused":
+            if wire.kind_of(first) == "refused":
                 raise _Refused(f"{first.refused.code}: {first.refused.message}")
             reply = first.registered
             self.stats.reply_bytes = first.ByteSize()
@@ -280,7 +272,7 @@ class SimAgent:
             message = await call.read()
             if message is grpc.aio.EOF:
                 return
-            if message.WhichOneof("kind") != "heartbeat_ack":
+            if wire.kind_of(message) != "heartbeat_ack":
                 if not await answer(self, call, message):  # a task: answered at once
                     self.stats.other_in += 1
                 continue
@@ -309,7 +301,7 @@ class SimAgent:
                 await self.beater
         call = self.call
         if call is not None:
-            goodbye = agent_pb2.AgentMessage(goodbye=agent_pb2.Goodbye(reason="bench over"))
+            goodbye = wire.goodbye("bench over")
             await call.write(goodbye)
             await call.done_writing()
 
