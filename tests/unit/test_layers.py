@@ -199,6 +199,7 @@ AGENT_SIDE = (
     "edgesched.agent",
     "edgesched.inference",
     "edgesched.wire",
+    "edgesched.kinds",
     "edgesched.client",
     "edgesched.boards",
     "edgesched.config",
