@@ -125,10 +125,16 @@ CORE_STDLIB = {
     "typing",
 }
 #: what the core may import of the package besides itself: types, errors and pure data
-CORE_PACKAGE = {"edgesched.config", "edgesched.errors", "edgesched.boards"}
+CORE_PACKAGE = {"edgesched.config", "edgesched.errors", "edgesched.boards", "edgesched.kinds"}
 
 #: what the journal may import of the package besides itself
-JOURNAL_PACKAGE = {"edgesched", "edgesched.errors", "edgesched.failpoints"}
+JOURNAL_PACKAGE = {
+    "edgesched",
+    "edgesched.errors",
+    "edgesched.failpoints",
+    "edgesched.kinds",
+    "edgesched.inference.labels",  # the typed result (Detection), pure data
+}
 #: I/O the journal must not do: no network, server, event-loop-driving or process package
 JOURNAL_FORBIDDEN = {
     "socket",
