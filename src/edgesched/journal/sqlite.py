@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import json
 import logging
 import os
 import queue
@@ -27,65 +26,25 @@ from typing import Any
 
 from edgesched import failpoints
 from edgesched.errors import DamagedJournalError, DiskFullError, JournalError
-from edgesched.journal.base import TaskRow, from_json_value, json_value
-from edgesched.kinds import TaskState
+from edgesched.journal.base import TaskRow
+from edgesched.journal.files import create_private, private_dir
+from edgesched.journal.integrity import (
+    COMMITS,
+    check_present,
+    check_sequence,
+    check_sound,
+    commit_record_path,
+    read_commit_record,
+)
+from edgesched.journal.schema import FINAL, decode_row, encode_row, encode_values, migrate
 
 log = logging.getLogger(__name__)
-
-SCHEMA_VERSION = 1
-JSON_FIELDS = ("detections", "timings", "errors", "metadata")
-FINAL = (TaskState.DONE.value, TaskState.DEAD.value, TaskState.CANCELLED.value)
-
-MIGRATIONS: dict[int, str] = {
-    1: """
-    CREATE TABLE tasks (
-        id TEXT PRIMARY KEY,
-        client_id TEXT NOT NULL,
-        idem_key TEXT NOT NULL,
-        task_type TEXT NOT NULL,
-        filename TEXT NOT NULL,
-        payload_path TEXT NOT NULL,
-        payload_size INTEGER NOT NULL,
-        submitted_ms INTEGER NOT NULL,
-        state TEXT NOT NULL,
-        payload_sha256 TEXT NOT NULL DEFAULT '',
-        attempt INTEGER NOT NULL DEFAULT 0,
-        failures INTEGER NOT NULL DEFAULT 0,
-        device_id TEXT NOT NULL DEFAULT '',
-        device_type TEXT NOT NULL DEFAULT '',
-        updated_ms INTEGER NOT NULL DEFAULT 0,
-        finished_ms INTEGER NOT NULL DEFAULT 0,
-        label TEXT NOT NULL DEFAULT '',
-        detections TEXT NOT NULL DEFAULT '[]',
-        timings TEXT NOT NULL DEFAULT '{}',
-        errors TEXT NOT NULL DEFAULT '[]',
-        error TEXT NOT NULL DEFAULT '',
-        metadata TEXT NOT NULL DEFAULT '{}',
-        origin TEXT NOT NULL DEFAULT 'native',
-        strategy TEXT NOT NULL DEFAULT '',
-        deadline_ms INTEGER NOT NULL DEFAULT 0,
-        client_addr TEXT NOT NULL DEFAULT '',
-        delivery TEXT NOT NULL DEFAULT '',
-        UNIQUE (client_id, idem_key)
-    );
-    CREATE INDEX tasks_state ON tasks (state, submitted_ms);
-    CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-    CREATE TABLE agents (
-        id TEXT PRIMARY KEY,
-        credential_sha256 TEXT NOT NULL,
-        device_type TEXT NOT NULL DEFAULT '',
-        joined_ms INTEGER NOT NULL DEFAULT 0
-    );
-    """,
-}
 
 Op = Callable[[sqlite3.Connection], Any]
 _STOP = object()
 
 #: how often the writer tries again a batch the disk had no room for
 RETRY_S = 1.0
-#: the counter every committed write transaction increments; the side file holds its last value
-COMMITS = "journal:commits"
 
 
 @dataclass(slots=True)
@@ -104,58 +63,10 @@ def _noop(conn: sqlite3.Connection) -> None:
     return None
 
 
-def _encode(row: TaskRow) -> dict[str, Any]:
-    values = {name: getattr(row, name) for name in TaskRow.columns()}
-    for name in JSON_FIELDS:
-        values[name] = json.dumps(json_value(name, values[name]), separators=(",", ":"))
-    return values
-
-
-def _decode(record: sqlite3.Row) -> TaskRow:
-    values = dict(record)
-    for name in JSON_FIELDS:
-        values[name] = from_json_value(name, json.loads(values[name]))
-    return TaskRow(**values)
-
-
 def _is_disk_full(exc: BaseException) -> bool:
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return True
     return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc).lower()
-
-
-def commit_record_path(path: Path) -> Path:
-    """The side file holding how many write transactions the journal has committed."""
-    return path.with_name(path.name + "-commits")
-
-
-def read_commit_record(path: Path) -> int:
-    """The side file's count; -1 when there is none (a new journal, or one made before it)."""
-    try:
-        text = commit_record_path(path).read_text(encoding="ascii").strip()
-    except FileNotFoundError:
-        return -1
-    return int(text) if text.isdigit() else 0
-
-
-def create_private(path: Path) -> None:
-    """Creates ``path`` empty with mode 0600 if it is missing, else makes it 0600."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    os.close(fd)
-    os.chmod(path, 0o600)
-
-
-def private_dir(path: Path) -> None:
-    """A data folder: made (parents too) with mode 0700; an existing one is made 0700."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with contextlib.suppress(OSError):  # a folder the master does not own stays as it is
-        os.chmod(path, 0o700)
-
-
-def integrity_problem(conn: sqlite3.Connection) -> str:
-    """``PRAGMA quick_check``'s first findings, or "" when the database is sound."""
-    lines = [str(r[0]) for r in conn.execute("PRAGMA quick_check(5)").fetchall()]
-    return "" if lines == ["ok"] else "; ".join(lines)
 
 
 class SQLiteJournal:
@@ -197,14 +108,8 @@ class SQLiteJournal:
         private_dir(self.path.parent)
         recorded = self.recorded = read_commit_record(self.path)
         size = self.path.stat().st_size if self.path.exists() else -1
-        if self.verify and recorded > 0 and size <= 0:
-            state = "missing" if size < 0 else "empty (0 bytes)"
-            raise DamagedJournalError(
-                f"journal {self.path} is {state}, but {commit_record_path(self.path).name} "
-                f"records {recorded} committed transactions: the journal was lost and "
-                "acknowledged tasks may be missing; restore a backup or run "
-                "`edgesched master --repair` (docs/operations.md)"
-            )
+        if self.verify:
+            check_present(self.path, recorded, size)
         try:
             create_private(self.path)
             conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -240,36 +145,12 @@ class SQLiteJournal:
         conn.execute(f"PRAGMA synchronous={sync}")
         conn.execute("PRAGMA busy_timeout=5000")
         if self.verify:
-            problem = integrity_problem(conn)
-            if problem:
-                raise DamagedJournalError(
-                    f"journal {self.path} fails its integrity check (PRAGMA quick_check: "
-                    f"{problem}); restore a backup or run `edgesched master --repair` "
-                    "(docs/operations.md)"
-                )
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise JournalError(
-                f"journal {self.path} has schema version {version}, newer than this edgesched "
-                f"({SCHEMA_VERSION}); upgrade edgesched instead of opening it"
-            )
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            conn.execute("BEGIN IMMEDIATE")
-            for statement in MIGRATIONS[target].split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version={target}")
-            conn.execute("COMMIT")
+            check_sound(conn, self.path)
+        migrate(conn, self.path)
         found = conn.execute("SELECT value FROM counters WHERE name = ?", (COMMITS,)).fetchone()
         self.sequence = int(found[0]) if found else 0
-        if self.verify and self.sequence < recorded:
-            raise DamagedJournalError(
-                f"journal {self.path} holds {self.sequence} committed transactions, but "
-                f"{commit_record_path(self.path).name} records {recorded}: the last "
-                f"{recorded - self.sequence} are missing (its write-ahead log "
-                f"{self.path.name}-wal was cut short or deleted) and acknowledged tasks may be "
-                "lost; restore a backup or run `edgesched master --repair` (docs/operations.md)"
-            )
+        if self.verify:
+            check_sequence(self.path, self.sequence, recorded)
 
     def _write_record(self) -> None:
         """The side file: the sequence, overwritten in place (no new blocks on a full disk)."""
@@ -450,7 +331,7 @@ class SQLiteJournal:
     async def insert(
         self, row: TaskRow, before: Callable[[], None] | None = None
     ) -> tuple[TaskRow, bool]:
-        values = _encode(row)
+        values = encode_row(row)
         names = list(values)
         sql = (
             f"INSERT INTO tasks ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
@@ -469,16 +350,13 @@ class SQLiteJournal:
                 "SELECT * FROM tasks WHERE client_id = ? AND idem_key = ?",
                 (row.client_id, row.idem_key),
             ).fetchone()
-            return _decode(record), True
+            return decode_row(record), True
 
         result: tuple[TaskRow, bool] = await self._submit(op, write=True)
         return result
 
     def update(self, task_id: str, values: dict[str, Any]) -> None:
-        encoded = {
-            k: json.dumps(json_value(k, v), separators=(",", ":")) if k in JSON_FIELDS else v
-            for k, v in values.items()
-        }
+        encoded = encode_values(values)
         sql = f"UPDATE tasks SET {', '.join(f'{k} = ?' for k in encoded)} WHERE id = ?"
         params = [*encoded.values(), task_id]
 
@@ -496,7 +374,7 @@ class SQLiteJournal:
     async def get(self, task_id: str) -> TaskRow | None:
         def op(conn: sqlite3.Connection) -> TaskRow | None:
             record = conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
-            return _decode(record) if record else None
+            return decode_row(record) if record else None
 
         result: TaskRow | None = await self._submit(op)
         return result
@@ -506,7 +384,7 @@ class SQLiteJournal:
             record = conn.execute(
                 "SELECT * FROM tasks WHERE client_id = ? AND idem_key = ?", (client_id, idem_key)
             ).fetchone()
-            return _decode(record) if record else None
+            return decode_row(record) if record else None
 
         result: TaskRow | None = await self._submit(op)
         return result
@@ -524,7 +402,7 @@ class SQLiteJournal:
                     "LIMIT ? OFFSET ?",
                     (state, limit, offset),
                 )
-            return [_decode(r) for r in cursor.fetchall()]
+            return [decode_row(r) for r in cursor.fetchall()]
 
         result: list[TaskRow] = await self._submit(op)
         return result
@@ -535,7 +413,7 @@ class SQLiteJournal:
                 "SELECT * FROM tasks WHERE state NOT IN (?, ?, ?) ORDER BY submitted_ms, id",
                 FINAL,
             )
-            return [_decode(r) for r in cursor.fetchall()]
+            return [decode_row(r) for r in cursor.fetchall()]
 
         result: list[TaskRow] = await self._submit(op)
         return result
@@ -623,7 +501,7 @@ class SQLiteJournal:
                 "SELECT * FROM tasks WHERE state = 'done' AND delivery = 'pending' "
                 "ORDER BY finished_ms, id"
             )
-            return [_decode(r) for r in cursor.fetchall()]
+            return [decode_row(r) for r in cursor.fetchall()]
 
         result: list[TaskRow] = await self._submit(op)
         return result
@@ -650,43 +528,6 @@ class SQLiteJournal:
 
         result: int = await self._submit(op, write=True)
         return result
-
-
-def backup(source: Path, dest: Path, pages: int = 256) -> int:
-    """An online copy of the journal with SQLite's backup API (a running master goes on
-    writing: each step reads a consistent snapshot). Written to ``dest`` (mode 0600) through a
-    temporary name, checked with ``quick_check``; returns the number of tasks it holds."""
-    if not source.is_file() or source.stat().st_size == 0:
-        raise JournalError(f"no journal at {source} to back up")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    create_private(tmp)
-    src = sqlite3.connect(source)
-    try:
-        dst = sqlite3.connect(tmp)
-        try:
-            src.backup(dst, pages=pages)
-            dst.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
-            problem = integrity_problem(dst)
-            if problem:
-                raise DamagedJournalError(f"the backup of {source} fails quick_check: {problem}")
-            tasks = int(dst.execute("SELECT COUNT(*) FROM tasks").fetchone()[0])
-        finally:
-            dst.close()
-    except sqlite3.Error as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise JournalError(f"cannot back up {source}: {exc}") from exc
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    finally:
-        src.close()
-    os.replace(tmp, dest)
-    return tasks
 
 
 def _resolve(future: asyncio.Future[Any], value: Any, failed: bool) -> None:

@@ -20,7 +20,8 @@ import uvicorn
 from edgesched import failpoints
 from edgesched.config import MasterSettings, Settings
 from edgesched.errors import DamagedJournalError, JournalError
-from edgesched.journal.sqlite import SQLiteJournal, private_dir
+from edgesched.journal.files import private_dir
+from edgesched.journal.sqlite import SQLiteJournal
 from edgesched.master.auth import ApiTokenInterceptor
 from edgesched.master.compat.grpc import image_upload_handler
 from edgesched.master.compat.intake import SeedIntake, SeedUpload, reply_path
