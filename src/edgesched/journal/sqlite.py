@@ -70,6 +70,12 @@ def _is_disk_full(exc: BaseException) -> bool:
 
 
 class SQLiteJournal:
+    """The ``Journal`` on SQLite (WAL): one writer thread, group commit, updates held and
+    retried on a full disk, the commit side record kept current. Owns the connection, the
+    writer thread and its queue, and the side record's file. It may not know what a task
+    means beyond its row (no core, no network, no process), nor delete a payload (the master
+    does, through ``after_commit``)."""
+
     def __init__(
         self,
         path: str | Path,

@@ -94,6 +94,12 @@ class _QuietServer(uvicorn.Server):
 
 
 class MasterServer:
+    """Runs one master process: opens the journal, builds the ``Master``, serves the gRPC
+    servicers (client API, agent link, the seed's upload) and the HTTP gateway, runs the
+    periodic ticks, the result pusher and retention, and shuts all down in order. Owns the
+    servers, the sockets, the background tasks and the journal's lifetime. It may not change
+    a task or a device itself: everything goes through ``Master``."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         m = settings.master
