@@ -8,7 +8,8 @@ The table's rows are ``| `edgesched.X` | what |``. The rules (generated ``v1/`` 
 - a row that names one of its package's modules names all of them (so a package listed module
   by module stays listed in full);
 - every row's package exists, and every ``name/`` or plain lower-case ``name`` a row quotes is a
-  module or package of that row's package (or of a subpackage it names).
+  module or package of that row's package (or of a subpackage it names); a function is
+  written ``name()``.
 """
 
 from __future__ import annotations
