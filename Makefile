@@ -35,7 +35,7 @@ lint: $(STAMP)
 
 # what runs on the boards is also checked for their Python 3.9 (DESIGN §10)
 AGENT_MODULES := src/edgesched/agent src/edgesched/inference src/edgesched/cli/probe.py \
-	src/edgesched/boards.py src/edgesched/config.py \
+	src/edgesched/boards.py src/edgesched/config \
 	src/edgesched/errors.py src/edgesched/extras.py src/edgesched/filenames.py src/edgesched/logs.py \
 	src/edgesched/clock.py src/edgesched/failpoints.py src/edgesched/kinds.py src/edgesched/wire
 

@@ -1,6 +1,7 @@
-"""``edgesched certs``: a small private CA and the certificates a secure cluster needs.
+"""A small private CA and the certificates a secure cluster needs (``edgesched certs``'s
+command is ``edgesched.cli.certs``).
 
-``edgesched certs init DIR --agents N`` writes, all PEM::
+``init_certs`` (``edgesched certs init DIR --agents N``) writes, all PEM::
 
     ca.crt, ca.key                 the cluster's own CA (ECDSA P-256, may sign leaves only)
     master.crt, master.key         server (and client) certificate for the master
@@ -14,8 +15,8 @@ silently would invalidate every certificate already handed to the boards. More a
 existing CA come from :func:`add_agents` (``edgesched certs add-agents DIR --agents N``), which
 reuses ``ca.key`` and numbers the new agents after the highest ``agent-<i>`` already there.
 
-Module-level imports stay light (click, stdlib): the CLI imports this module for `edgesched certs`
-only, and ``cryptography`` is only needed by the one command that makes certificates.
+Module-level imports stay light (stdlib): the CLI imports this module for `edgesched certs`
+only, and ``cryptography`` is only needed by the functions that make certificates.
 """
 
 from __future__ import annotations
@@ -25,13 +26,10 @@ import ipaddress
 import os
 import re
 import secrets
-import shlex
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import click
 
 from edgesched.errors import ConfigError
 
@@ -429,81 +427,3 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-# ---- command ------------------------------------------------------------------------------
-
-
-def _next_steps(certs: CertSet, agent: AgentCert | None, master_host: str) -> list[str]:
-    d = certs.directory
-
-    def q(path: Path) -> str:
-        return shlex.quote(str(path))
-
-    lines = [
-        "start a secure cluster:",
-        f"  edgesched master --tls-cert {q(d / MASTER_CERT)} --tls-key {q(d / MASTER_KEY)} "
-        f"--tls-ca {q(d / CA_CERT)}",
-    ]
-    if agent is not None:
-        lines.append(
-            f"  edgesched agent --master-ip {shlex.quote(master_host)} "
-            f"--tls-cert {q(agent.cert)} --tls-key {q(agent.key)} --tls-ca {q(d / CA_CERT)}"
-        )
-    lines.append(
-        f"copy {CA_CERT} and one agent-<i>.crt/.key pair to each board; keep {CA_KEY} here"
-    )
-    return lines
-
-
-def _report(certs: CertSet, master_host: str) -> None:
-    click.echo(f"wrote {len(certs.written)} files in {certs.directory}:")
-    for path in certs.written:
-        click.echo(f"  {path}")
-    click.echo("")
-    agent = certs.agents[0] if certs.agents else None
-    for line in _next_steps(certs, agent, master_host):
-        click.echo(line)
-
-
-@click.group("certs")
-def certs_command() -> None:
-    """A private CA and TLS certificates for the master and the agents."""
-
-
-@certs_command.command("init")
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--agents", type=int, default=1, show_default=True, help="Agent certificates.")
-@click.option(
-    "--name",
-    "names",
-    multiple=True,
-    help="Extra host name or IP of the master (repeatable); localhost, 127.0.0.1, ::1 always.",
-)
-@click.option("--days", type=int, default=DEFAULT_DAYS, show_default=True, help="Leaf lifetime.")
-@click.option(
-    "--force", is_flag=True, help="Replace an existing CA (its certificates stop working)."
-)
-def certs_init(
-    directory: Path, agents: int, names: tuple[str, ...], days: int, force: bool
-) -> None:
-    """Create a CA, a master certificate and N agent certificates in DIRECTORY."""
-    try:
-        certs = init_certs(directory, agents, list(names), days, force=force)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
-    # the first extra name is the one the boards most likely dial; else the one-machine default
-    _report(certs, names[0] if names else "127.0.0.1")
-
-
-@certs_command.command("add-agents")
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--agents", type=int, default=1, show_default=True, help="More agent certificates.")
-@click.option("--days", type=int, default=DEFAULT_DAYS, show_default=True, help="Leaf lifetime.")
-def certs_add_agents(directory: Path, agents: int, days: int) -> None:
-    """Issue N more agent certificates from the CA already in DIRECTORY."""
-    try:
-        certs = add_agents(directory, agents, days)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
-    _report(certs, "MASTER_IP")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from edgesched.errors import DamagedJournalError
-from edgesched.journal.sqlite import backup
+from edgesched.journal.backup import backup
 from edgesched.master.repair import repair
 from edgesched.master.server import MasterServer
 from edgesched.tools.testing.inprocess_cluster import InProcessCluster, master_settings

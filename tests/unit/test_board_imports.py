@@ -34,10 +34,10 @@ BOARD_PACKAGES = (
     "edgesched.cli",
     "edgesched.v1",
     "edgesched.wire",
+    "edgesched.config",
 )
 BOARD_MODULES = (
     "edgesched.boards",
-    "edgesched.config",
     "edgesched.errors",
     "edgesched.extras",
     "edgesched.filenames",

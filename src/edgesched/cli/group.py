@@ -46,7 +46,7 @@ COMMANDS = {
         imports_extra=True,
     ),
     "certs": Entry(
-        "edgesched.certs:certs_command",
+        "edgesched.cli.certs:certs_command",
         "A private CA and TLS certificates for the master and the agents.",
         "master",
         imports_extra=True,

@@ -247,7 +247,7 @@ def journal() -> None:
 @click.option("--data-dir", default=None, help="the master's data directory")
 def journal_backup(dest: str, config_dir: str | None, data_dir: str | None) -> None:
     """Copy the journal to DEST, online (SQLite's backup API: the master may keep running)."""
-    from edgesched.journal.sqlite import backup
+    from edgesched.journal.backup import backup
 
     settings = settings_from(config_dir, master={"data_dir": data_dir})
     source = Path(settings.master.data_dir) / "edgesched.db"

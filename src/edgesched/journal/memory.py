@@ -13,6 +13,10 @@ FINAL = (TaskState.DONE.value, TaskState.DEAD.value, TaskState.CANCELLED.value)
 
 
 class MemoryJournal:
+    """The ``Journal``'s test double: the same behaviour in dicts, nothing on disk, every
+    write committed at once. Owns copies of the rows (a caller's row is never aliased). It may
+    not be used where a task must survive the process."""
+
     def __init__(self) -> None:
         self.fault = ""  #: never set: memory does not fill up the way a disk does
         self.sequence = 0  #: no transactions to count

@@ -1,9 +1,10 @@
-"""The SQLite journal: WAL mode, one writer thread, group commit.
+"""The SQLite journal: WAL mode, one writer thread (``writer``), group commit.
 
-Every call becomes an operation on one queue. The writer thread takes whatever has queued, runs
-it in one transaction and commits once (group commit: never waiting on a timer), then resolves
-the callers' futures. So a submission is on disk when ``insert`` returns, updates stay in order,
-and the event loop never waits on SQLite or an fsync.
+Every call becomes an operation on the writer's queue. The writer thread takes whatever has
+queued, runs it in one transaction and commits once (group commit: never waiting on a timer),
+then resolves the callers' futures. So a submission is on disk when ``insert`` returns, updates
+stay in order, and the event loop never waits on SQLite or an fsync. This module opens and checks
+the database (``schema``, ``integrity``) and builds the operations.
 
 Durability: "normal" (``synchronous=NORMAL``) survives a crash of the process; "full"
 (``synchronous=FULL``) also survives a power cut.
@@ -13,152 +14,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import json
 import logging
 import os
-import queue
 import sqlite3
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgesched import failpoints
 from edgesched.errors import DamagedJournalError, DiskFullError, JournalError
-from edgesched.journal.base import TaskRow, from_json_value, json_value
-from edgesched.kinds import TaskState
+from edgesched.journal.base import TaskRow
+from edgesched.journal.files import create_private, private_dir
+from edgesched.journal.integrity import (
+    COMMITS,
+    check_present,
+    check_sequence,
+    check_sound,
+    read_commit_record,
+)
+from edgesched.journal.schema import FINAL, decode_row, encode_row, encode_values, migrate
+from edgesched.journal.writer import Op, Writer, is_disk_full, noop
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-JSON_FIELDS = ("detections", "timings", "errors", "metadata")
-FINAL = (TaskState.DONE.value, TaskState.DEAD.value, TaskState.CANCELLED.value)
-
-MIGRATIONS: dict[int, str] = {
-    1: """
-    CREATE TABLE tasks (
-        id TEXT PRIMARY KEY,
-        client_id TEXT NOT NULL,
-        idem_key TEXT NOT NULL,
-        task_type TEXT NOT NULL,
-        filename TEXT NOT NULL,
-        payload_path TEXT NOT NULL,
-        payload_size INTEGER NOT NULL,
-        submitted_ms INTEGER NOT NULL,
-        state TEXT NOT NULL,
-        payload_sha256 TEXT NOT NULL DEFAULT '',
-        attempt INTEGER NOT NULL DEFAULT 0,
-        failures INTEGER NOT NULL DEFAULT 0,
-        device_id TEXT NOT NULL DEFAULT '',
-        device_type TEXT NOT NULL DEFAULT '',
-        updated_ms INTEGER NOT NULL DEFAULT 0,
-        finished_ms INTEGER NOT NULL DEFAULT 0,
-        label TEXT NOT NULL DEFAULT '',
-        detections TEXT NOT NULL DEFAULT '[]',
-        timings TEXT NOT NULL DEFAULT '{}',
-        errors TEXT NOT NULL DEFAULT '[]',
-        error TEXT NOT NULL DEFAULT '',
-        metadata TEXT NOT NULL DEFAULT '{}',
-        origin TEXT NOT NULL DEFAULT 'native',
-        strategy TEXT NOT NULL DEFAULT '',
-        deadline_ms INTEGER NOT NULL DEFAULT 0,
-        client_addr TEXT NOT NULL DEFAULT '',
-        delivery TEXT NOT NULL DEFAULT '',
-        UNIQUE (client_id, idem_key)
-    );
-    CREATE INDEX tasks_state ON tasks (state, submitted_ms);
-    CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-    CREATE TABLE agents (
-        id TEXT PRIMARY KEY,
-        credential_sha256 TEXT NOT NULL,
-        device_type TEXT NOT NULL DEFAULT '',
-        joined_ms INTEGER NOT NULL DEFAULT 0
-    );
-    """,
-}
-
-Op = Callable[[sqlite3.Connection], Any]
-_STOP = object()
-
-#: how often the writer tries again a batch the disk had no room for
-RETRY_S = 1.0
-#: the counter every committed write transaction increments; the side file holds its last value
-COMMITS = "journal:commits"
-
-
-@dataclass(slots=True)
-class _Item:
-    """One queued operation. ``kind``: read | write (a caller waits) | update (nobody waits,
-    never dropped) | flush | after (``then`` runs once everything queued before it committed)."""
-
-    op: Op
-    future: asyncio.Future[Any] | None
-    loop: asyncio.AbstractEventLoop | None
-    kind: str
-    then: Callable[[], None] | None = None
-
-
-def _noop(conn: sqlite3.Connection) -> None:
-    return None
-
-
-def _encode(row: TaskRow) -> dict[str, Any]:
-    values = {name: getattr(row, name) for name in TaskRow.columns()}
-    for name in JSON_FIELDS:
-        values[name] = json.dumps(json_value(name, values[name]), separators=(",", ":"))
-    return values
-
-
-def _decode(record: sqlite3.Row) -> TaskRow:
-    values = dict(record)
-    for name in JSON_FIELDS:
-        values[name] = from_json_value(name, json.loads(values[name]))
-    return TaskRow(**values)
-
-
-def _is_disk_full(exc: BaseException) -> bool:
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return True
-    return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc).lower()
-
-
-def commit_record_path(path: Path) -> Path:
-    """The side file holding how many write transactions the journal has committed."""
-    return path.with_name(path.name + "-commits")
-
-
-def read_commit_record(path: Path) -> int:
-    """The side file's count; -1 when there is none (a new journal, or one made before it)."""
-    try:
-        text = commit_record_path(path).read_text(encoding="ascii").strip()
-    except FileNotFoundError:
-        return -1
-    return int(text) if text.isdigit() else 0
-
-
-def create_private(path: Path) -> None:
-    """Creates ``path`` empty with mode 0600 if it is missing, else makes it 0600."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    os.close(fd)
-    os.chmod(path, 0o600)
-
-
-def private_dir(path: Path) -> None:
-    """A data folder: made (parents too) with mode 0700; an existing one is made 0700."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with contextlib.suppress(OSError):  # a folder the master does not own stays as it is
-        os.chmod(path, 0o700)
-
-
-def integrity_problem(conn: sqlite3.Connection) -> str:
-    """``PRAGMA quick_check``'s first findings, or "" when the database is sound."""
-    lines = [str(r[0]) for r in conn.execute("PRAGMA quick_check(5)").fetchall()]
-    return "" if lines == ["ok"] else "; ".join(lines)
-
 
 class SQLiteJournal:
+    """The ``Journal`` on SQLite (WAL): one writer thread, group commit, updates held and
+    retried on a full disk, the commit side record kept current. Owns its ``Writer`` (the
+    connection, the writer thread and its queue, the side record's file) and opens and checks
+    the database before handing it over. It may not know what a task
+    means beyond its row (no core, no network, no process), nor delete a payload (the master
+    does, through ``after_commit``)."""
+
     def __init__(
         self,
         path: str | Path,
@@ -167,44 +53,70 @@ class SQLiteJournal:
         verify: bool = True,
     ) -> None:
         self.path = Path(path)
-        self.durability = durability
-        #: called in the writer's thread when a commit meets a full disk; True if it freed
-        #: space (the reserve), and the commit is tried again at once
-        self.on_full = on_full
         self.verify = verify  #: refuse to open a journal that misses work (False: --repair)
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._conn: sqlite3.Connection | None = None
-        self._record_fd = -1
-        self.commits = 0  #: transactions committed (group commits)
-        self.ops = 0  #: operations committed
-        self.sequence = 0  #: write transactions committed over the journal's life
+        self.writer = Writer(self.path, durability, on_full)
         #: what the side file said at open, before it was brought up to date (-1: no side file)
         self.recorded = -1
-        #: why the journal cannot write now ("" when it can); set by a failed commit, cleared by
-        #: the next one that succeeds (what failed is kept and tried again)
-        self.fault = ""
-        self.held = 0  #: operations waiting for a commit that failed to be retried
+
+    # ---- the writer's state (read by the master, set by the checks at open) -------------
+
+    @property
+    def durability(self) -> str:
+        return self.writer.durability
+
+    @property
+    def on_full(self) -> Callable[[], bool] | None:
+        return self.writer.on_full
+
+    @on_full.setter
+    def on_full(self, callback: Callable[[], bool] | None) -> None:
+        self.writer.on_full = callback
+
+    @property
+    def fault(self) -> str:
+        """Why the journal cannot write now ("" when it can)."""
+        return self.writer.fault
+
+    @fault.setter
+    def fault(self, value: str) -> None:
+        self.writer.fault = value
+
+    @property
+    def sequence(self) -> int:
+        """Write transactions committed over the journal's life."""
+        return self.writer.sequence
+
+    @sequence.setter
+    def sequence(self, value: int) -> None:
+        self.writer.sequence = value
+
+    @property
+    def held(self) -> int:
+        """Operations waiting for a commit that failed to be retried."""
+        return self.writer.held
+
+    @property
+    def commits(self) -> int:
+        """Transactions committed (group commits)."""
+        return self.writer.commits
+
+    @property
+    def ops(self) -> int:
+        """Operations committed."""
+        return self.writer.ops
 
     # ---- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
         await asyncio.to_thread(self._open)
-        self._thread = threading.Thread(target=self._run, name="journal-writer", daemon=True)
-        self._thread.start()
+        self.writer.start()
 
     def _open(self) -> None:
         private_dir(self.path.parent)
         recorded = self.recorded = read_commit_record(self.path)
         size = self.path.stat().st_size if self.path.exists() else -1
-        if self.verify and recorded > 0 and size <= 0:
-            state = "missing" if size < 0 else "empty (0 bytes)"
-            raise DamagedJournalError(
-                f"journal {self.path} is {state}, but {commit_record_path(self.path).name} "
-                f"records {recorded} committed transactions: the journal was lost and "
-                "acknowledged tasks may be missing; restore a backup or run "
-                "`edgesched master --repair` (docs/operations.md)"
-            )
+        if self.verify:
+            check_present(self.path, recorded, size)
         try:
             create_private(self.path)
             conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -214,7 +126,7 @@ class SQLiteJournal:
             self._prepare(conn, recorded)
         except sqlite3.DatabaseError as exc:
             conn.close()
-            if _is_disk_full(exc):
+            if is_disk_full(exc):
                 raise DiskFullError(
                     f"journal {self.path}: no space left on device ({exc})"
                 ) from exc
@@ -228,10 +140,7 @@ class SQLiteJournal:
         for suffix in ("-wal", "-shm"):  # SQLite gives them the journal's mode; be sure
             with contextlib.suppress(OSError):
                 os.chmod(self.path.with_name(self.path.name + suffix), 0o600)
-        self._conn = conn
-        self._record_fd = os.open(commit_record_path(self.path), os.O_RDWR | os.O_CREAT, 0o600)
-        os.fchmod(self._record_fd, 0o600)
-        self._write_record()
+        self.writer.open(conn)
 
     def _prepare(self, conn: sqlite3.Connection, recorded: int) -> None:
         conn.row_factory = sqlite3.Row
@@ -240,217 +149,25 @@ class SQLiteJournal:
         conn.execute(f"PRAGMA synchronous={sync}")
         conn.execute("PRAGMA busy_timeout=5000")
         if self.verify:
-            problem = integrity_problem(conn)
-            if problem:
-                raise DamagedJournalError(
-                    f"journal {self.path} fails its integrity check (PRAGMA quick_check: "
-                    f"{problem}); restore a backup or run `edgesched master --repair` "
-                    "(docs/operations.md)"
-                )
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise JournalError(
-                f"journal {self.path} has schema version {version}, newer than this edgesched "
-                f"({SCHEMA_VERSION}); upgrade edgesched instead of opening it"
-            )
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            conn.execute("BEGIN IMMEDIATE")
-            for statement in MIGRATIONS[target].split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version={target}")
-            conn.execute("COMMIT")
+            check_sound(conn, self.path)
+        migrate(conn, self.path)
         found = conn.execute("SELECT value FROM counters WHERE name = ?", (COMMITS,)).fetchone()
         self.sequence = int(found[0]) if found else 0
-        if self.verify and self.sequence < recorded:
-            raise DamagedJournalError(
-                f"journal {self.path} holds {self.sequence} committed transactions, but "
-                f"{commit_record_path(self.path).name} records {recorded}: the last "
-                f"{recorded - self.sequence} are missing (its write-ahead log "
-                f"{self.path.name}-wal was cut short or deleted) and acknowledged tasks may be "
-                "lost; restore a backup or run `edgesched master --repair` (docs/operations.md)"
-            )
-
-    def _write_record(self) -> None:
-        """The side file: the sequence, overwritten in place (no new blocks on a full disk)."""
-        try:
-            os.pwrite(self._record_fd, f"{self.sequence:020d}\n".encode("ascii"), 0)
-            if self.durability == "full":
-                os.fdatasync(self._record_fd)
-        except OSError as exc:
-            log.error("journal: cannot update %s: %s", commit_record_path(self.path), exc)
+        if self.verify:
+            check_sequence(self.path, self.sequence, recorded)
 
     async def close(self) -> None:
-        if self._thread is None:
-            return
-        # everything queued before the stop is committed first (or, on a full disk, tried once
-        # more and reported): no flush to wait on, which a full disk could hold forever
-        self._queue.put(_STOP)
-        await asyncio.to_thread(self._thread.join)
-        self._thread = None
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-        if self._record_fd >= 0:
-            os.close(self._record_fd)
-            self._record_fd = -1
-
-    # ---- the writer thread -------------------------------------------------------------
-
-    def _run(self) -> None:
-        conn = self._conn
-        assert conn is not None
-        held: list[_Item] = []
-        stop = False
-        while True:
-            batch: list[Any] = []
-            if not stop:
-                # with work held back by a full disk, try again every RETRY_S
-                with contextlib.suppress(queue.Empty):
-                    batch.append(self._queue.get(timeout=RETRY_S if held else None))
-                while len(batch) < 2000:
-                    try:
-                        batch.append(self._queue.get_nowait())
-                    except queue.Empty:
-                        break
-            if any(item is _STOP for item in batch):
-                stop = True
-                batch = [item for item in batch if item is not _STOP]
-            items: list[_Item] = held + batch
-            held = self._commit(conn, items) if items else []
-            self.held = len(held)
-            if stop and (not held or not batch):
-                break
-        if held:
-            updates = sum(1 for item in held if item.kind == "update")
-            log.error(
-                "journal: stopping with %d updates not written (%s); their tasks resume from "
-                "their last journaled state and no payload of theirs was deleted",
-                updates,
-                self.fault,
-            )
-            error = DiskFullError(self.fault or "journal stopped")
-            for item in held:
-                if item.future is not None and item.loop is not None:
-                    item.loop.call_soon_threadsafe(_resolve, item.future, error, True)
-
-    def _commit(
-        self, conn: sqlite3.Connection, batch: list[_Item], again: bool = False
-    ) -> list[_Item]:
-        """Runs ``batch`` in one transaction; returns what must be tried again (a full disk)."""
-        results: list[tuple[Any, bool]] = []
-        writes = any(item.kind in ("write", "update") for item in batch)
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:  # the common case: every operation succeeds, no savepoint needed
-                results = [(item.op(conn), False) for item in batch]
-            except (
-                Exception
-            ) as exc:  # one bad operation must not sink the batch: redo it one by one
-                if _is_disk_full(exc):
-                    raise
-                conn.execute("ROLLBACK")
-                conn.execute("BEGIN IMMEDIATE")
-                results = [self._isolated(conn, item.op) for item in batch]
-            if writes:
-                conn.execute(
-                    "INSERT INTO counters (name, value) VALUES (?, ?) "
-                    "ON CONFLICT (name) DO UPDATE SET value = value + 1",
-                    (COMMITS, self.sequence + 1),
-                )
-                failpoints.hit("before_commit")
-            conn.execute("COMMIT")
-        except Exception as exc:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            full = _is_disk_full(exc)
-            if full and not again and self.on_full is not None and self.on_full():
-                log.warning("journal: the disk is full; released the reserve to go on")
-                return self._commit(conn, batch, again=True)
-            return self._failed(conn, batch, exc, full)
-        if writes:
-            self.sequence += 1
-            self._write_record()
-        if self.fault:
-            log.warning("journal: writing again (%d operations were held)", len(batch))
-            self.fault = ""
-        self.commits += 1
-        self.ops += len(batch)
-        for item, (value, failed) in zip(batch, results, strict=True):
-            if item.then is not None:
-                try:
-                    item.then()
-                except Exception:
-                    log.exception("journal: after-commit action failed")
-            if item.future is None or item.loop is None:
-                if failed:
-                    log.error("journal update failed: %s", value)
-                continue
-            item.loop.call_soon_threadsafe(_resolve, item.future, value, failed)
-        return []
-
-    def _failed(
-        self, conn: sqlite3.Connection, batch: list[_Item], exc: Exception, full: bool
-    ) -> list[_Item]:
-        """A commit failed: callers of writes get the error; updates, flushes and after-commit
-        actions are kept, in order, and tried again (a lost update could let a payload be
-        deleted whose task the journal still holds as unfinished); reads run on their own."""
-        wrapped: Exception = (
-            DiskFullError(f"journal: no space left on device ({exc})")
-            if full
-            else JournalError(f"journal commit failed: {exc}")
-        )
-        if not self.fault:
-            log.error("journal commit of %d operations failed: %s", len(batch), exc)
-        self.fault = str(wrapped)
-        keep: list[_Item] = []
-        reads: list[_Item] = []
-        for item in batch:
-            if item.kind in ("update", "flush", "after"):
-                keep.append(item)
-            elif item.kind == "read":
-                reads.append(item)
-            elif item.future is not None and item.loop is not None:
-                item.loop.call_soon_threadsafe(_resolve, item.future, wrapped, True)
-        if not keep:  # nothing held: a write of nothing finds out when space has returned
-            keep.append(_Item(_noop, None, None, "update"))
-        for item in reads:
-            try:
-                value: Any = item.op(conn)
-                failed = False
-            except Exception as read_error:
-                value, failed = read_error, True
-            assert item.future is not None and item.loop is not None
-            item.loop.call_soon_threadsafe(_resolve, item.future, value, failed)
-        return keep
-
-    @staticmethod
-    def _isolated(conn: sqlite3.Connection, op: Op) -> tuple[Any, bool]:
-        """One operation inside its own savepoint: its failure undoes it alone."""
-        conn.execute("SAVEPOINT op")
-        try:
-            value = op(conn)
-        except Exception as exc:
-            conn.execute("ROLLBACK TO op")
-            conn.execute("RELEASE op")
-            if _is_disk_full(exc):  # not this operation's fault: the whole batch waits
-                raise
-            return exc, True
-        conn.execute("RELEASE op")
-        return value, False
+        await self.writer.stop()
 
     def _submit(self, op: Op, write: bool = False, kind: str = "") -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._queue.put(_Item(op, future, loop, kind or ("write" if write else "read")))
-        return future
+        return self.writer.submit(op, kind or ("write" if write else "read"))
 
     # ---- operations --------------------------------------------------------------------
 
     async def insert(
         self, row: TaskRow, before: Callable[[], None] | None = None
     ) -> tuple[TaskRow, bool]:
-        values = _encode(row)
+        values = encode_row(row)
         names = list(values)
         sql = (
             f"INSERT INTO tasks ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
@@ -469,34 +186,31 @@ class SQLiteJournal:
                 "SELECT * FROM tasks WHERE client_id = ? AND idem_key = ?",
                 (row.client_id, row.idem_key),
             ).fetchone()
-            return _decode(record), True
+            return decode_row(record), True
 
         result: tuple[TaskRow, bool] = await self._submit(op, write=True)
         return result
 
     def update(self, task_id: str, values: dict[str, Any]) -> None:
-        encoded = {
-            k: json.dumps(json_value(k, v), separators=(",", ":")) if k in JSON_FIELDS else v
-            for k, v in values.items()
-        }
+        encoded = encode_values(values)
         sql = f"UPDATE tasks SET {', '.join(f'{k} = ?' for k in encoded)} WHERE id = ?"
         params = [*encoded.values(), task_id]
 
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(sql, params)
 
-        self._queue.put(_Item(op, None, None, "update"))
+        self.writer.update(op)
 
     def after_commit(self, action: Callable[[], None]) -> None:
-        self._queue.put(_Item(_noop, None, None, "after", action))
+        self.writer.after(action)
 
     async def flush(self) -> None:
-        await self._submit(_noop, kind="flush")
+        await self._submit(noop, kind="flush")
 
     async def get(self, task_id: str) -> TaskRow | None:
         def op(conn: sqlite3.Connection) -> TaskRow | None:
             record = conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
-            return _decode(record) if record else None
+            return decode_row(record) if record else None
 
         result: TaskRow | None = await self._submit(op)
         return result
@@ -506,7 +220,7 @@ class SQLiteJournal:
             record = conn.execute(
                 "SELECT * FROM tasks WHERE client_id = ? AND idem_key = ?", (client_id, idem_key)
             ).fetchone()
-            return _decode(record) if record else None
+            return decode_row(record) if record else None
 
         result: TaskRow | None = await self._submit(op)
         return result
@@ -524,7 +238,7 @@ class SQLiteJournal:
                     "LIMIT ? OFFSET ?",
                     (state, limit, offset),
                 )
-            return [_decode(r) for r in cursor.fetchall()]
+            return [decode_row(r) for r in cursor.fetchall()]
 
         result: list[TaskRow] = await self._submit(op)
         return result
@@ -535,7 +249,7 @@ class SQLiteJournal:
                 "SELECT * FROM tasks WHERE state NOT IN (?, ?, ?) ORDER BY submitted_ms, id",
                 FINAL,
             )
-            return [_decode(r) for r in cursor.fetchall()]
+            return [decode_row(r) for r in cursor.fetchall()]
 
         result: list[TaskRow] = await self._submit(op)
         return result
@@ -623,7 +337,7 @@ class SQLiteJournal:
                 "SELECT * FROM tasks WHERE state = 'done' AND delivery = 'pending' "
                 "ORDER BY finished_ms, id"
             )
-            return [_decode(r) for r in cursor.fetchall()]
+            return [decode_row(r) for r in cursor.fetchall()]
 
         result: list[TaskRow] = await self._submit(op)
         return result
@@ -650,49 +364,3 @@ class SQLiteJournal:
 
         result: int = await self._submit(op, write=True)
         return result
-
-
-def backup(source: Path, dest: Path, pages: int = 256) -> int:
-    """An online copy of the journal with SQLite's backup API (a running master goes on
-    writing: each step reads a consistent snapshot). Written to ``dest`` (mode 0600) through a
-    temporary name, checked with ``quick_check``; returns the number of tasks it holds."""
-    if not source.is_file() or source.stat().st_size == 0:
-        raise JournalError(f"no journal at {source} to back up")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    create_private(tmp)
-    src = sqlite3.connect(source)
-    try:
-        dst = sqlite3.connect(tmp)
-        try:
-            src.backup(dst, pages=pages)
-            dst.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
-            problem = integrity_problem(dst)
-            if problem:
-                raise DamagedJournalError(f"the backup of {source} fails quick_check: {problem}")
-            tasks = int(dst.execute("SELECT COUNT(*) FROM tasks").fetchone()[0])
-        finally:
-            dst.close()
-    except sqlite3.Error as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise JournalError(f"cannot back up {source}: {exc}") from exc
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    finally:
-        src.close()
-    os.replace(tmp, dest)
-    return tasks
-
-
-def _resolve(future: asyncio.Future[Any], value: Any, failed: bool) -> None:
-    if future.done():
-        return
-    if failed:
-        future.set_exception(value)
-    else:
-        future.set_result(value)

@@ -1,12 +1,12 @@
-"""The master's state machine shell: carries out the core's commands, feeds it what happens.
+"""The master: the coordinator of its parts, and the one object the servicers and routes call.
 
-It owns the journal, the core, the agent sessions and the result hub; the gRPC servicers and
-the HTTP routes are thin layers that call it.
+It wires the core, the journal, the admission, the agents' registry, the pump, the result
+handling and the operations together, and feeds the core what agents do (joins, beats,
+leaves); the parts do the work (see ``Master``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 from collections import Counter
@@ -16,36 +16,24 @@ from typing import Any
 
 from edgesched.clock import Clock, SystemClock
 from edgesched.config import Settings
-from edgesched.core.commands import (
-    Assign,
-    CancelAttempt,
-    Command,
-    Expired,
-    Finished,
-    Forgotten,
-    Persist,
-    Reconciled,
-    accepted,
-    reconciliation,
-)
+from edgesched.core.commands import Command, Forgotten, Reconciled, reconciliation
 from edgesched.core.core import Core
-from edgesched.core.state import Device, Metrics, Task, TaskState
+from edgesched.core.state import Device, Metrics, Task
 from edgesched.core.strategies import make_strategy
-from edgesched.errors import (
-    ConflictError,
-    NotFoundError,
-)
 from edgesched.inference.labels import Detection
 from edgesched.journal.base import Journal, TaskRow
-from edgesched.kinds import FailureKind
 from edgesched.master.admission import Admission
+from edgesched.master.ends import TaskEnds
 from edgesched.master.hub import ResultHub
 from edgesched.master.metrics import MasterMetrics
-from edgesched.master.payloads import PayloadCache, remove_quietly
+from edgesched.master.operations import Operations
+from edgesched.master.payloads import PayloadCache
+from edgesched.master.pump import Pump
 from edgesched.master.registry import AgentRegistry
-from edgesched.master.rows import task_from_row, update_row
+from edgesched.master.restore import restore
+from edgesched.master.results import Results
 from edgesched.master.session import AgentSession
-from edgesched.master.storage import DiskGuard, remove_record
+from edgesched.master.storage import DiskGuard
 from edgesched.master.submission import Submission
 from edgesched.master.token import TokenFile
 from edgesched.wire import link as wire
@@ -54,13 +42,16 @@ log = logging.getLogger("edgesched.master")
 
 
 class Master:
-    """The asyncio shell around the core. Owns the core (``Core``), the journal handle, the
-    unfinished tasks' rows, the admission of submissions (``Admission``), the in-memory
-    payloads (``PayloadCache``), the agents (``AgentRegistry``), the result hub, the tokens and
-    the metrics. Every change of a task goes through here: intake (``submit``), the core's
-    commands (``apply``: assignments, cancels, journal writes, results to watchers), the
-    agents' events, the operators' API. It speaks no wire protocol (the servicers and the HTTP
-    gateway decode and encode) and opens no socket."""
+    """The asyncio shell around the core, and the coordinator of the master's parts. It owns
+    the core (``Core``), the journal handle, the unfinished tasks' rows (shared, by
+    reference, with its parts), the tokens, and builds its parts with explicit collaborators:
+    the admission of submissions (``Admission``), the in-memory payloads (``PayloadCache``),
+    the agents (``AgentRegistry``), the carrying out of the core's commands (``Pump``), a
+    task's end (``TaskEnds``: watchers, result hub, metrics), the agents' attempt reports
+    (``Results``), the operators' actions (``Operations``) and restart recovery
+    (``restore``). It feeds the core the agents' joins, beats and departures itself. It
+    speaks no wire protocol (the servicers and the HTTP gateway decode and encode), opens no
+    socket, and does not do its parts' work: its other methods delegate."""
 
     def __init__(
         self,
@@ -85,14 +76,10 @@ class Master:
         self.token_created = self.join_token.created
         self.rows: dict[str, TaskRow] = {}  #: unfinished tasks, as journaled
         self.payloads = PayloadCache()  #: unfinished tasks' payloads kept in memory
-        self._pump_scheduled = False
         self.registry = AgentRegistry(m, journal, self.clock, lambda: self.token)
         self.hub = ResultHub()
-        self.finished_total: dict[str, int] = {}
         self.stopping = False
         self.started_at = self.clock.monotonic()
-        #: called with the row of every seed task that ends done (the result pusher)
-        self.on_seed_done: Callable[[TaskRow], None] | None = None
         self.admission = Admission(
             settings,
             journal,
@@ -104,21 +91,47 @@ class Master:
             stopping=lambda: self.stopping,
         )
         self.metrics = MasterMetrics()
+        self.ends = TaskEnds(
+            settings,
+            journal,
+            self.rows,
+            self.payloads,
+            self.admission,
+            self.hub,
+            self.metrics,
+            self.data_dir,
+        )
+        self.pumper = Pump(
+            self.core,
+            journal,
+            self.registry,
+            self.rows,
+            self.ends,
+            self.clock,
+            stopping=lambda: self.stopping,
+        )
+        self.results = Results(self.core, self.rows, self.pumper, self.clock)
+        self.operations = Operations(
+            settings,
+            self.core,
+            journal,
+            self.registry,
+            self.rows,
+            self.admission.inflight,
+            self.pumper,
+            self.clock,
+        )
         self.metrics.attach(self)
 
     # ---- start -------------------------------------------------------------------------
 
     async def restore(self) -> int:
         """Takes back every unfinished task from the journal. Returns how many."""
-        self.registry.credentials = await self.journal.agents()
-        now = self.clock.monotonic()
-        rows = await self.journal.unfinished()
-        for row in rows:
-            self.rows[row.id] = row
-            self.inflight[row.client_id] += 1
-            self.core.restore(task_from_row(row, now, self.clock), now)
+        count = await restore(
+            self.journal, self.core, self.registry, self.rows, self.inflight, self.clock
+        )
         self.pump()
-        return len(rows)
+        return count
 
     # ---- intake ------------------------------------------------------------------------
 
@@ -161,117 +174,46 @@ class Master:
         """The payload of a task submitted to this process and not ended yet, if kept."""
         return self.payloads.get(task_id)
 
+    # ---- commands (the pump's) ---------------------------------------------------------
+
     def pump_soon(self) -> None:
-        """One dispatch for everything that arrived in this turn of the event loop (a burst of
-        submissions committed together would otherwise start one dispatch per task)."""
-        if not self._pump_scheduled:
-            self._pump_scheduled = True
-            asyncio.get_running_loop().call_soon(self._scheduled_pump)
-
-    def _scheduled_pump(self) -> None:
-        self._pump_scheduled = False
-        if not self.stopping:
-            self.pump()
-
-    # ---- commands ----------------------------------------------------------------------
+        """One dispatch for everything that arrived in this turn of the event loop."""
+        self.pumper.soon()
 
     def pump(self) -> None:
         """Dispatches whatever can be dispatched now."""
-        self.apply(self.core.dispatch(self.clock.monotonic()))
+        self.pumper.pump()
 
     def tick(self) -> None:
-        self.apply(self.core.tick(self.clock.monotonic()))
-        self.pump()
+        self.pumper.tick()
 
     def apply(self, commands: list[Command]) -> None:
-        for command in commands:
-            if isinstance(command, Assign):
-                self._send_assignment(command)
-            elif isinstance(command, Persist):
-                self._persist(command.task)
-            elif isinstance(command, Finished):
-                self._finished(command.task)
-            elif isinstance(command, Expired):
-                log.warning(
-                    "device %s declared dead; its tasks are queued again", command.device_id
-                )
-                session = self.sessions.pop(command.device_id, None)
-                if session is not None:
-                    session.close("declared dead")
-            elif isinstance(command, CancelAttempt):
-                session = self.sessions.get(command.device_id)
-                if session is not None:
-                    session.send_cancel(command.task_id, command.attempt, command.reason)
-            # Reconciled and Forgotten report to the caller (the link, forget_gone): nothing to do
+        self.pumper.apply(commands)
 
-    def _send_assignment(self, command: Assign) -> None:
-        row = self.rows[command.task.id]
-        session = self.sessions.get(command.device_id)
-        if session is None:  # cannot happen: only devices with a live session are schedulable
-            self.apply(
-                self.core.failed(
-                    row.id,
-                    command.attempt,
-                    command.device_id,
-                    FailureKind.REJECTED,
-                    "no session",
-                    self.clock.monotonic(),
-                )
-            )
-            return
-        device = self.core.devices[command.device_id]
-        row.device_type = device.device_type
-        session.send_assignment(row, command.attempt)
-        log.info("task %s assigned to %s attempt %d", row.id, command.device_id, command.attempt)
+    # ---- task ends (the ends') ---------------------------------------------------------
 
-    def _persist(self, task: Task) -> None:
-        row = self.rows.get(task.id)
-        if row is None:
-            return
-        self.journal.update(task.id, update_row(row, task, self.clock))
+    @property
+    def finished_total(self) -> dict[str, int]:
+        """Tasks ended since this master started, per final state."""
+        return self.ends.finished_total
 
-    def _finished(self, task: Task) -> None:
-        self.payloads.drop(task.id)
-        row = self.rows.pop(task.id, None)
-        if row is None:
-            return
-        self.admission.release(row.client_id)
-        self.finished_total[row.state] = self.finished_total.get(row.state, 0) + 1
-        self.metrics.finished.labels(row.state).inc()
-        if task.state is TaskState.DONE:
-            self.metrics.observe_done(row.timings)
-        if task.state is TaskState.DONE:
-            log.info("task %s done on %s", task.id, task.device_id)
-        else:
-            log.warning("task %s %s: %s", task.id, row.state, row.error)
-        if row.origin == "seed" and task.state is TaskState.DONE:
-            if self.on_seed_done is not None:
-                self.on_seed_done(row)  # the upload goes once the result is delivered
-        elif task.state is TaskState.DEAD:
-            pass  # kept for an operator's retry, until retention prunes the task
-        else:  # once the journal holds the end: before, a restart would need the payload
-            self.remove_payload_after_commit(row)
-        self.hub.publish(row)
+    @property
+    def on_seed_done(self) -> Callable[[TaskRow], None] | None:
+        """Called with the row of every seed task that ends done (the result pusher)."""
+        return self.ends.on_seed_done
+
+    @on_seed_done.setter
+    def on_seed_done(self, callback: Callable[[TaskRow], None] | None) -> None:
+        self.ends.on_seed_done = callback
 
     def remove_payload_after_commit(self, row: TaskRow) -> None:
-        """The payload (unless ``keep_upload``) and its intake record go once everything
-        journaled so far, this task's end included, is committed."""
-        path = None if self.settings.master.keep_upload else Path(row.payload_path)
-        data_dir, task_id = self.data_dir, row.id
+        """The payload (unless ``keep_upload``) and its intake record go once committed."""
+        self.ends.remove_payload_after_commit(row)
 
-        def remove() -> None:
-            if path is not None:
-                remove_quietly(path)
-            remove_record(data_dir, task_id)
-
-        self.journal.after_commit(remove)
-
-    # ---- results from agents -----------------------------------------------------------
+    # ---- results from agents (the results') --------------------------------------------
 
     def task_started(self, device_id: str, task_id: str, attempt: int) -> None:
-        now = self.clock.monotonic()
-        self.core.seen(device_id, now)
-        self.apply(self.core.started(task_id, attempt, now, device_id))
+        self.results.started(device_id, task_id, attempt)
 
     def task_done(
         self,
@@ -282,50 +224,12 @@ class Master:
         detections: list[Detection],
         board: dict[str, float],
     ) -> bool:
-        now = self.clock.monotonic()
-        task = self.core.tasks.get(task_id)
-        service_ms = board.get("total_ms", 0.0) - board.get("queue_ms", 0.0)
-        service_ms -= board.get("receive_ms", 0.0)
-        commands = self.core.done(task_id, attempt, device_id, service_ms, now)
-        if not accepted(commands, task_id) or task is None:
-            log.info("discarded result of task %s attempt %d from %s", task_id, attempt, device_id)
-            self.pump()
-            return False
-        row = self.rows[task_id]
-        turnaround_ms = (now - task.assigned_at) * 1000
-        network_ms = max(0.0, turnaround_ms - board.get("total_ms", 0.0))
-        row.label = label
-        row.detections = detections
-        row.timings = {
-            "queue_wait_ms": round((task.assigned_at - task.queued_at) * 1000, 3),
-            "transfer_ms": round(board.get("receive_ms", 0.0) + network_ms / 2, 3),
-            "inference_ms": round(board.get("inference_ms", 0.0), 3),
-            "result_return_ms": round(network_ms / 2, 3),
-            "delivery_ms": 0.0,
-            "board": board,
-        }
-        device = self.core.devices.get(device_id)
-        if device is not None:
-            row.device_type = device.device_type
-        self.apply(commands)
-        self.pump()
-        return True
+        return self.results.done(device_id, task_id, attempt, label, detections, board)
 
     def task_failed(self, device_id: str, task_id: str, attempt: int, kind: str, msg: str) -> None:
-        commands = self.core.failed(task_id, attempt, device_id, kind, msg, self.clock.monotonic())
-        if commands:
-            log.warning(
-                "task %s attempt %d failed on %s: %s: %s", task_id, attempt, device_id, kind, msg
-            )
-        else:  # a live attempt always yields a command: this one was superseded or cancelled
-            log.info(
-                "ignored report for task %s attempt %d from %s (superseded)",
-                task_id,
-                attempt,
-                device_id,
-            )
-        self.apply(commands)
-        self.pump()
+        self.results.failed(device_id, task_id, attempt, kind, msg)
+
+    # ---- agents (the link servicer calls these) ----------------------------------------
 
     async def forget_gone(self) -> list[str]:
         """Devices dead or gone for ``master.forget_dead_after_s`` leave the registry, the API,
@@ -354,8 +258,6 @@ class Master:
             ", ".join(sorted(gone)[:10]) + (" ..." if len(gone) > 10 else ""),
         )
         return gone
-
-    # ---- agents (the link servicer calls these) ----------------------------------------
 
     @property
     def sessions(self) -> dict[str, AgentSession]:
@@ -426,7 +328,7 @@ class Master:
         """The next value of a journaled counter, at least ``floor`` (seed upload names)."""
         return await self.journal.next_counter(name, floor)
 
-    # ---- API ---------------------------------------------------------------------------
+    # ---- API -------------------------------------------------------------------------
 
     @property
     def token(self) -> str:
@@ -435,58 +337,18 @@ class Master:
 
     def waiting_note(self, row: TaskRow) -> str:
         """Why a queued task is not running, when the reason is that no device can run it."""
-        if row.state != TaskState.QUEUED.value or row.task_type in self.core.capable_types():
-            return ""
-        ttl = self.settings.scheduling.no_device_ttl_s
-        return (
-            f"waiting: no online device can run task type {row.task_type!r}; "
-            f"it ends dead after {ttl:g} s without one"
-        )
+        return self.operations.waiting_note(row)
 
     def drain(self, device_id: str, on: bool) -> Device:
-        """Drain (or undrain) a device: it finishes what it runs and takes nothing new; the
-        agent is told, so it also reports itself draining."""
-        self.apply(self.core.drain(device_id, on))  # kept when the agent rejoins
-        device = self.core.devices[device_id]
-        session = self.sessions.get(device_id)
-        if session is not None:
-            reason = "drained by an operator" if on else "undrained by an operator"
-            session.send_control(wire.drain(on, reason))
-        log.info("device %s %s", device_id, "draining" if on else "undrained")
-        self.pump()
-        return device
+        """Drain (or undrain) a device (the operations')."""
+        return self.operations.drain(device_id, on)
 
     async def get_task(self, task_id: str) -> TaskRow:
-        row = self.rows.get(task_id) or await self.journal.get(task_id)
-        if row is None:
-            raise NotFoundError(f"no task {task_id}")
-        return row
+        return await self.operations.get_task(task_id)
 
     async def retry(self, task_id: str) -> TaskRow:
-        """Queues a dead task again, with its failure count reset (its error history stays)."""
-        row = await self.get_task(task_id)
-        if row.state != TaskState.DEAD.value:
-            raise ConflictError(f"task {task_id} is {row.state}; only dead tasks can be retried")
-        if not await asyncio.to_thread(Path(row.payload_path).is_file):
-            raise ConflictError(f"task {task_id}: its picture is no longer kept; submit it again")
-        now = self.clock.monotonic()
-        task = task_from_row(row, now, self.clock)
-        row.finished_ms = 0
-        row.error = ""
-        if row.origin == "seed":
-            row.delivery = "pending"
-        self.rows[task_id] = row
-        self.inflight[row.client_id] += 1
-        log.info("task %s retried by request: attempt count reset", task_id)
-        self.apply(self.core.retry(task, now))
-        self.journal.update(task_id, {"finished_ms": 0, "delivery": row.delivery})
-        self.pump()
-        return row
+        """Queues a dead task again, with its failure count reset (the operations')."""
+        return await self.operations.retry(task_id)
 
     async def cancel(self, task_id: str, reason: str = "cancelled by request") -> TaskRow:
-        row = await self.get_task(task_id)
-        if task_id not in self.core.tasks:
-            raise ConflictError(f"task {task_id} is already {row.state}")
-        self.apply(self.core.cancel(task_id, self.clock.monotonic(), reason))
-        self.pump()
-        return await self.get_task(task_id)
+        return await self.operations.cancel(task_id, reason)

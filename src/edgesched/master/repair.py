@@ -22,7 +22,8 @@ from typing import Any
 from edgesched.config import Settings
 from edgesched.core.state import TaskState
 from edgesched.journal.base import TaskRow
-from edgesched.journal.sqlite import COMMITS, SQLiteJournal, integrity_problem, read_commit_record
+from edgesched.journal.integrity import COMMITS, integrity_problem, read_commit_record
+from edgesched.journal.sqlite import SQLiteJournal
 from edgesched.master.storage import INTAKE, read_record, records
 
 #: rows read per step from a damaged table (a bad page loses its step, not the table)

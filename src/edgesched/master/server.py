@@ -20,7 +20,8 @@ import uvicorn
 from edgesched import failpoints
 from edgesched.config import MasterSettings, Settings
 from edgesched.errors import DamagedJournalError, JournalError
-from edgesched.journal.sqlite import SQLiteJournal, private_dir
+from edgesched.journal.files import private_dir
+from edgesched.journal.sqlite import SQLiteJournal
 from edgesched.master.auth import ApiTokenInterceptor
 from edgesched.master.compat.grpc import image_upload_handler
 from edgesched.master.compat.intake import SeedIntake, SeedUpload, reply_path
@@ -93,6 +94,12 @@ class _QuietServer(uvicorn.Server):
 
 
 class MasterServer:
+    """Runs one master process: opens the journal, builds the ``Master``, serves the gRPC
+    servicers (client API, agent link, the seed's upload) and the HTTP gateway, runs the
+    periodic ticks, the result pusher and retention, and shuts all down in order. Owns the
+    servers, the sockets, the background tasks and the journal's lifetime. It may not change
+    a task or a device itself: everything goes through ``Master``."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         m = settings.master

@@ -47,7 +47,8 @@ class SleepBackend:
 
 
 class NoopBackend:
-    """Answers every raw task at once with an empty label."""
+    """Answers every raw task at once with an empty label. Owns nothing but the task type
+    names; touches nothing of the agent's."""
 
     name: str = "noop"
     formats: tuple[str, ...] = ("raw",)
@@ -71,7 +72,7 @@ class BusyBackend(NoopBackend):
     """Burns ``busy_ms`` of CPU time per task (thread time, so waiting for a core is not counted
     as work done) by hashing 4 KiB blocks: CPython releases the GIL while it hashes a block that
     large, as onnxruntime does while it infers, so the agent's event loop keeps moving results
-    and payloads meanwhile."""
+    and payloads meanwhile. Owns nothing but its busy time; touches nothing of the agent's."""
 
     name: str = "busy"
 

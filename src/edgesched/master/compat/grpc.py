@@ -33,6 +33,11 @@ def _code(exc: Exception) -> grpc.StatusCode:
 
 
 def image_upload_handler(uploader: Uploader) -> grpc.GenericRpcHandler:
+    """The seed's gRPC image upload (a generic handler: no generated code for it): decodes
+    the upload, hands it to ``uploader`` (the ``SeedIntake`` or the task manager's
+    forwarder), encodes the reply and maps errors to status codes. Owns nothing; it may not
+    touch the core, the journal or the files itself."""
+
     async def upload_image(body: bytes, context: grpc.aio.ServicerContext) -> bytes:
         client_ip = peer_host(context.peer())
         try:

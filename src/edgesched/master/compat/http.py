@@ -127,6 +127,9 @@ Guard = Callable[..., Awaitable[None]]
 def seed_router(
     master: Master, intake: SeedIntake, changes: Guard, reads: Guard, seed: Guard
 ) -> APIRouter:
+    """The seed's HTTP routes (``/schedule``, node lists, forwarded uploads): decode the
+    seed's bodies, call ``Master`` and ``SeedIntake``, encode the seed's replies. Owns no
+    state; the routes may not touch the core, the journal or the payload files directly."""
     router = APIRouter()
     unauthorised: dict[int | str, dict[str, Any]] = {
         401: {"model": SeedReply, "description": "missing or wrong API token"}

@@ -1,0 +1,86 @@
+"""What agents report of their attempts: started, done (with the result), failed."""
+
+from __future__ import annotations
+
+import logging
+
+from edgesched.clock import Clock
+from edgesched.core.commands import accepted
+from edgesched.core.core import Core
+from edgesched.inference.labels import Detection
+from edgesched.journal.base import TaskRow
+from edgesched.master.pump import Pump
+
+log = logging.getLogger("edgesched.master")
+
+
+class Results:
+    """Feeds the agents' attempt reports to the core and fills a done task's row (label,
+    detections, timings) before the core's commands end it. Owns nothing of its own. It may
+    not end a task itself (the core decides, ``TaskEnds`` carries it out) nor talk to an
+    agent (the link answers it)."""
+
+    def __init__(self, core: Core, rows: dict[str, TaskRow], pump: Pump, clock: Clock) -> None:
+        self.core = core
+        self.rows = rows
+        self.pump = pump
+        self.clock = clock
+
+    def started(self, device_id: str, task_id: str, attempt: int) -> None:
+        now = self.clock.monotonic()
+        self.core.seen(device_id, now)
+        self.pump.apply(self.core.started(task_id, attempt, now, device_id))
+
+    def done(
+        self,
+        device_id: str,
+        task_id: str,
+        attempt: int,
+        label: str,
+        detections: list[Detection],
+        board: dict[str, float],
+    ) -> bool:
+        now = self.clock.monotonic()
+        task = self.core.tasks.get(task_id)
+        service_ms = board.get("total_ms", 0.0) - board.get("queue_ms", 0.0)
+        service_ms -= board.get("receive_ms", 0.0)
+        commands = self.core.done(task_id, attempt, device_id, service_ms, now)
+        if not accepted(commands, task_id) or task is None:
+            log.info("discarded result of task %s attempt %d from %s", task_id, attempt, device_id)
+            self.pump.pump()
+            return False
+        row = self.rows[task_id]
+        turnaround_ms = (now - task.assigned_at) * 1000
+        network_ms = max(0.0, turnaround_ms - board.get("total_ms", 0.0))
+        row.label = label
+        row.detections = detections
+        row.timings = {
+            "queue_wait_ms": round((task.assigned_at - task.queued_at) * 1000, 3),
+            "transfer_ms": round(board.get("receive_ms", 0.0) + network_ms / 2, 3),
+            "inference_ms": round(board.get("inference_ms", 0.0), 3),
+            "result_return_ms": round(network_ms / 2, 3),
+            "delivery_ms": 0.0,
+            "board": board,
+        }
+        device = self.core.devices.get(device_id)
+        if device is not None:
+            row.device_type = device.device_type
+        self.pump.apply(commands)
+        self.pump.pump()
+        return True
+
+    def failed(self, device_id: str, task_id: str, attempt: int, kind: str, msg: str) -> None:
+        commands = self.core.failed(task_id, attempt, device_id, kind, msg, self.clock.monotonic())
+        if commands:
+            log.warning(
+                "task %s attempt %d failed on %s: %s: %s", task_id, attempt, device_id, kind, msg
+            )
+        else:  # a live attempt always yields a command: this one was superseded or cancelled
+            log.info(
+                "ignored report for task %s attempt %d from %s (superseded)",
+                task_id,
+                attempt,
+                device_id,
+            )
+        self.pump.apply(commands)
+        self.pump.pump()
