@@ -1,5 +1,5 @@
-"""Running tasks: the slot gate, the backend on a worker thread, emulated service time, and the
-message each outcome becomes (started, result, failure)."""
+"""Running tasks: the slot gate, the backend on a worker thread (an instant one in the event
+loop), emulated service time, and the message each outcome becomes (started, result, failure)."""
 
 from __future__ import annotations
 
@@ -46,6 +46,10 @@ class Runner:
         self.rng = rng
         self.time_scale = time_scale
         self.meter = SlotMeter(slots, time.monotonic())
+        #: a backend that declares itself instant (``inline = True``: it returns at once and
+        #: never blocks) runs in the event loop: a hop to a worker thread and back would cost
+        #: more than the task; every other backend runs on a worker thread
+        self.inline: bool = getattr(backend, "inline", False) is True
         self.pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="infer")
         #: every task the master gave and whose payload is here: running, or waiting for a slot
         #: (the master sends up to slots + scheduling.prefetch, so the next payload travels
@@ -115,9 +119,13 @@ class Runner:
         start = time.monotonic()
         self.meter.start(start)
         try:
-            result: BackendResult = await loop.run_in_executor(
-                self.pool, self.backend.run, a.task_type, payload, a.task_id
-            )
+            result: BackendResult
+            if self.inline:
+                result = self.backend.run(a.task_type, payload, a.task_id)
+            else:
+                result = await loop.run_in_executor(
+                    self.pool, self.backend.run, a.task_type, payload, a.task_id
+                )
             paced_ms = 0.0
             if self.profile is not None:
                 target = self.profile.sample_ms(self.rng) * self.time_scale / 1000

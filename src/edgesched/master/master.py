@@ -177,7 +177,8 @@ class Master:
     # ---- commands (the pump's) ---------------------------------------------------------
 
     def pump_soon(self) -> None:
-        """One dispatch for everything that arrived in this turn of the event loop."""
+        """A task was queued: dispatch now if this turn has not yet, else with the rest of
+        the turn's tasks in the next one."""
         self.pumper.soon()
 
     def pump(self) -> None:

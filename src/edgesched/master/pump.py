@@ -19,12 +19,13 @@ log = logging.getLogger("edgesched.master")
 
 
 class Pump:
-    """Applies the core's commands and runs its dispatch. Owns the one pending dispatch of an
-    event-loop turn. It sends assignments and cancels through the agents' sessions (the
-    registry's), writes a task's changes to the journal (the master's ``rows``) and hands a
-    task's end to ``TaskEnds``. It may not change the core's state other than through the
-    core's event methods, nor add or remove rows (the intake and the operations do), nor open
-    a session (the link does)."""
+    """Applies the core's commands and runs its dispatch. Owns the dispatch of an event-loop
+    turn: at once for the turn's first queued task, one scheduled for whatever else the turn
+    queued. It sends assignments and cancels through the agents' sessions (the registry's),
+    writes a task's changes to the journal (the master's ``rows``) and hands a task's end to
+    ``TaskEnds``. It may not change the core's state other than through the core's event
+    methods, nor add or remove rows (the intake and the operations do), nor open a session
+    (the link does)."""
 
     def __init__(
         self,
@@ -43,14 +44,35 @@ class Pump:
         self.ends = ends
         self.clock = clock
         self.stopping = stopping
+        #: a dispatch is scheduled for the next turn (it takes everything queued until then)
         self.scheduled = False
+        #: soon() dispatched at once in this turn; further calls wait for the scheduled one
+        self.pumped_this_turn = False
 
     def soon(self) -> None:
-        """One dispatch for everything that arrived in this turn of the event loop (a burst of
-        submissions committed together would otherwise start one dispatch per task)."""
-        if not self.scheduled:
+        """Dispatches a task that was just queued. The first call of an event-loop turn
+        dispatches at once, so a lone task on an idle master is decided and sent in the turn
+        its journal commit resolved in, not a turn later; every further call in that turn
+        joins one dispatch in the next turn, so a burst of submissions committed together
+        still gets one dispatch per turn rather than one per task."""
+        if self.scheduled:
+            return
+        loop = asyncio.get_running_loop()
+        if self.pumped_this_turn:
             self.scheduled = True
-            asyncio.get_running_loop().call_soon(self._scheduled)
+            loop.call_soon(self._scheduled)
+            return
+        self.pumped_this_turn = True
+        loop.call_soon(self._next_turn)
+        if self.stopping():
+            return
+        try:
+            self.pump()
+        except Exception:  # as a scheduled dispatch's would: logged, not the submitter's error
+            log.exception("dispatch failed")
+
+    def _next_turn(self) -> None:
+        self.pumped_this_turn = False
 
     def _scheduled(self) -> None:
         self.scheduled = False

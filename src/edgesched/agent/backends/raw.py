@@ -52,6 +52,8 @@ class NoopBackend:
 
     name: str = "noop"
     formats: tuple[str, ...] = ("raw",)
+    #: instant: the agent runs it in its event loop, not on a worker thread
+    inline: bool = True
 
     def __init__(self, tasktypes: dict[str, TaskTypeSettings]) -> None:
         self._names = sorted(n for n, t in tasktypes.items() if t.raw)
@@ -75,6 +77,7 @@ class BusyBackend(NoopBackend):
     and payloads meanwhile. Owns nothing but its busy time; touches nothing of the agent's."""
 
     name: str = "busy"
+    inline: bool = False  #: it burns CPU: on a worker thread, as a model would
 
     def __init__(self, tasktypes: dict[str, TaskTypeSettings], busy_ms: float) -> None:
         super().__init__(tasktypes)
