@@ -35,7 +35,9 @@ class HeldArtefact:
 
 
 class Backend(Protocol):
-    """Runs a task type's model on a payload; says which models it holds."""
+    """Runs a task type's model on a payload; says which models it holds. A backend whose
+    ``run`` returns at once and never blocks may say so with a class attribute ``inline = True``
+    (``noop``): the agent then runs it in its event loop instead of on a worker thread."""
 
     name: str
     formats: tuple[str, ...]
