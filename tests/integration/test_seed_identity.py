@@ -246,6 +246,8 @@ async def test_an_agent_with_simulated_churn_leaves_and_rejoins_and_every_task_f
     replies = [await cluster.submit(f"t{i}", png_bytes(color=(i, 0, 0))) for i in range(12)]
     results = await cluster.wait([r.task_id for r in replies], limit_s=60)
     await until(lambda: agent.session_no >= 3)  # it left and came back, at least twice
+    # a membership after a rejoin is undrained until its own next leave
+    await until(lambda: agent.session_no >= 3 and agent.connected.is_set() and not agent.draining)
     # the only device: what comes after its rejoins runs on it too (its own drain ended)
     later = [await cluster.submit(f"u{i}", png_bytes(color=(0, i, 0))) for i in range(6)]
     results.update(await cluster.wait([r.task_id for r in later], limit_s=60))

@@ -89,8 +89,10 @@ class Session:
         self.connected = asyncio.Event()
 
     def rejoin(self) -> None:
-        """After a simulated disconnect: the next link is a fresh membership."""
+        """After a simulated disconnect: the next link is a fresh membership, not draining
+        (the leave's own drain ended with it)."""
         self._leave.clear()
+        self._stopping = False
         self.draining = False
 
     async def keep_linked(self, stop: asyncio.Event) -> None:
