@@ -227,3 +227,15 @@ def test_the_agent_side_imports_nothing_of_the_master_or_the_tools() -> None:
         if bad:
             wrong[name] = sorted(bad)
     assert not wrong, f"agent-side modules import the master's or the tools': {wrong}"
+
+
+def test_nothing_a_board_or_a_master_runs_imports_the_tools() -> None:
+    # tooling (demo, bench, chaos, sim, the cluster harness) lives apart: only the commands
+    # that start it (edgesched.cli, importing it when run) and the tools themselves reach it
+    wrong = {
+        name: sorted(m for m in IMPORTS[name] if _within(m, "edgesched.tools"))
+        for name in MODULES
+        if not _within(name, "edgesched.tools") and not _within(name, "edgesched.cli")
+    }
+    wrong = {name: found for name, found in wrong.items() if found}
+    assert not wrong, f"runtime modules import the tools: {wrong}"
