@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from edgesched.cli.options import PORT
+from edgesched.cli.options import LOCAL_MASTER_DIR, PORT
 
 
 @click.group()
@@ -111,7 +111,7 @@ def client_send(
             if progress is not None and task_id is not None:
                 progress.advance(task_id)
 
-        token = api_token or (read_token("workspace/master", "api") or "")
+        token = api_token or (read_token(LOCAL_MASTER_DIR, "api") or "")
         tls = TlsFiles(tls_ca, tls_cert, tls_key) if tls_ca else None
         sender = Sender(f"{host}:{port}", tasktype, client_id, workers, timeout, tick, token, tls)
         if progress is not None:

@@ -12,6 +12,7 @@ from edgesched import __version__
 from edgesched.cli.options import (
     CONFIG_HELP,
     LISTEN_PORT,
+    LOCAL_MASTER_DIR,
     PORT,
     log_options,
     run_until_signal,
@@ -156,7 +157,7 @@ def gateway(config: str | None, log_level: str, log_format: str, **flags: Any) -
 )
 @click.option(
     "--data-dir",
-    default="workspace/master",
+    default=LOCAL_MASTER_DIR,
     show_default=True,
     help="the gateway's data directory, when it runs on this machine",
 )

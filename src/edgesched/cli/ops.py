@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from edgesched.cli.options import CONFIG_HELP, settings_from
+from edgesched.cli.options import CONFIG_HELP, LOCAL_MASTER_DIR, settings_from
 from edgesched.config import render_toml
 from edgesched.errors import EdgeschedError
 
@@ -43,7 +43,7 @@ def call(method: str, master_url: str, path: str, **params: Any) -> Any:
 
     from edgesched.master.token import read_token
 
-    token = os.environ.get("EDGESCHED_API_TOKEN") or read_token("workspace/master", "api") or ""
+    token = os.environ.get("EDGESCHED_API_TOKEN") or read_token(LOCAL_MASTER_DIR, "api") or ""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         response = httpx.request(
