@@ -92,6 +92,8 @@ async def test_a_disk_that_fills_while_tasks_run_loses_no_acknowledged_task(
                     await asyncio.sleep(0.05)
             assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert "space" in (refused.value.details() or "")
+            # the tasks' ends meet the full disk (an attempt's start is not journaled)
+            await wait_until(lambda: bool(cluster.master.space_problem()), 30)
             health = (await cluster.get("/healthz")).json()
             assert health["status"] != "ok" and "space" in health["reason"], health
             uploads = list((data / "upload").rglob("*.png"))

@@ -26,6 +26,7 @@ from edgesched.core.retry import COUNTED_KINDS, FATAL_KINDS, backoff_delay
 from edgesched.core.state import Device, DeviceState, Metrics, Task, TaskState
 from edgesched.core.strategies import make_strategy
 from edgesched.errors import ConflictError, NotFoundError
+from edgesched.kinds import FailureKind
 
 
 def make_core(strategy: str = "roundrobin", **overrides: object) -> Core:
@@ -94,12 +95,13 @@ def one_assigned(core: Core, now: float = 0.0) -> tuple[Task, Device]:
 # ---- submit and dispatch --------------------------------------------------------------------
 
 
-def test_a_submitted_task_is_assigned_and_persisted_on_dispatch():
+def test_a_submitted_task_is_assigned_on_dispatch_without_a_journal_write():
     core = make_core()
     add_device(core, "d1")
     (task,) = submit(core, "t1", now=1.0)
     commands = core.dispatch(2.0)
-    assert commands == [Assign(task, "d1", 1), Persist(task)]
+    # the single attempt after the journaled one is not journaled (needs_persist)
+    assert commands == [Assign(task, "d1", 1)]
     assert task.state is TaskState.ASSIGNED
     assert task.attempt == 1
     assert task.live == {1: "d1"}
@@ -107,6 +109,55 @@ def test_a_submitted_task_is_assigned_and_persisted_on_dispatch():
     assert task.assigned_at == 2.0
     assert ("t1", 1) in core.devices["d1"].inflight
     assert core.devices["d1"].sent_since_heartbeat == 1
+
+
+def test_a_task_reaches_the_journal_with_its_end_not_its_start():
+    core = make_core()
+    add_device(core, "d1")
+    (task,) = submit(core, "t1", now=1.0)
+    core.dispatch(2.0)
+    assert core.started("t1", 1, 2.5, "d1") == []
+    assert task.state is TaskState.RUNNING
+    done = core.done("t1", 1, "d1", 10.0, 3.0)
+    assert Persist(task) in done and Finished(task) in done
+    assert task.persisted_attempt == 1
+
+
+def test_a_failed_attempt_is_journaled_and_the_next_one_is_not():
+    core = make_core()
+    add_device(core, "d1")
+    (task,) = submit(core, "t1")
+    core.dispatch(1.0)
+    assert Persist(task) in core.failed("t1", 1, "d1", FailureKind.BACKEND, "boom", 1.5)
+    assert task.persisted_attempt == 1
+    core.tick(task.not_before)  # the backoff is over
+    later = core.dispatch(task.not_before)
+    assert [type(c) for c in later] == [Assign] and task.attempt == 2
+
+
+def test_attempts_after_a_restart_are_numbered_past_one_that_was_never_journaled():
+    # the journal holds the task queued at attempt 0; before the restart attempt 1 went out to
+    # d1 (not journaled). Restored, the task must never issue attempt 1 again: d1's late
+    # result of it is refused, and the next attempt is journaled before it is sent.
+    core = make_core()
+    add_device(core, "d1")
+    restored = Task(id="t1", task_type="layout", size_bytes=1, submitted_at=0.0, attempt=0)
+    core.restore(restored, 0.0)
+    assert restored.attempt == 1 and restored.persisted_attempt == 0
+    commands = core.dispatch(1.0)
+    assert Assign(restored, "d1", 2) in commands and Persist(restored) in commands
+    assert core.done("t1", 1, "d1", 5.0, 2.0) == []  # the unjournaled attempt's result
+    assert accepted(core.done("t1", 2, "d1", 5.0, 2.0), "t1")
+
+
+def test_a_second_live_attempt_is_journaled():
+    from edgesched.core.commands import needs_persist
+
+    task = new_task("t1")
+    task.attempt, task.persisted_attempt, task.live = 2, 1, {1: "d1", 2: "d2"}
+    assert needs_persist(task)
+    task.live = {2: "d2"}
+    assert not needs_persist(task)
 
 
 def test_a_submitted_task_waits_in_the_queue_until_there_is_a_device():
@@ -218,7 +269,7 @@ def test_a_task_nobody_can_run_keeps_its_place_at_the_head_of_the_queue():
 def test_started_moves_an_assigned_task_to_running():
     core = make_core()
     task, _ = one_assigned(core)
-    assert core.started("t1", 1, 3.0) == [Persist(task)]
+    assert core.started("t1", 1, 3.0) == []  # not journaled: see needs_persist
     assert task.state is TaskState.RUNNING
     assert task.started_at == 3.0
     # a second start, a stale attempt or an unknown task change nothing
@@ -823,7 +874,8 @@ def test_a_restored_queued_task_is_dispatched_normally():
     task = new_task("t1")
     core.restore(task, 5.0)
     add_device(core, "d1", 5.0)
-    assert placed(core.dispatch(5.0)) == [("t1", "d1", 1)]
+    # attempt 2: attempt 1 may have gone out unjournaled before the restart
+    assert placed(core.dispatch(5.0)) == [("t1", "d1", 2)]
 
 
 def test_a_restored_queued_task_still_in_backoff_waits_for_it():
@@ -836,7 +888,7 @@ def test_a_restored_queued_task_still_in_backoff_waits_for_it():
     assert core.next_wakeup() == 12.0
     core.heartbeat("d1", Metrics(), 11.0)
     core.tick(12.0)
-    assert placed(core.dispatch(12.0)) == [("t1", "d1", 1)]
+    assert placed(core.dispatch(12.0)) == [("t1", "d1", 2)]
 
 
 # ---- drain ----------------------------------------------------------------------------------
@@ -937,3 +989,28 @@ def test_an_agents_own_drain_ends_when_it_leaves_and_an_operators_outlasts_a_rej
     assert rejoined["ops"].draining and not rejoined["ops"].schedulable
     submit(core, "t1", now=2.0)
     assert placed(core.dispatch(2.0)) == [("t1", "own", 1)]
+
+
+@pytest.mark.parametrize("how", ["running", "finished"])
+def test_a_restarted_master_adopts_a_restored_task_the_rejoining_device_reports(how: str):
+    # journaled queued at attempt 0; attempt 1 went out to d1 unjournaled, then the master
+    # restarted: d1 rejoins with the task and keeps it, its result is accepted, nothing reruns
+    core = make_core()
+    task = Task(id="t1", task_type="layout", size_bytes=1, submitted_at=0.0)
+    core.restore(task, 0.0)
+    reports = {how: ["t1"]}
+    _, reconciled, _ = add_device(core, "d1", 1.0, **reports)  # type: ignore[arg-type]
+    assert reconciled.keep == ["t1"] and reconciled.drop == []
+    assert task.state is TaskState.ASSIGNED and task.live == {1: "d1"}
+    assert core.dispatch(1.0) == []  # not sent again
+    assert accepted(core.done("t1", 1, "d1", 5.0, 2.0), "t1")
+
+
+def test_a_task_sent_again_since_the_restart_is_not_adopted():
+    core = make_core()
+    task = Task(id="t1", task_type="layout", size_bytes=1, submitted_at=0.0)
+    core.restore(task, 0.0)
+    add_device(core, "d2", 0.5)
+    core.dispatch(0.5)  # attempt 2 on d2
+    _, reconciled, _ = add_device(core, "d1", 1.0, running=["t1"])
+    assert reconciled.drop == ["t1"] and task.live == {2: "d2"}

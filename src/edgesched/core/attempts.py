@@ -6,7 +6,7 @@ from __future__ import annotations
 import heapq
 
 from edgesched.core.base import CoreState
-from edgesched.core.commands import CancelAttempt, Command, Finished, Persist
+from edgesched.core.commands import CancelAttempt, Command, Finished, needs_persist, persist
 from edgesched.core.retry import COUNTED_KINDS, FATAL_KINDS, backoff_delay
 from edgesched.core.state import AttemptError, Device, DeviceState, Task, TaskState
 from edgesched.errors import ConflictError, NotFoundError
@@ -29,13 +29,17 @@ class Attempts(CoreState):
         return []
 
     def restore(self, task: Task, now: float) -> list[Command]:
-        """A task read back from the journal after a restart.
+        """A task read back from the journal after a restart (its attempt as journaled).
 
         A task that was out on a device stays with it: the device's agent reconnects and reports
         what it still runs; if it does not come back within the grace, the task is queued again.
         """
         self.tasks[task.id] = task
+        task.persisted_attempt = task.attempt
         if task.state is TaskState.QUEUED:
+            # one attempt may have gone out that the journal never heard of (needs_persist):
+            # numbering goes on past it, so a late result of it is refused
+            task.attempt += 1
             self._enqueue(task, now)
             return []
         device = self.devices.get(task.device_id)
@@ -79,7 +83,7 @@ class Attempts(CoreState):
         task.queued_at = now
         self.retries += 1
         self._enqueue(task, now)
-        return [Persist(task)]
+        return [persist(task)]
 
     def _finish(self, task: Task, state: TaskState, now: float, error: str = "") -> list[Command]:
         task.move(state)
@@ -91,7 +95,7 @@ class Attempts(CoreState):
             self._unwatch(device_id, task.id, attempt)
         task.live.clear()
         self.tasks.pop(task.id, None)
-        out += [Persist(task), Finished(task)]
+        out += [persist(task), Finished(task)]
         return out
 
     def _free(self, task_id: str, attempt: int, device_id: str, now: float) -> None:
@@ -126,7 +130,7 @@ class Attempts(CoreState):
             return []
         task.move(TaskState.RUNNING)
         task.started_at = now
-        return [Persist(task)]
+        return [persist(task)] if needs_persist(task) else []
 
     def done(
         self, task_id: str, attempt: int, device_id: str, service_ms: float, now: float
@@ -164,7 +168,7 @@ class Attempts(CoreState):
         counted = kind in COUNTED_KINDS
         task.errors.append(AttemptError(attempt, device_id, kind, message, now, counted))
         if task.live:
-            return [Persist(task)]  # another attempt is still out; let it finish
+            return [persist(task)]  # another attempt is still out; let it finish
         if kind in FATAL_KINDS:
             return self._finish(task, TaskState.DEAD, now, f"{kind}: {message}")
         if counted:
@@ -242,7 +246,7 @@ class Attempts(CoreState):
         if kind == FailureKind.STALLED:
             task.avoid = device_id
         if task.live:
-            return [Persist(task)]
+            return [persist(task)]
         return self._requeue(task, now)
 
     def _watch_deadline(self, task: Task, now: float) -> None:
@@ -275,5 +279,5 @@ class Attempts(CoreState):
         task.errors.append(AttemptError(attempt, device_id, FailureKind.DEADLINE, why, now, False))
         out: list[Command] = [CancelAttempt(task_id, device_id, attempt, "deadline missed")]
         if task.live:
-            return [*out, Persist(task)]
+            return [*out, persist(task)]
         return out + self._requeue(task, now)

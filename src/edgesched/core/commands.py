@@ -29,9 +29,28 @@ class CancelAttempt:
 
 @dataclass(frozen=True)
 class Persist:
-    """The task's state changed: write it to the journal."""
+    """The task's state changed: write it to the journal. Made by ``persist``."""
 
     task: Task
+
+
+def persist(task: Task) -> Persist:
+    """The command to journal ``task``; from then on the journal vouches for its attempt."""
+    task.persisted_attempt = task.attempt
+    return Persist(task)
+
+
+def needs_persist(task: Task) -> bool:
+    """Whether an attempt's start (assigned, or reported running) must be journaled.
+
+    Recovery needs only a task's end, its failures and a bound on its attempt numbers: after a
+    restart the task is queued again (``Core.restore``) with its attempt taken one past the
+    journaled one, so a result of an attempt dispatched but not journaled is refused. That
+    holds while at most one attempt beyond the journaled one was ever sent: so an attempt is
+    journaled when it is not the single attempt right after the journaled one (a second live
+    attempt, or a number further on).
+    """
+    return len(task.live) > 1 or task.attempt > task.persisted_attempt + 1
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from edgesched.core.attempts import Attempts
 from edgesched.core.commands import Command, Forgotten, Reconciled
-from edgesched.core.state import Device, DeviceState, Metrics
+from edgesched.core.state import Device, DeviceState, Metrics, TaskState
 from edgesched.errors import NotFoundError
 
 
@@ -57,9 +57,33 @@ class Devices(Attempts):
         device.prefetch = max(0, self.settings.prefetch)
         self.devices[device.id] = device
         self._ordered = self._layout = None
+        for task_id in sorted((running_ids | finished_ids) - {t for t, _ in device.inflight}):
+            if self._adopt(device, task_id, now):
+                keep.append(task_id)
         known = {task_id for task_id, _ in device.inflight}
         drop = sorted(running_ids - known)
         return [Reconciled(device.id, keep=keep, drop=drop), *out]
+
+    def _adopt(self, device: Device, task_id: str, now: float) -> bool:
+        """A restarted master meets a device running (or holding the result of) a task it
+        restored as queued: the attempt the journal never heard of (``needs_persist``) was
+        this one, numbered one past the journaled attempt — the number the restored task
+        carries. It stays with the device instead of running again."""
+        task = self.tasks.get(task_id)
+        if (
+            task is None
+            or task.state is not TaskState.QUEUED
+            or task.live
+            or task.attempt != task.persisted_attempt + 1
+        ):
+            return False
+        task.move(TaskState.ASSIGNED)  # its entry in the ready queue is now stale
+        task.live = {task.attempt: device.id}
+        task.device_id = device.id
+        task.assigned_at = now
+        device.inflight.add((task.id, task.attempt))
+        self._watch_deadline(task, now)
+        return True
 
     def heartbeat(self, device_id: str, metrics: Metrics, now: float) -> list[Command]:
         device = self.devices.get(device_id)

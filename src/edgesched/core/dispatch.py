@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgesched.core.commands import Assign, Command, Persist
+from edgesched.core.commands import Assign, Command, needs_persist, persist
 from edgesched.core.health import Health
 from edgesched.core.state import Device, Task, TaskState
 from edgesched.core.strategies import Strategy, make_strategy
@@ -113,7 +113,9 @@ class Dispatch(Health):
             device.sent_since_heartbeat += 1
             self._watch_deadline(task, now)
             free -= 1
-            out += [Assign(task, device.id, task.attempt), Persist(task)]
+            out.append(Assign(task, device.id, task.attempt))
+            if needs_persist(task):  # else the journal learns of it with the task's end
+                out.append(persist(task))
         self._ready.extendleft(reversed(skipped))
         return out
 

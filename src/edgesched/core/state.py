@@ -79,6 +79,8 @@ class Task:
     deadline_s: float = 0.0  #: per-attempt deadline; 0 = the configured default
     state: TaskState = TaskState.QUEUED
     attempt: int = 0  #: dispatch epoch: increases with every assignment
+    #: the attempt number the journal holds (see ``commands.needs_persist``)
+    persisted_attempt: int = 0
     failures: int = 0  #: failures of the task itself, counted against max_attempts
     device_id: str = ""  #: device of the newest attempt
     live: dict[int, str] = field(default_factory=dict)  #: attempt → device, still outstanding

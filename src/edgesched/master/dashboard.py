@@ -227,10 +227,10 @@ class LiveFeed:
         monotonic = master.clock.monotonic()
         devices = sorted(core.devices.values(), key=lambda d: d.id)
         states: Counter[str] = Counter(d.shown_state for d in devices)
-        counts = await master.journal.counts()
+        counts = await master.task_counts()
         # the journal's rows of unfinished tasks may be a commit behind the master's own
-        recent = [master.rows.get(r.id, r) for r in await master.journal.list_tasks(None, RECENT)]
-        dead = await master.journal.list_tasks(TaskState.DEAD.value, FAILURES)
+        recent = await master.list_tasks(None, RECENT)
+        dead = await master.list_tasks(TaskState.DEAD.value, FAILURES)
         retrying = sorted(
             (r for r in master.rows.values() if r.errors),
             key=lambda r: r.updated_ms,

@@ -255,7 +255,7 @@ def make_http_app(master: Master, link_port: int, intake: SeedIntake | None = No
         limit: int = Query(100, ge=1, le=1000),
         offset: int = Query(0, ge=0),
     ) -> dict[str, Any]:
-        rows = await master.journal.list_tasks(state, limit, offset)
+        rows = await master.list_tasks(state, limit, offset)
         return {"tasks": [task_json(r) for r in rows], "count": len(rows)}
 
     @app.get(
@@ -277,7 +277,7 @@ def make_http_app(master: Master, link_port: int, intake: SeedIntake | None = No
     ) -> PlainTextResponse:
         """Timing records (the seed's task execution statistics): one row per task, newest
         first, with its stage durations in milliseconds."""
-        rows = await master.journal.list_tasks(state, limit, 0)
+        rows = await master.list_tasks(state, limit, 0)
         return PlainTextResponse(timings_csv(rows), media_type="text/csv")
 
     @app.get(
@@ -324,7 +324,7 @@ def make_http_app(master: Master, link_port: int, intake: SeedIntake | None = No
             devices[state] = devices.get(state, 0) + 1
         return {
             "devices": devices,
-            "tasks": await master.journal.counts(),
+            "tasks": await master.task_counts(),
             "queue_depth": master.core.queue_depth(),
             "retries": master.core.retries,
         }

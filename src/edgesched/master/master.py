@@ -32,6 +32,7 @@ from edgesched.master.pump import Pump
 from edgesched.master.registry import AgentRegistry
 from edgesched.master.restore import restore
 from edgesched.master.results import Results
+from edgesched.master.rows import update_row
 from edgesched.master.session import AgentSession
 from edgesched.master.storage import DiskGuard
 from edgesched.master.submission import Submission
@@ -288,8 +289,13 @@ class Master:
         self.apply(commands)
         if device.operator_drained:  # drained while the agent was away: it reports it too
             session.send_control(wire.drain(True, "drained by an operator"))
+        reconciled = reconciliation(commands)
+        for task_id in reconciled.keep:  # a task restored queued may have been adopted
+            task, row = self.core.tasks.get(task_id), self.rows.get(task_id)
+            if task is not None and row is not None and row.state != task.state.value:
+                update_row(row, task, self.clock)
         self.pump()
-        return reconciliation(commands)
+        return reconciled
 
     def agent_seen(self, device_id: str) -> None:
         """Any frame from the agent is a sign of life."""
@@ -346,6 +352,14 @@ class Master:
 
     async def get_task(self, task_id: str) -> TaskRow:
         return await self.operations.get_task(task_id)
+
+    async def list_tasks(self, state: str | None, limit: int, offset: int = 0) -> list[TaskRow]:
+        """Tasks newest first, as they are now (the operations')."""
+        return await self.operations.list_tasks(state, limit, offset)
+
+    async def task_counts(self) -> dict[str, int]:
+        """Tasks per state, as they are now (the operations')."""
+        return await self.operations.counts()
 
     async def retry(self, task_id: str) -> TaskRow:
         """Queues a dead task again, with its failure count reset (the operations')."""

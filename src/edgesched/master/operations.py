@@ -70,6 +70,25 @@ class Operations:
         self.pump.pump()
         return device
 
+    async def list_tasks(self, state: str | None, limit: int, offset: int = 0) -> list[TaskRow]:
+        """Tasks newest first, as they are now. The journal holds a running task as queued
+        (an attempt's start is not journaled: ``core.commands.needs_persist``), so unfinished
+        tasks come from the master's rows and only finished ones from the journal."""
+        if state is not None and not TaskState(state).final:
+            rows = [r for r in self.rows.values() if r.state == state]
+            rows.sort(key=lambda r: (r.submitted_ms, r.id), reverse=True)
+            return rows[offset : offset + limit]
+        return [self.rows.get(r.id, r) for r in await self.journal.list_tasks(state, limit, offset)]
+
+    async def counts(self) -> dict[str, int]:
+        """Tasks per state, as they are now (see ``list_tasks``)."""
+        counts = {
+            state: n for state, n in (await self.journal.counts()).items() if TaskState(state).final
+        }
+        for row in self.rows.values():
+            counts[row.state] = counts.get(row.state, 0) + 1
+        return counts
+
     async def get_task(self, task_id: str) -> TaskRow:
         row = self.rows.get(task_id) or await self.journal.get(task_id)
         if row is None:

@@ -126,6 +126,8 @@ class Pump:
             return
         device = self.core.devices[command.device_id]
         row.device_type = device.device_type
+        # the row shows the attempt now; the journal may learn of it only with the task's end
+        update_row(row, command.task, self.clock)
         session.send_assignment(row, command.attempt)
         log.info("task %s assigned to %s attempt %d", row.id, command.device_id, command.attempt)
 

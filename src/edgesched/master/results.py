@@ -10,6 +10,7 @@ from edgesched.core.core import Core
 from edgesched.inference.labels import Detection
 from edgesched.journal.base import TaskRow
 from edgesched.master.pump import Pump
+from edgesched.master.rows import update_row
 
 log = logging.getLogger("edgesched.master")
 
@@ -30,6 +31,9 @@ class Results:
         now = self.clock.monotonic()
         self.core.seen(device_id, now)
         self.pump.apply(self.core.started(task_id, attempt, now, device_id))
+        task, row = self.core.tasks.get(task_id), self.rows.get(task_id)
+        if task is not None and row is not None and row.state != task.state.value:
+            update_row(row, task, self.clock)  # shown running; journaled only if it must be
 
     def done(
         self,

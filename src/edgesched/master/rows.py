@@ -31,6 +31,7 @@ def task_from_row(row: TaskRow, now: float, clock: Clock) -> Task:
         client_id=row.client_id,
         state=TaskState(row.state),
         attempt=row.attempt,
+        persisted_attempt=row.attempt,
         failures=row.failures,
         device_id=row.device_id,
         strategy=row.strategy,
