@@ -11,11 +11,11 @@ from edgesched.tools.testing.pictures import png_bytes
 from edgesched.v1 import common_pb2
 
 
-async def test_running_tasks_are_listed_and_counted_as_running_while_the_journal_waits_for_their_end(
+async def test_running_tasks_are_shown_running_while_the_journal_waits_for_their_end(
     make_cluster,
 ) -> None:
     cluster = await make_cluster()
-    await cluster.add_agent("a1", emulate="rk3588", time_scale=20.0)  # slowed: the tasks run for a while
+    await cluster.add_agent("a1", emulate="rk3588", time_scale=20.0)  # slowed: tasks run a while
     ids = [(await cluster.submit(f"k{i}", png_bytes())).task_id for i in range(6)]
     db = Path(cluster.master.settings.master.data_dir) / "edgesched.db"
     listed: list[str] = []
