@@ -67,7 +67,7 @@ from edgesched.tools.testing.lifecycle import work_dir
 )
 @click.option(
     "--master-tasks",
-    default=100_000,
+    default=200_000,
     show_default=True,
     type=click.IntRange(min=1),
     help="master part: tasks",
