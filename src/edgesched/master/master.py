@@ -71,7 +71,9 @@ class Master:
         self.data_dir = Path(settings.master.data_dir)
         self.upload_dir = self.data_dir / "upload"
         m = settings.master
-        self.guard = guard or DiskGuard(self.data_dir, m.min_free_mb, m.reserve_mb)
+        self.guard = guard or DiskGuard(
+            self.data_dir, m.min_free_mb, m.reserve_mb, self.clock.monotonic
+        )
         self.join_token = TokenFile(self.data_dir, "join")
         self.api_token = TokenFile(self.data_dir, "api")
         self.token_created = self.join_token.created
