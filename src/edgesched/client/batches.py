@@ -82,6 +82,7 @@ class BatchSubmitter:
         self._ready: deque[tasks.SubmitRequest] = deque()
         self._wake = asyncio.Event()
         self._closed = False
+        self._stream = 0  #: the current call's number: an ended call's generator stops
 
     @property
     def unanswered(self) -> int:
@@ -118,14 +119,25 @@ class BatchSubmitter:
 
     async def _run(self, batched: bool) -> None:
         sent: deque[list[tasks.SubmitRequest]] = deque()  #: sent, in order, not answered
+        self._stream += 1
+        stream = self._stream
 
         async def messages() -> AsyncIterator[Any]:
+            if batched:
+                # nothing is written before the master's headers: a master without the RPC
+                # answers UNIMPLEMENTED at once, and a write racing that answer can fail the
+                # call with INTERNAL instead (grpc/grpc#36066)
+                await call.initial_metadata()
+                if call.done():
+                    return
             while True:
-                while not self._ready:
+                while not self._ready and stream == self._stream:
                     if self._closed:
                         return
                     self._wake.clear()
                     await self._wake.wait()
+                if stream != self._stream:
+                    return  # its call ended: what it would take belongs to the next
                 if batched:
                     batch = take_batch(self._ready, request_size, self.max_count, self.max_bytes)
                 else:
@@ -134,6 +146,7 @@ class BatchSubmitter:
                 self.messages += 1
                 yield tasks.submit_batch(batch) if batched else batch[0]
 
+        call: Any = None
         try:
             if batched:
                 call = self.stub.SubmitBatches(
@@ -157,6 +170,10 @@ class BatchSubmitter:
                     (request,) = sent.popleft()
                     self.on_reply(request, reply)
         finally:
+            if call is not None:
+                call.cancel()
+            self._stream += 1  # this call's request generator takes nothing more
+            self._wake.set()
             # sent and not answered: back to the front, in order, for the next run
             while sent:
                 self._ready.extendleft(reversed(sent.pop()))

@@ -124,6 +124,9 @@ class TaskServicer(client_pb2_grpc.TaskServiceServicer):
             finally:
                 await started.put(None)
 
+        # headers at once: a client writes nothing before them (client.batches), so that an
+        # older master's UNIMPLEMENTED reaches it before any write
+        await context.send_initial_metadata(())
         reader = asyncio.create_task(read())
         try:
             while (task := await started.get()) is not None:
