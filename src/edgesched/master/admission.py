@@ -112,7 +112,7 @@ class Admission:
         first: dict[tuple[str, str], int] = {}  #: a key's first item in the batch
         repeats: list[tuple[int, int]] = []  #: (item, the first item with its key)
         placed: list[int] = []  #: items holding an in-flight place
-        at_limit: list[int] = []
+        at_limit: list[tuple[int, int]] = []  #: (item, the client's count when refused)
         for i, sub in enumerate(subs):
             try:
                 self._check(sub)
@@ -125,7 +125,7 @@ class Admission:
                 continue
             first[key] = i
             if self.inflight[sub.client_id] >= m.max_inflight_per_client:
-                at_limit.append(i)
+                at_limit.append((i, self.inflight[sub.client_id]))
                 continue
             # the place is taken now, before anything awaits, as submit() takes it
             self.inflight[sub.client_id] += 1
@@ -158,8 +158,8 @@ class Admission:
                 results = [exc] * len(prepared)
             for (i, *_), result in zip(prepared, results, strict=True):
                 outcomes[i] = result
-        for i in at_limit:
-            outcomes[i] = await self._over_limit(subs[i], m)
+        for i, count in at_limit:
+            outcomes[i] = await self._over_limit(subs[i], count, m)
         for i, j in repeats:
             earlier = outcomes[j]
             if isinstance(earlier, tuple):
@@ -184,7 +184,7 @@ class Admission:
             raise BadInputError("idempotency_key is required")
 
     async def _over_limit(
-        self, sub: Submission, m: MasterSettings
+        self, sub: Submission, count: int, m: MasterSettings
     ) -> tuple[TaskRow, bool] | Exception:
         """A submission of a client at its limit: its key's first task, else refused."""
         try:
@@ -194,7 +194,7 @@ class Admission:
         if existing is not None:
             return existing, True
         return LimitExceededError(
-            f"client {sub.client_id!r} has {self.inflight[sub.client_id]} tasks in flight, "
+            f"client {sub.client_id!r} has {count} tasks in flight, "
             f"the limit is {m.max_inflight_per_client} (master.max_inflight_per_client); "
             "wait for results"
         )
