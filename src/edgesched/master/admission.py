@@ -167,7 +167,7 @@ class Admission:
             else:  # the first was refused: this one is tried on its own, as if it came next
                 try:
                     outcomes[i] = await self.submit(subs[i])
-                except EdgeschedError as exc:
+                except Exception as exc:  # its own, as any item's (a payload write's OSError)
                     outcomes[i] = exc
         return [o if o is not None else TransportError("not admitted") for o in outcomes]
 
