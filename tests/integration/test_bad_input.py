@@ -409,6 +409,34 @@ async def case_request(cluster: InProcessCluster, case: str) -> tuple[str, str, 
     raise AssertionError(case)
 
 
+async def case_batch_too_long(cluster: InProcessCluster) -> tuple[str, str, str]:
+    """1025 submissions in one SubmitBatch: the 1025th is refused, the others each answered."""
+    from edgesched.v1 import client_pb2
+
+    batch = client_pb2.SubmitBatch(
+        requests=[
+            client_pb2.SubmitRequest(
+                client_id="batch",
+                idempotency_key=f"b{i}",
+                task_type="echo",
+                filename="b.bin",
+                payload=b"x",
+            )
+            for i in range(1025)
+        ]
+    )
+
+    async def one() -> Any:
+        yield batch
+
+    call = cluster.stub.SubmitBatches(one(), timeout=60, metadata=cluster.auth)
+    (answer,) = [a async for a in call]
+    replies = list(answer.replies)
+    assert len(replies) == 1025 and all(not r.error_code for r in replies[:1024])
+    assert replies[1024].idempotency_key == "b1024"
+    return replies[1024].error_code, "—", replies[1024].error
+
+
 async def case_disk_full(tmp_path: Path) -> tuple[str, str, str]:
     if os.geteuid() != 0:
         if os.environ.get("CI") == "true":
@@ -472,6 +500,8 @@ async def test_every_row_of_the_bad_input_table_holds(row, make_cluster, tmp_pat
             code, state, reason = await case_agent_limits(cluster, case)
         elif case.startswith("seed-"):
             code, state, reason = await case_seed(cluster, case)
+        elif case == "batch-too-long":
+            code, state, reason = await case_batch_too_long(cluster)
         elif case.startswith(("schedule-", "push-", "inflight-")):
             code, state, reason = await case_request(cluster, case)
         else:

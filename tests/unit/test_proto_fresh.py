@@ -52,7 +52,15 @@ def test_every_agent_message_kind_the_issue_names_is_in_the_contract() -> None:
     submit = {f.name for f in client_pb2.SubmitRequest.DESCRIPTOR.fields}
     assert {"idempotency_key", "task_type", "payload"} <= submit
     methods = {m.name for m in client_pb2.DESCRIPTOR.services_by_name["TaskService"].methods}
-    assert methods == {"Submit", "SubmitStream", "WatchResults", "GetTask", "CancelTask"}
+    assert methods == {
+        "Submit",
+        "SubmitStream",
+        "SubmitBatches",
+        "WatchResults",
+        "WatchResultBatches",
+        "GetTask",
+        "CancelTask",
+    }
 
 
 def test_generated_code_does_not_demand_its_generators_runtime() -> None:

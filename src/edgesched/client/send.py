@@ -3,6 +3,10 @@
 Every picture is submitted with an idempotency key made from its name and content, so running
 the same command again (after a crash, a master restart) never creates a second task: the master
 answers with the first submission's task id, and finished results come back at once.
+
+Submissions go on one ``SubmitBatches`` stream: every picture read by the time the stream gets to
+it travels in one message (``client.batches``); results come back on result watches of task ids
+(``WatchResultBatches``). A master without them gets ``SubmitStream`` and ``WatchResults``.
 """
 
 from __future__ import annotations
@@ -12,12 +16,15 @@ import hashlib
 import random
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 
+from edgesched.client.batches import BatchSubmitter, ResultWatch
+from edgesched.errors import TransportError
 from edgesched.filenames import stem
 from edgesched.kinds import TaskState
 from edgesched.stages import STAGES
@@ -26,7 +33,10 @@ from edgesched.v1 import client_pb2_grpc
 from edgesched.wire import tasks
 
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+RETRYABLE_NAMES = {code.name for code in RETRYABLE}
 WATCH_BATCH = 64
+#: payload bytes read and not yet answered: reading stops there until replies come back
+MAX_HELD_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -184,23 +194,43 @@ class Sender:
         self._pending: dict[str, Outcome] = {}
         self._batch: list[str] = []
         self._watchers: list[asyncio.Task[None]] = []
+        self._retries: list[asyncio.Task[None]] = []
         self.duplicates = 0
 
     async def run(self, paths: list[Path]) -> SendReport:
         started = time.monotonic()
         self._deadline = started + self.timeout_s
         outcomes = [Outcome(p) for p in paths]
+        self._unsettled = len(outcomes)
+        self._all_settled = asyncio.Event()
+        if not outcomes:
+            self._all_settled.set()
+        self._sent: deque[Outcome] = deque()  #: put on the submitter, in order, not answered
+        self._held = 0
+        self._room = asyncio.Event()
         options = [
             ("grpc.max_send_message_length", 128 * 1024 * 1024),
             ("grpc.max_receive_message_length", 128 * 1024 * 1024),
         ]
         async with open_channel(self.target, options, self.tls) as channel:
-            stub = task_stub(channel)
+            stub = self._stub = task_stub(channel)
+            submitter = BatchSubmitter(stub, self._on_reply, metadata=self.metadata)
             queue: asyncio.Queue[Outcome] = asyncio.Queue()
             for outcome in outcomes:
                 queue.put_nowait(outcome)
+            readers = [
+                asyncio.create_task(self._reader(queue, submitter)) for _ in range(self.workers)
+            ]
+            sender = asyncio.create_task(self._send(submitter, outcomes))
             flusher = asyncio.create_task(self._flush_batches(stub))
-            await asyncio.gather(*(self._submitter(stub, queue) for _ in range(self.workers)))
+            try:
+                await self._all_settled.wait()
+            finally:
+                submitter.close()
+                for task in (*readers, *self._retries):
+                    task.cancel()
+                await asyncio.gather(*readers, *self._retries, return_exceptions=True)
+                await asyncio.gather(sender, return_exceptions=True)
             self._start_watch(stub)
             flusher.cancel()
             while self._watchers:
@@ -213,10 +243,20 @@ class Sender:
                 )
         return report
 
-    async def _submitter(self, stub: TaskStub, queue: asyncio.Queue[Outcome]) -> None:
+    async def _reader(self, queue: asyncio.Queue[Outcome], submitter: BatchSubmitter) -> None:
+        """Reads pictures and hands them to the submitter (``workers`` readers at once)."""
         while not queue.empty():
             outcome = queue.get_nowait()
-            data = await asyncio.to_thread(outcome.path.read_bytes)
+            if outcome.refused:
+                continue  # given up on before it was read
+            while self._held >= MAX_HELD_BYTES:
+                self._room.clear()
+                await self._room.wait()
+            try:
+                data = await asyncio.to_thread(outcome.path.read_bytes)
+            except OSError as exc:
+                self._refuse(outcome, f"cannot read {outcome.path}: {exc.strerror or exc}")
+                continue
             request = tasks.submit_request(
                 client_id=self.client_id,
                 idempotency_key=idempotency_key(outcome.path, data),
@@ -224,39 +264,75 @@ class Sender:
                 filename=outcome.path.name,
                 payload=data,
             )
-            reply = await self._submit(stub, request, outcome)
-            if reply is None:
-                continue
-            outcome.task_id = reply.task_id
-            if reply.duplicate:
-                self.duplicates += 1
-            self._pending[reply.task_id] = outcome
-            self._batch.append(reply.task_id)
-            if len(self._batch) >= WATCH_BATCH:
-                self._start_watch(stub)
+            self._put(submitter, outcome, request)
 
-    async def _submit(
-        self,
-        stub: TaskStub,
-        request: tasks.SubmitRequest,
-        outcome: Outcome,
-    ) -> tasks.SubmitReply | None:
-        """Submits, retrying while the master is unreachable (the key makes retries safe)."""
+    def _put(
+        self, submitter: BatchSubmitter, outcome: Outcome, request: tasks.SubmitRequest
+    ) -> None:
+        self._sent.append(outcome)  # replies come back in the order submissions are put
+        self._held += len(request.payload)
+        submitter.put(request)
+
+    def _settle(self) -> None:
+        self._unsettled -= 1
+        if self._unsettled <= 0:
+            self._all_settled.set()
+
+    def _refuse(self, outcome: Outcome, why: str) -> None:
+        outcome.refused = why
+        if self.on_result is not None:
+            self.on_result(outcome)
+        self._settle()
+
+    def _on_reply(self, request: tasks.SubmitRequest, reply: tasks.SubmitReply) -> None:
+        outcome = self._sent.popleft()
+        self._held -= len(request.payload)
+        self._room.set()
+        if reply.error_code in RETRYABLE_NAMES and time.monotonic() < self._deadline:
+            # the master could not take it now (shutting down): the key makes a retry safe
+            self._retries.append(asyncio.create_task(self._retry(outcome, request)))
+            return
+        if reply.error_code:
+            self._refuse(outcome, f"{reply.error_code}: {reply.error}")
+            return
+        outcome.task_id = reply.task_id
+        if reply.duplicate:
+            self.duplicates += 1
+        self._pending[reply.task_id] = outcome
+        self._batch.append(reply.task_id)
+        if len(self._batch) >= WATCH_BATCH:
+            self._start_watch(self._stub)
+        self._settle()
+
+    async def _retry(self, outcome: Outcome, request: tasks.SubmitRequest) -> None:
+        await asyncio.sleep(self.rng.uniform(0.1, 0.2))
+        self._put(self._submitter, outcome, request)
+
+    async def _send(self, submitter: BatchSubmitter, outcomes: list[Outcome]) -> None:
+        """Runs the submission stream, again (with backoff) while the master is unreachable:
+        what it left unanswered is sent again, the keys make that safe. Past --timeout or on
+        another error, every picture not answered is refused with the reason."""
+        self._submitter = submitter
         delay = 0.2
         while True:
+            submitter.timeout = self._call_timeout(3600.0)
             try:
-                reply: tasks.SubmitReply = await stub.Submit(
-                    request, timeout=self._call_timeout(30.0), metadata=self.metadata
-                )
-                return reply
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() not in RETRYABLE or time.monotonic() > self._deadline:
-                    outcome.refused = f"{exc.code().name}: {exc.details()}"
-                    if self.on_result is not None:
-                        self.on_result(outcome)
-                    return None
+                await submitter.run()
+                return
+            except (grpc.aio.AioRpcError, TransportError) as exc:
+                if isinstance(exc, grpc.aio.AioRpcError):
+                    code, why = exc.code(), f"{exc.code().name}: {exc.details()}"
+                else:
+                    code, why = grpc.StatusCode.UNAVAILABLE, str(exc)
+                if code not in RETRYABLE or time.monotonic() > self._deadline:
+                    break
             await asyncio.sleep(self.rng.uniform(delay / 2, delay))
             delay = min(5.0, delay * 2)
+        submitter.drop()
+        self._sent.clear()
+        for outcome in outcomes:
+            if not outcome.task_id and not outcome.refused:
+                self._refuse(outcome, why)
 
     def _call_timeout(self, most: float) -> float:
         """A call's deadline: never past the run's own (--timeout), at least a moment."""
@@ -281,18 +357,19 @@ class Sender:
                 request = tasks.watch_request(self.client_id, sorted(remaining))
                 # the stream ends at the run's deadline: a task that stays queued cannot keep
                 # the sender past --timeout
-                call = stub.WatchResults(
-                    request, metadata=self.metadata, timeout=self._call_timeout(3600.0)
+                watch = ResultWatch(
+                    stub, request, metadata=self.metadata, timeout=self._call_timeout(3600.0)
                 )
-                async for result in call:
-                    if result.task_id not in remaining:
-                        continue  # a duplicate delivery: results are deduplicated by task id
-                    remaining.discard(result.task_id)
-                    outcome = self._pending[result.task_id]
-                    outcome.result = result
-                    if self.on_result is not None:
-                        self.on_result(outcome)
-                    delay = 0.2
+                async for batch in watch.batches():
+                    for result in batch:
+                        if result.task_id not in remaining:
+                            continue  # a duplicate delivery: results are deduplicated by id
+                        remaining.discard(result.task_id)
+                        outcome = self._pending[result.task_id]
+                        outcome.result = result
+                        if self.on_result is not None:
+                            self.on_result(outcome)
+                        delay = 0.2
             except grpc.aio.AioRpcError as exc:
                 if time.monotonic() >= self._deadline:
                     return  # out of time: what is left is reported as not finished

@@ -102,6 +102,17 @@ class Journal(Protocol):
         """
         ...
 
+    async def insert_many(
+        self, items: list[tuple[TaskRow, Callable[[], None] | None]]
+    ) -> list[tuple[TaskRow, bool] | Exception]:
+        """``insert`` for many tasks in one journal operation (one transaction); one outcome
+        per item, in order: (the stored row, duplicate) as ``insert`` returns, or the exception
+        that item met. Each ``before`` runs in the journal's thread just before its row; one
+        item's failure does not sink the others (a repeated key is no failure: the first row).
+        A failure of the whole transaction (a full disk) raises for every item.
+        """
+        ...
+
     def update(self, task_id: str, values: dict[str, Any]) -> None:
         """Queues an update of mutable fields; applied in order, committed soon."""
         ...

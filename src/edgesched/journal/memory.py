@@ -43,6 +43,17 @@ class MemoryJournal:
         self.keys[(row.client_id, row.idem_key)] = row.id
         return copy.deepcopy(row), False
 
+    async def insert_many(
+        self, items: list[tuple[TaskRow, Callable[[], None] | None]]
+    ) -> list[tuple[TaskRow, bool] | Exception]:
+        out: list[tuple[TaskRow, bool] | Exception] = []
+        for row, before in items:
+            try:
+                out.append(await self.insert(row, before))
+            except Exception as exc:  # as the SQLite journal: one item's failure is its own
+                out.append(exc)
+        return out
+
     def update(self, task_id: str, values: dict[str, Any]) -> None:
         row = self.rows.get(task_id)
         if row is not None:

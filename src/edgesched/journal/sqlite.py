@@ -167,28 +167,42 @@ class SQLiteJournal:
     async def insert(
         self, row: TaskRow, before: Callable[[], None] | None = None
     ) -> tuple[TaskRow, bool]:
-        values = encode_row(row)
-        names = list(values)
-        sql = (
-            f"INSERT INTO tasks ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
-            "ON CONFLICT (client_id, idem_key) DO NOTHING"
-        )
+        sql, params = _insert_statement(row)
 
         def op(conn: sqlite3.Connection) -> tuple[TaskRow, bool]:
             # the payload file is written here, in the writer's thread, so a burst of
             # submissions costs no thread hop each and commits in one transaction
             if before is not None:
                 before()
-            cursor = conn.execute(sql, [values[n] for n in names])
-            if cursor.rowcount == 1:
-                return row, False
-            record = conn.execute(
-                "SELECT * FROM tasks WHERE client_id = ? AND idem_key = ?",
-                (row.client_id, row.idem_key),
-            ).fetchone()
-            return decode_row(record), True
+            return _inserted(conn, conn.execute(sql, params), row)
 
         result: tuple[TaskRow, bool] = await self._submit(op, write=True)
+        return result
+
+    async def insert_many(
+        self, items: list[tuple[TaskRow, Callable[[], None] | None]]
+    ) -> list[tuple[TaskRow, bool] | Exception]:
+        statements = [(row, before, *_insert_statement(row)) for row, before in items]
+
+        def op(conn: sqlite3.Connection) -> list[tuple[TaskRow, bool] | Exception]:
+            # one writer operation for the whole batch; each row on its own, so that one
+            # row's failure (its payload could not be written) leaves the others standing.
+            # A failing statement undoes only itself in SQLite: no savepoint needed.
+            out: list[tuple[TaskRow, bool] | Exception] = []
+            for row, before, sql, params in statements:
+                try:
+                    if before is not None:
+                        before()
+                    out.append(_inserted(conn, conn.execute(sql, params), row))
+                except Exception as exc:
+                    if is_disk_full(exc):  # not this row's fault: the whole batch waits
+                        raise
+                    out.append(exc)
+            return out
+
+        if not items:
+            return []
+        result: list[tuple[TaskRow, bool] | Exception] = await self._submit(op, write=True)
         return result
 
     def update(self, task_id: str, values: dict[str, Any]) -> None:
@@ -364,3 +378,27 @@ class SQLiteJournal:
 
         result: int = await self._submit(op, write=True)
         return result
+
+
+def _insert_statement(row: TaskRow) -> tuple[str, list[Any]]:
+    """A new task's INSERT (a repeated idempotency key inserts nothing) and its parameters."""
+    values = encode_row(row)
+    names = list(values)
+    sql = (
+        f"INSERT INTO tasks ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
+        "ON CONFLICT (client_id, idem_key) DO NOTHING"
+    )
+    return sql, [values[n] for n in names]
+
+
+def _inserted(
+    conn: sqlite3.Connection, cursor: sqlite3.Cursor, row: TaskRow
+) -> tuple[TaskRow, bool]:
+    """(row, False) when ``cursor``'s INSERT stored it; else the row its key already named."""
+    if cursor.rowcount == 1:
+        return row, False
+    record = conn.execute(
+        "SELECT * FROM tasks WHERE client_id = ? AND idem_key = ?",
+        (row.client_id, row.idem_key),
+    ).fetchone()
+    return decode_row(record), True

@@ -15,7 +15,13 @@ from edgesched import failpoints
 from edgesched.clock import Clock
 from edgesched.config import MasterSettings, Settings
 from edgesched.core.strategies import canonical_strategy
-from edgesched.errors import BadInputError, DiskFullError, LimitExceededError, TransportError
+from edgesched.errors import (
+    BadInputError,
+    DiskFullError,
+    EdgeschedError,
+    LimitExceededError,
+    TransportError,
+)
 from edgesched.filenames import display_name, safe_component, safe_extension
 from edgesched.journal.base import Journal, TaskRow
 from edgesched.master.payloads import remove_quietly, write_payload
@@ -26,7 +32,8 @@ from edgesched.master.submission import Submission, check_picture, check_size, c
 class Admission:
     """Turns a submission into a journaled task. Owns the per-client counts of unfinished
     tasks (``inflight``: taken here, given back by the master when a task ends). It may not
-    queue a task or touch the core: a stored task goes to ``admitted`` (the master)."""
+    queue a task or touch the core: stored tasks go to ``admitted`` (the master), a batch's
+    together so that one dispatch takes them."""
 
     def __init__(
         self,
@@ -36,7 +43,7 @@ class Admission:
         guard: DiskGuard,
         data_dir: Path,
         upload_dir: Path,
-        admitted: Callable[[TaskRow, Submission], None],
+        admitted: Callable[[list[tuple[TaskRow, Submission]]], None],
         stopping: Callable[[], bool],
     ) -> None:
         self.settings = settings
@@ -67,14 +74,7 @@ class Admission:
     async def submit(self, sub: Submission) -> tuple[TaskRow, bool]:
         """Journals a task (payload first), then hands it to be queued. Durable when it
         returns. (row, True) for a repeated idempotency key: the task journaled before."""
-        if self._stopping():
-            raise TransportError("master is shutting down")
-        problem = self.space_problem()
-        if problem:
-            raise DiskFullError(problem)
-        check_task_type(self.settings, sub.task_type)
-        if not sub.idem_key:
-            raise BadInputError("idempotency_key is required")
+        self._check(sub)
         m = self.settings.master
         # a repeated key is found by the journal's insert (one round trip, not two); only a
         # client at its limit is looked up first, so that its retries still get their answers
@@ -98,6 +98,127 @@ class Admission:
         # shielded: a client that goes away while the row commits must not leave a durable
         # task that nobody queued (or a queued task without its payload)
         return await asyncio.shield(self._commit(row, write, sub))
+
+    async def submit_many(self, subs: list[Submission]) -> list[tuple[TaskRow, bool] | Exception]:
+        """``submit`` for a batch, with every rule of ``submit`` per submission, in one journal
+        operation: the in-flight places are taken for the whole batch before anything awaits,
+        the pictures are checked in one thread hop, the rows are journaled by one
+        ``insert_many`` and the stored tasks are handed over together. One outcome per
+        submission, in order: (row, duplicate) or the error that refused it (a journal that
+        cannot commit refuses every item). A key repeated within the batch is one task: the
+        later items answer the first one's (duplicate)."""
+        m = self.settings.master
+        outcomes: list[tuple[TaskRow, bool] | Exception | None] = [None] * len(subs)
+        first: dict[tuple[str, str], int] = {}  #: a key's first item in the batch
+        repeats: list[tuple[int, int]] = []  #: (item, the first item with its key)
+        placed: list[int] = []  #: items holding an in-flight place
+        at_limit: list[tuple[int, int]] = []  #: (item, the client's count when refused)
+        for i, sub in enumerate(subs):
+            try:
+                self._check(sub)
+            except EdgeschedError as exc:
+                outcomes[i] = exc
+                continue
+            key = (sub.client_id, sub.idem_key)
+            if key in first:
+                repeats.append((i, first[key]))
+                continue
+            first[key] = i
+            if self.inflight[sub.client_id] >= m.max_inflight_per_client:
+                at_limit.append((i, self.inflight[sub.client_id]))
+                continue
+            # the place is taken now, before anything awaits, as submit() takes it
+            self.inflight[sub.client_id] += 1
+            placed.append(i)
+        prepared: list[tuple[int, TaskRow, Callable[[], None] | None, Submission]] = []
+        try:
+            pictures = await self._check_pictures([subs[i] for i in placed], m)
+            for i, problem in zip(placed, pictures, strict=True):
+                sub = subs[i]
+                try:
+                    if problem is not None:
+                        raise problem
+                    row, write = await self._prepare(sub, m)
+                except EdgeschedError as exc:
+                    self.release(sub.client_id)
+                    outcomes[i] = exc
+                    continue
+                prepared.append((i, row, write, sub))
+        except BaseException:
+            for i in placed:
+                if outcomes[i] is None:
+                    self.release(subs[i].client_id)
+            raise
+        if prepared:
+            items = [(row, write, sub) for _, row, write, sub in prepared]
+            try:
+                # shielded as in submit(): the batch's tasks are queued once journaled
+                results = await asyncio.shield(self._commit_many(items))
+            except EdgeschedError as exc:  # the journal could not commit: nothing stored
+                results = [exc] * len(prepared)
+            for (i, *_), result in zip(prepared, results, strict=True):
+                outcomes[i] = result
+        for i, count in at_limit:
+            outcomes[i] = await self._over_limit(subs[i], count, m)
+        for i, j in repeats:
+            earlier = outcomes[j]
+            if isinstance(earlier, tuple):
+                outcomes[i] = (earlier[0], True)
+            else:  # the first was refused: this one is tried on its own, as if it came next
+                try:
+                    outcomes[i] = await self.submit(subs[i])
+                except Exception as exc:  # its own, as any item's (a payload write's OSError)
+                    outcomes[i] = exc
+        return [o if o is not None else TransportError("not admitted") for o in outcomes]
+
+    def _check(self, sub: Submission) -> None:
+        """What refuses a submission before it takes a place: a stopping master, no space,
+        an unknown task type, no idempotency key."""
+        if self._stopping():
+            raise TransportError("master is shutting down")
+        problem = self.space_problem()
+        if problem:
+            raise DiskFullError(problem)
+        check_task_type(self.settings, sub.task_type)
+        if not sub.idem_key:
+            raise BadInputError("idempotency_key is required")
+
+    async def _over_limit(
+        self, sub: Submission, count: int, m: MasterSettings
+    ) -> tuple[TaskRow, bool] | Exception:
+        """A submission of a client at its limit: its key's first task, else refused."""
+        try:
+            existing = await self.journal.find_key(sub.client_id, sub.idem_key)
+        except EdgeschedError as exc:
+            return exc
+        if existing is not None:
+            return existing, True
+        return LimitExceededError(
+            f"client {sub.client_id!r} has {count} tasks in flight, "
+            f"the limit is {m.max_inflight_per_client} (master.max_inflight_per_client); "
+            "wait for results"
+        )
+
+    async def _check_pictures(
+        self, subs: list[Submission], m: MasterSettings
+    ) -> list[EdgeschedError | None]:
+        """check_picture for every picture of a batch not yet checked, in one thread hop;
+        those that pass are marked checked (``_prepare`` does not check them again)."""
+        todo = [s for s in subs if not s.checked and not self.settings.tasktypes[s.task_type].raw]
+        problems: dict[int, EdgeschedError] = {}
+        if todo:
+
+            def check_all() -> None:
+                for sub in todo:
+                    try:
+                        check_picture(sub.payload, m.max_upload_bytes, m.max_pixels)
+                    except EdgeschedError as exc:
+                        problems[id(sub)] = exc
+                    else:
+                        sub.checked = True
+
+            await asyncio.to_thread(check_all)
+        return [problems.get(id(s)) for s in subs]
 
     def release(self, client_id: str) -> None:
         self.inflight[client_id] -= 1
@@ -147,7 +268,46 @@ class Admission:
     async def _commit(
         self, row: TaskRow, write: Callable[[], None] | None, sub: Submission
     ) -> tuple[TaskRow, bool]:
-        path = Path(row.payload_path)
+        try:
+            stored, duplicate = await self.journal.insert(row, self._store(row, write))
+        except BaseException:
+            self._unstore(row, write, sub)
+            raise
+        failpoints.hit("after_commit_before_ack")
+        if duplicate:
+            self._unstore(row, write, sub)
+            return stored, True
+        self._admitted([(stored, sub)])  # it keeps the in-flight place submit() took
+        return stored, False
+
+    async def _commit_many(
+        self, items: list[tuple[TaskRow, Callable[[], None] | None, Submission]]
+    ) -> list[tuple[TaskRow, bool] | Exception]:
+        """``_commit`` for a batch: one journal operation, one hand-over of what it stored."""
+        try:
+            results = await self.journal.insert_many(
+                [(row, self._store(row, write)) for row, write, _ in items]
+            )
+        except BaseException:
+            for row, write, sub in items:
+                self._unstore(row, write, sub)
+            raise
+        for _ in items:  # a point per task: ``name:N`` still counts tasks
+            failpoints.hit("after_commit_before_ack")
+        admitted: list[tuple[TaskRow, Submission]] = []
+        out: list[tuple[TaskRow, bool] | Exception] = []
+        for (row, write, sub), result in zip(items, results, strict=True):
+            if isinstance(result, Exception) or result[1]:
+                self._unstore(row, write, sub)
+            else:
+                admitted.append((result[0], sub))  # it keeps its in-flight place
+            out.append(result)
+        if admitted:
+            self._admitted(admitted)
+        return out
+
+    def _store(self, row: TaskRow, write: Callable[[], None] | None) -> Callable[[], None]:
+        """What runs in the journal's thread just before ``row``'s INSERT."""
         durable = self.settings.master.durability == "full"
 
         def store() -> None:  # in the journal's thread, just before the row
@@ -157,20 +317,11 @@ class Admission:
             # happened (the master died first) is told apart from one whose row was lost
             write_record(self.data_dir, row, durable, self.journal.sequence + 1)
 
-        try:
-            stored, duplicate = await self.journal.insert(row, store)
-        except BaseException:
-            self.release(sub.client_id)
-            remove_record(self.data_dir, row.id)
-            if write is not None:  # not stored: its payload file must not stay behind
-                remove_quietly(path)
-            raise
-        failpoints.hit("after_commit_before_ack")
-        if duplicate:
-            self.release(sub.client_id)
-            remove_record(self.data_dir, row.id)
-            if write is not None:
-                remove_quietly(path)
-            return stored, True
-        self._admitted(stored, sub)  # it keeps the in-flight place submit() took
-        return stored, False
+        return store
+
+    def _unstore(self, row: TaskRow, write: Callable[[], None] | None, sub: Submission) -> None:
+        """A row not stored (or a repeated key's): its place, record and payload file go."""
+        self.release(sub.client_id)
+        remove_record(self.data_dir, row.id)
+        if write is not None:  # not stored: its payload file must not stay behind
+            remove_quietly(Path(row.payload_path))

@@ -153,24 +153,31 @@ class Master:
         """Journals a task (payload first), then queues it. Durable when it returns."""
         return await self.admission.submit(sub)
 
-    def _queue(self, row: TaskRow, sub: Submission) -> None:
-        """A task the admission journaled (not a duplicate) enters the core's queue."""
-        self.rows[row.id] = row  # it keeps the in-flight place the admission took
-        self.payloads.keep(row.id, sub.payload)  # sent from memory: no disk read per dispatch
+    async def submit_many(self, subs: list[Submission]) -> list[tuple[TaskRow, bool] | Exception]:
+        """Journals a batch of tasks in one journal operation, then queues them together;
+        one outcome per submission, in order (``Admission.submit_many``)."""
+        return await self.admission.submit_many(subs)
+
+    def _queue(self, admitted: list[tuple[TaskRow, Submission]]) -> None:
+        """Tasks the admission journaled (not duplicates) enter the core's queue; one
+        dispatch takes them all."""
         now = self.clock.monotonic()
-        self.core.submit(
-            Task(
-                id=row.id,
-                task_type=sub.task_type,
-                size_bytes=len(sub.payload),
-                submitted_at=now,
-                client_id=sub.client_id,
-                strategy=row.strategy,
-                deadline_s=sub.deadline_ms / 1000,
-            ),
-            now,
-        )
-        log.info("task %s submitted type=%s size=%d", row.id, sub.task_type, len(sub.payload))
+        for row, sub in admitted:
+            self.rows[row.id] = row  # it keeps the in-flight place the admission took
+            self.payloads.keep(row.id, sub.payload)  # sent from memory: no disk read per dispatch
+            self.core.submit(
+                Task(
+                    id=row.id,
+                    task_type=sub.task_type,
+                    size_bytes=len(sub.payload),
+                    submitted_at=now,
+                    client_id=sub.client_id,
+                    strategy=row.strategy,
+                    deadline_s=sub.deadline_ms / 1000,
+                ),
+                now,
+            )
+            log.info("task %s submitted type=%s size=%d", row.id, sub.task_type, len(sub.payload))
         self.pump_soon()
 
     def cached_payload(self, task_id: str) -> bytes | None:

@@ -15,7 +15,7 @@ _sym_db = _symbol_database.Default()
 from edgesched.v1 import common_pb2 as edgesched_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x65\x64gesched/v1/client.proto\x12\x0c\x65\x64gesched.v1\x1a\x19\x65\x64gesched/v1/common.proto\"\x98\x02\n\rSubmitRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12\x11\n\ttask_type\x18\x03 \x01(\t\x12\x10\n\x08\x66ilename\x18\x04 \x01(\t\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\x12;\n\x08metadata\x18\x06 \x03(\x0b\x32).edgesched.v1.SubmitRequest.MetadataEntry\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x07 \x01(\r\x12\x10\n\x08priority\x18\x08 \x01(\x05\x12\x10\n\x08strategy\x18\t \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x95\x01\n\x0bSubmitReply\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12&\n\x05state\x18\x04 \x01(\x0e\x32\x17.edgesched.v1.TaskState\x12\x12\n\nerror_code\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\"3\n\x0cWatchRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x10\n\x08task_ids\x18\x02 \x03(\t\"!\n\x0eGetTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"4\n\x11\x43\x61ncelTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t2\xef\x02\n\x0bTaskService\x12@\n\x06Submit\x12\x1b.edgesched.v1.SubmitRequest\x1a\x19.edgesched.v1.SubmitReply\x12J\n\x0cSubmitStream\x12\x1b.edgesched.v1.SubmitRequest\x1a\x19.edgesched.v1.SubmitReply(\x01\x30\x01\x12\x46\n\x0cWatchResults\x12\x1a.edgesched.v1.WatchRequest\x1a\x18.edgesched.v1.TaskResult0\x01\x12\x41\n\x07GetTask\x12\x1c.edgesched.v1.GetTaskRequest\x1a\x18.edgesched.v1.TaskResult\x12G\n\nCancelTask\x12\x1f.edgesched.v1.CancelTaskRequest\x1a\x18.edgesched.v1.TaskResultb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x65\x64gesched/v1/client.proto\x12\x0c\x65\x64gesched.v1\x1a\x19\x65\x64gesched/v1/common.proto\"\x98\x02\n\rSubmitRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12\x11\n\ttask_type\x18\x03 \x01(\t\x12\x10\n\x08\x66ilename\x18\x04 \x01(\t\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\x12;\n\x08metadata\x18\x06 \x03(\x0b\x32).edgesched.v1.SubmitRequest.MetadataEntry\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x07 \x01(\r\x12\x10\n\x08priority\x18\x08 \x01(\x05\x12\x10\n\x08strategy\x18\t \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x95\x01\n\x0bSubmitReply\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12&\n\x05state\x18\x04 \x01(\x0e\x32\x17.edgesched.v1.TaskState\x12\x12\n\nerror_code\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\"<\n\x0bSubmitBatch\x12-\n\x08requests\x18\x01 \x03(\x0b\x32\x1b.edgesched.v1.SubmitRequest\">\n\x10SubmitBatchReply\x12*\n\x07replies\x18\x01 \x03(\x0b\x32\x19.edgesched.v1.SubmitReply\"<\n\x0fTaskResultBatch\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.edgesched.v1.TaskResult\"3\n\x0cWatchRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x10\n\x08task_ids\x18\x02 \x03(\t\"!\n\x0eGetTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"4\n\x11\x43\x61ncelTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t2\x92\x04\n\x0bTaskService\x12@\n\x06Submit\x12\x1b.edgesched.v1.SubmitRequest\x1a\x19.edgesched.v1.SubmitReply\x12J\n\x0cSubmitStream\x12\x1b.edgesched.v1.SubmitRequest\x1a\x19.edgesched.v1.SubmitReply(\x01\x30\x01\x12\x46\n\x0cWatchResults\x12\x1a.edgesched.v1.WatchRequest\x1a\x18.edgesched.v1.TaskResult0\x01\x12N\n\rSubmitBatches\x12\x19.edgesched.v1.SubmitBatch\x1a\x1e.edgesched.v1.SubmitBatchReply(\x01\x30\x01\x12Q\n\x12WatchResultBatches\x12\x1a.edgesched.v1.WatchRequest\x1a\x1d.edgesched.v1.TaskResultBatch0\x01\x12\x41\n\x07GetTask\x12\x1c.edgesched.v1.GetTaskRequest\x1a\x18.edgesched.v1.TaskResult\x12G\n\nCancelTask\x12\x1f.edgesched.v1.CancelTaskRequest\x1a\x18.edgesched.v1.TaskResultb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -30,12 +30,18 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _globals['_SUBMITREQUEST_METADATAENTRY']._serialized_end=351
   _globals['_SUBMITREPLY']._serialized_start=354
   _globals['_SUBMITREPLY']._serialized_end=503
-  _globals['_WATCHREQUEST']._serialized_start=505
-  _globals['_WATCHREQUEST']._serialized_end=556
-  _globals['_GETTASKREQUEST']._serialized_start=558
-  _globals['_GETTASKREQUEST']._serialized_end=591
-  _globals['_CANCELTASKREQUEST']._serialized_start=593
-  _globals['_CANCELTASKREQUEST']._serialized_end=645
-  _globals['_TASKSERVICE']._serialized_start=648
-  _globals['_TASKSERVICE']._serialized_end=1015
+  _globals['_SUBMITBATCH']._serialized_start=505
+  _globals['_SUBMITBATCH']._serialized_end=565
+  _globals['_SUBMITBATCHREPLY']._serialized_start=567
+  _globals['_SUBMITBATCHREPLY']._serialized_end=629
+  _globals['_TASKRESULTBATCH']._serialized_start=631
+  _globals['_TASKRESULTBATCH']._serialized_end=691
+  _globals['_WATCHREQUEST']._serialized_start=693
+  _globals['_WATCHREQUEST']._serialized_end=744
+  _globals['_GETTASKREQUEST']._serialized_start=746
+  _globals['_GETTASKREQUEST']._serialized_end=779
+  _globals['_CANCELTASKREQUEST']._serialized_start=781
+  _globals['_CANCELTASKREQUEST']._serialized_end=833
+  _globals['_TASKSERVICE']._serialized_start=836
+  _globals['_TASKSERVICE']._serialized_end=1366
 # @@protoc_insertion_point(module_scope)

@@ -30,6 +30,16 @@ class TaskServiceStub(object):
                 request_serializer=edgesched_dot_v1_dot_client__pb2.WatchRequest.SerializeToString,
                 response_deserializer=edgesched_dot_v1_dot_common__pb2.TaskResult.FromString,
                 )
+        self.SubmitBatches = channel.stream_stream(
+                '/edgesched.v1.TaskService/SubmitBatches',
+                request_serializer=edgesched_dot_v1_dot_client__pb2.SubmitBatch.SerializeToString,
+                response_deserializer=edgesched_dot_v1_dot_client__pb2.SubmitBatchReply.FromString,
+                )
+        self.WatchResultBatches = channel.unary_stream(
+                '/edgesched.v1.TaskService/WatchResultBatches',
+                request_serializer=edgesched_dot_v1_dot_client__pb2.WatchRequest.SerializeToString,
+                response_deserializer=edgesched_dot_v1_dot_client__pb2.TaskResultBatch.FromString,
+                )
         self.GetTask = channel.unary_unary(
                 '/edgesched.v1.TaskService/GetTask',
                 request_serializer=edgesched_dot_v1_dot_client__pb2.GetTaskRequest.SerializeToString,
@@ -68,6 +78,25 @@ class TaskServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitBatches(self, request_iterator, context):
+        """Protocol 1.2: many submissions per message. Each SubmitBatch is answered by one
+        SubmitBatchReply with one reply per request, in request order (a refused item carries
+        error_code/error, as on SubmitStream); batches are answered in the order they came.
+        A sender batches whatever it has ready when it sends (never waiting to fill a batch).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchResultBatches(self, request, context):
+        """Protocol 1.2: WatchResults with every result queued for the watcher when the master gets
+        to it in one message. Same semantics: with task_ids those tasks then close, without every
+        task of client_id as it ends, until cancelled. Each result is sent once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetTask(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -97,6 +126,16 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.WatchResults,
                     request_deserializer=edgesched_dot_v1_dot_client__pb2.WatchRequest.FromString,
                     response_serializer=edgesched_dot_v1_dot_common__pb2.TaskResult.SerializeToString,
+            ),
+            'SubmitBatches': grpc.stream_stream_rpc_method_handler(
+                    servicer.SubmitBatches,
+                    request_deserializer=edgesched_dot_v1_dot_client__pb2.SubmitBatch.FromString,
+                    response_serializer=edgesched_dot_v1_dot_client__pb2.SubmitBatchReply.SerializeToString,
+            ),
+            'WatchResultBatches': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchResultBatches,
+                    request_deserializer=edgesched_dot_v1_dot_client__pb2.WatchRequest.FromString,
+                    response_serializer=edgesched_dot_v1_dot_client__pb2.TaskResultBatch.SerializeToString,
             ),
             'GetTask': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTask,
@@ -166,6 +205,40 @@ class TaskService(object):
         return grpc.experimental.unary_stream(request, target, '/edgesched.v1.TaskService/WatchResults',
             edgesched_dot_v1_dot_client__pb2.WatchRequest.SerializeToString,
             edgesched_dot_v1_dot_common__pb2.TaskResult.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def SubmitBatches(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(request_iterator, target, '/edgesched.v1.TaskService/SubmitBatches',
+            edgesched_dot_v1_dot_client__pb2.SubmitBatch.SerializeToString,
+            edgesched_dot_v1_dot_client__pb2.SubmitBatchReply.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def WatchResultBatches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(request, target, '/edgesched.v1.TaskService/WatchResultBatches',
+            edgesched_dot_v1_dot_client__pb2.WatchRequest.SerializeToString,
+            edgesched_dot_v1_dot_client__pb2.TaskResultBatch.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 

@@ -42,6 +42,17 @@ class TaskServiceStub:
     """Streams results as tasks end. With task_ids: those tasks (already finished ones at once),
     then the stream closes. Without: every task of client_id as it ends, until cancelled.
     """
+    SubmitBatches: _grpc.StreamStreamMultiCallable[_client_pb2.SubmitBatch, _client_pb2.SubmitBatchReply]
+    """Protocol 1.2: many submissions per message. Each SubmitBatch is answered by one
+    SubmitBatchReply with one reply per request, in request order (a refused item carries
+    error_code/error, as on SubmitStream); batches are answered in the order they came.
+    A sender batches whatever it has ready when it sends (never waiting to fill a batch).
+    """
+    WatchResultBatches: _grpc.UnaryStreamMultiCallable[_client_pb2.WatchRequest, _client_pb2.TaskResultBatch]
+    """Protocol 1.2: WatchResults with every result queued for the watcher when the master gets
+    to it in one message. Same semantics: with task_ids those tasks then close, without every
+    task of client_id as it ends, until cancelled. Each result is sent once.
+    """
     GetTask: _grpc.UnaryUnaryMultiCallable[_client_pb2.GetTaskRequest, _common_pb2.TaskResult]
     CancelTask: _grpc.UnaryUnaryMultiCallable[_client_pb2.CancelTaskRequest, _common_pb2.TaskResult]
 
@@ -57,6 +68,17 @@ class TaskServiceAsyncStub(TaskServiceStub):
     WatchResults: _aio.UnaryStreamMultiCallable[_client_pb2.WatchRequest, _common_pb2.TaskResult]  # type: ignore[assignment]
     """Streams results as tasks end. With task_ids: those tasks (already finished ones at once),
     then the stream closes. Without: every task of client_id as it ends, until cancelled.
+    """
+    SubmitBatches: _aio.StreamStreamMultiCallable[_client_pb2.SubmitBatch, _client_pb2.SubmitBatchReply]  # type: ignore[assignment]
+    """Protocol 1.2: many submissions per message. Each SubmitBatch is answered by one
+    SubmitBatchReply with one reply per request, in request order (a refused item carries
+    error_code/error, as on SubmitStream); batches are answered in the order they came.
+    A sender batches whatever it has ready when it sends (never waiting to fill a batch).
+    """
+    WatchResultBatches: _aio.UnaryStreamMultiCallable[_client_pb2.WatchRequest, _client_pb2.TaskResultBatch]  # type: ignore[assignment]
+    """Protocol 1.2: WatchResults with every result queued for the watcher when the master gets
+    to it in one message. Same semantics: with task_ids those tasks then close, without every
+    task of client_id as it ends, until cancelled. Each result is sent once.
     """
     GetTask: _aio.UnaryUnaryMultiCallable[_client_pb2.GetTaskRequest, _common_pb2.TaskResult]  # type: ignore[assignment]
     CancelTask: _aio.UnaryUnaryMultiCallable[_client_pb2.CancelTaskRequest, _common_pb2.TaskResult]  # type: ignore[assignment]
@@ -88,6 +110,29 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_common_pb2.TaskResult], _abc.AsyncIterator[_common_pb2.TaskResult]]:
         """Streams results as tasks end. With task_ids: those tasks (already finished ones at once),
         then the stream closes. Without: every task of client_id as it ends, until cancelled.
+        """
+
+    @_abc_1.abstractmethod
+    def SubmitBatches(
+        self,
+        request_iterator: _MaybeAsyncIterator[_client_pb2.SubmitBatch],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_client_pb2.SubmitBatchReply], _abc.AsyncIterator[_client_pb2.SubmitBatchReply]]:
+        """Protocol 1.2: many submissions per message. Each SubmitBatch is answered by one
+        SubmitBatchReply with one reply per request, in request order (a refused item carries
+        error_code/error, as on SubmitStream); batches are answered in the order they came.
+        A sender batches whatever it has ready when it sends (never waiting to fill a batch).
+        """
+
+    @_abc_1.abstractmethod
+    def WatchResultBatches(
+        self,
+        request: _client_pb2.WatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_client_pb2.TaskResultBatch], _abc.AsyncIterator[_client_pb2.TaskResultBatch]]:
+        """Protocol 1.2: WatchResults with every result queued for the watcher when the master gets
+        to it in one message. Same semantics: with task_ids those tasks then close, without every
+        task of client_id as it ends, until cancelled. Each result is sent once.
         """
 
     @_abc_1.abstractmethod

@@ -16,15 +16,19 @@ if TYPE_CHECKING:  # the master's; a board's client never loads the journal
 
 __all__ = [
     "GetTaskRequest",
+    "SubmitBatch",
+    "SubmitBatchReply",
     "SubmitReply",
     "SubmitRequest",
     "TaskResult",
+    "TaskResultBatch",
     "WatchRequest",
     "detections_of",
     "get_request",
     "state_name",
     "state_of",
     "state_pb",
+    "submit_batch",
     "submit_reply",
     "submit_request",
     "task_result_pb",
@@ -37,6 +41,9 @@ SubmitRequest = client_pb2.SubmitRequest
 SubmitReply = client_pb2.SubmitReply
 WatchRequest = client_pb2.WatchRequest
 GetTaskRequest = client_pb2.GetTaskRequest
+SubmitBatch = client_pb2.SubmitBatch
+SubmitBatchReply = client_pb2.SubmitBatchReply
+TaskResultBatch = client_pb2.TaskResultBatch
 
 _PB_STATE: dict[str, common_pb2.TaskState.ValueType] = {
     TaskState.QUEUED: common_pb2.TASK_STATE_QUEUED,
@@ -95,6 +102,10 @@ def submit_request(
         strategy=strategy,
         priority=priority,
     )
+
+
+def submit_batch(requests: list[SubmitRequest]) -> SubmitBatch:
+    return client_pb2.SubmitBatch(requests=requests)
 
 
 def watch_request(client_id: str = "", task_ids: list[str] | None = None) -> WatchRequest:

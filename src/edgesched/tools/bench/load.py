@@ -1,8 +1,9 @@
 """A streaming load client with a bounded window.
 
-The load client submits over ``SubmitStream`` (several streams at once, so the journal's group
-commit has something to group) and learns about finished tasks from one ``WatchResults`` stream
-for its client id. That stream only carries tasks that end after it is registered on the master,
+The load client submits over ``SubmitBatches`` (every submission its window lets go at once
+travels in one message; several streams) and learns about finished tasks from one result watch
+(``WatchResultBatches``) for its client id; a master without them gets ``SubmitStream`` and
+``WatchResults``. That stream only carries tasks that end after it is registered on the master,
 so the client first sends probe tasks until one comes back through it."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import grpc
 
+from edgesched.client.batches import BatchSubmitter, ResultWatch
 from edgesched.client.send import task_stub
 from edgesched.core.state import TaskState
 from edgesched.tools.bench.deadline import BenchError, Deadline
@@ -108,7 +110,7 @@ class LoadClient:
     async def _run(self) -> None:
         async with grpc.aio.insecure_channel(self.target, options=GRPC_OPTIONS) as channel:
             stub = task_stub(channel)
-            watch = stub.WatchResults(tasks.watch_request(self.client_id), metadata=self.metadata)
+            watch = ResultWatch(stub, tasks.watch_request(self.client_id), metadata=self.metadata)
             reader = asyncio.create_task(self._read(watch))
             try:
                 await self._confirm_watch(stub, reader)
@@ -127,9 +129,10 @@ class LoadClient:
                 reader.cancel()
                 await asyncio.gather(reader, return_exceptions=True)
 
-    async def _read(self, watch: Any) -> None:
-        async for result in watch:
-            self._on_result(result)
+    async def _read(self, watch: ResultWatch) -> None:
+        async for batch in watch.batches():
+            for result in batch:
+                self._on_result(result)
 
     def _on_result(self, result: tasks.TaskResult) -> None:
         task_id = result.task_id
@@ -204,32 +207,43 @@ class LoadClient:
         raise BenchError("the result stream never carried a probe task")
 
     async def _stream(self, stub: Any) -> None:
-        async def requests() -> Any:
+        submitter = BatchSubmitter(stub, self._on_reply, metadata=self.metadata)
+
+        async def produce() -> None:
+            # every place the window frees goes to the submitter at once: what queued by the
+            # time its stream gets to it is one message
             while True:
                 await self._window.acquire()
                 if self._next >= self.stats.total:
                     self._window.release()
+                    submitter.close()
                     return
                 index = self._next
                 self._next += 1
                 self.stats.submitted += 1
-                yield self._request(index, f"t-{index}")
+                submitter.put(self._request(index, f"t-{index}"))
 
-        call = stub.SubmitStream(requests(), metadata=self.metadata)
-        async for reply in call:
-            if reply.error_code:
-                self.stats.refused += 1
-                if not self.stats.first_refusal:
-                    self.stats.first_refusal = f"{reply.error_code}: {reply.error}"
-                self._window.release()
-                self._progress.set()
-                continue
-            self.stats.accepted += 1
-            early = self._early.pop(reply.task_id, None)
-            if early is not None:
-                self._count(early)
-            else:
-                self._pending.add(reply.task_id)
+        producer = asyncio.create_task(produce())
+        try:
+            await submitter.run()
+        finally:
+            producer.cancel()
+            await asyncio.gather(producer, return_exceptions=True)
+
+    def _on_reply(self, request: tasks.SubmitRequest, reply: tasks.SubmitReply) -> None:
+        if reply.error_code:
+            self.stats.refused += 1
+            if not self.stats.first_refusal:
+                self.stats.first_refusal = f"{reply.error_code}: {reply.error}"
+            self._window.release()
+            self._progress.set()
+            return
+        self.stats.accepted += 1
+        early = self._early.pop(reply.task_id, None)
+        if early is not None:
+            self._count(early)
+        else:
+            self._pending.add(reply.task_id)
 
     async def _wait_all(self, stub: Any, reader: asyncio.Task[None]) -> None:
         """Every accepted task finished; stalls are checked against GetTask, then give up."""

@@ -2,8 +2,10 @@
 :func:`edgesched.tools.testing.lifecycle.running_cluster`), and the disk's fsync time.
 
 The client speaks the public gRPC API (TaskService) with the cluster's API token: it watches its
-own results on one WatchResults stream opened before anything is submitted, submits in bulk on
-one SubmitStream, and times sequential round trips (submit, then wait for that task's result).
+own results on one result watch (WatchResultBatches) opened before anything is submitted, submits
+on one SubmitBatches stream (in bulk: every submission ready goes in one message; a round trip's
+lone task travels alone at once), and times sequential round trips (submit, then wait for that
+task's result). A master without the batched RPCs gets SubmitStream and WatchResults.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 import grpc
 
+from edgesched.client.batches import BatchSubmitter, ResultWatch
 from edgesched.client.send import TaskStub, task_stub
 from edgesched.errors import TransportError
 from edgesched.kinds import TaskState
@@ -48,6 +51,8 @@ class Client:
         self._results: dict[str, tasks.TaskResult] = {}
         self._waiters: dict[str, asyncio.Future[tasks.TaskResult]] = {}
         self._watch: asyncio.Task[None] | None = None
+        self._submitter: BatchSubmitter  #: the session's SubmitBatches stream
+        self._replies: dict[str, asyncio.Future[tasks.SubmitReply]] = {}  #: by key
         self._arrived = asyncio.Event()
 
     @asynccontextmanager
@@ -59,14 +64,20 @@ class Client:
         async with grpc.aio.insecure_channel(self.target, options=options) as channel:
             self._channel = channel
             self._stub = task_stub(channel)
-            ready = asyncio.Event()
-            self._watch = asyncio.create_task(self._watch_results(ready))
-            await asyncio.wait_for(ready.wait(), 10)
+            watch = ResultWatch(
+                self._stub, tasks.watch_request(self.client_id), metadata=self.metadata
+            )
+            await asyncio.wait_for(watch.registered(), 10)
+            self._watch = asyncio.create_task(self._watch_results(watch))
+            self._submitter = BatchSubmitter(self._stub, self._on_reply, metadata=self.metadata)
+            sending = asyncio.create_task(self._submitter.run())
             try:
                 yield self
             finally:
+                watch.cancel()
+                sending.cancel()
                 self._watch.cancel()
-                await asyncio.gather(self._watch, return_exceptions=True)
+                await asyncio.gather(self._watch, sending, return_exceptions=True)
 
     @property
     def stub(self) -> TaskStub:
@@ -74,18 +85,32 @@ class Client:
             raise TransportError("the client has no session")
         return self._stub
 
-    async def _watch_results(self, ready: asyncio.Event) -> None:
-        call = self.stub.WatchResults(tasks.watch_request(self.client_id), metadata=self.metadata)
-        await call.wait_for_connection()
-        ready.set()
-        async for result in call:
-            if not _final(result):
-                continue
-            self._results[result.task_id] = result
-            waiter = self._waiters.pop(result.task_id, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(result)
+    async def _watch_results(self, watch: ResultWatch) -> None:
+        async for batch in watch.batches():
+            for result in batch:
+                if not _final(result):
+                    continue
+                self._results[result.task_id] = result
+                waiter = self._waiters.pop(result.task_id, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(result)
             self._arrived.set()
+
+    def _on_reply(self, request: tasks.SubmitRequest, reply: tasks.SubmitReply) -> None:
+        waiter = self._replies.pop(request.idempotency_key, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(reply)
+
+    async def submit(self, requests: list[tasks.SubmitRequest]) -> list[tasks.SubmitReply]:
+        """Puts every request on the session's batch stream at once; their replies in order."""
+        loop = asyncio.get_running_loop()
+        waiters = []
+        for request in requests:
+            waiter: asyncio.Future[tasks.SubmitReply] = loop.create_future()
+            self._replies[request.idempotency_key] = waiter
+            waiters.append(waiter)
+            self._submitter.put(request)
+        return list(await asyncio.gather(*waiters))
 
     def request(self, payload: bytes, key: str | None = None) -> tasks.SubmitRequest:
         return tasks.submit_request(
@@ -104,12 +129,8 @@ class Client:
         ids: list[str] = []
         errors: list[str] = []
 
-        async def requests_iter() -> AsyncIterator[tasks.SubmitRequest]:
-            for r in requests:
-                yield r
-
-        call = self.stub.SubmitStream(requests_iter(), metadata=self.metadata, timeout=timeout_s)
-        async for reply in call:
+        replies = await asyncio.wait_for(self.submit(requests), timeout_s)
+        for reply in replies:
             if reply.error_code:
                 errors.append(f"{reply.error_code}: {reply.error}")
             else:
@@ -150,7 +171,9 @@ class Client:
             request = self.request(payload)
             t0 = time.perf_counter()
             waiter: asyncio.Future[tasks.TaskResult] = loop.create_future()
-            reply = await self.stub.Submit(request, metadata=self.metadata, timeout=10)
+            (reply,) = await asyncio.wait_for(self.submit([request]), 10)
+            if reply.error_code:
+                raise TransportError(f"{reply.error_code}: {reply.error}")
             if reply.task_id in self._results:
                 waiter.set_result(self._results[reply.task_id])
             else:

@@ -106,7 +106,7 @@ from edgesched.tools.testing.lifecycle import work_dir
     default=4,
     show_default=True,
     type=click.IntRange(min=1),
-    help="master part: SubmitStream calls at once",
+    help="master part: submission streams at once",
 )
 @click.option("--payload-bytes", default=1024, show_default=True, type=click.IntRange(min=1))
 @click.option(
