@@ -107,8 +107,8 @@ async def outgoing(
             yield message
             continue
         queued: list[Optional[wire.AgentMessage]] = [message]  # noqa: UP045 - Python 3.9
-        while not send_q.empty() and len(queued) < BATCH_REPORTS:
-            queued.append(send_q.get_nowait())
+        while queued[-1] is not None and not send_q.empty() and len(queued) < BATCH_REPORTS:
+            queued.append(send_q.get_nowait())  # up to a half-close, never past it
         run: list[wire.AgentMessage] = []
         size = 0
         for item in queued:
