@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+from edgesched.agent.link import BATCH_BYTES as REPORT_BYTES
 from edgesched.agent.link import BATCH_REPORTS, outgoing
 from edgesched.journal.base import TaskRow
 from edgesched.master.session import BATCH_BYTES, BATCH_TASKS, INLINE_BYTES, AgentSession
@@ -157,11 +158,11 @@ def started(i: int) -> link.AgentMessage:
     return link.task_started(f"t{i}", 1, 0.5)
 
 
-def done(i: int) -> link.AgentMessage:
+def done(i: int, label: str = "ok") -> link.AgentMessage:
     return link.task_done(
         task_id=f"t{i}",
         attempt=1,
-        label="ok",
+        label=label,
         detections=(),
         timings={"total_ms": 1.0},
         backend="noop",
@@ -247,6 +248,20 @@ async def test_report_batches_are_capped() -> None:
     first, second = await take(stream, 2)
     assert len(first.reports.reports) == BATCH_REPORTS
     assert len(link.reports_of(second)) == 3
+
+    # by bytes: three labels of 0.3 MiB fit in 1 MiB, the fourth starts the next batch; a
+    # report larger than the cap goes alone
+    q = asyncio.Queue()
+    third = "x" * (REPORT_BYTES * 3 // 10)
+    for i in range(5):
+        q.put_nowait(done(i, third))
+    q.put_nowait(done(5, "y" * (REPORT_BYTES + 1)))
+    q.put_nowait(done(6))
+    stream = outgoing(q, lambda: True)
+    messages = await take(stream, 4)
+    assert [len(link.reports_of(m)) for m in messages] == [3, 2, 1, 1]
+    assert all(m.ByteSize() <= REPORT_BYTES for m in messages[:2])
+    assert link.kind_of(messages[2]) == "result" and link.kind_of(messages[3]) == "result"
 
 
 async def test_to_an_older_master_every_report_goes_alone() -> None:

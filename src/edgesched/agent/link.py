@@ -20,10 +20,11 @@ from edgesched.wire import link as wire
 
 PROTOCOL = wire.protocol(1, 2)  # 1.1: payloads inline; 1.2: batches
 
-#: the most reports, and their bytes, one ReportBatch carries (a result may hold a 1 MiB label):
-#: one message stays bounded; what is left goes in the next one
+#: the most reports, and their bytes, one ReportBatch carries: 1 MiB stays within the master's
+#: message limit (at least its upload limit + 1 MiB); a larger report (a result may hold a 1 MiB
+#: label) goes alone, as it always has; what is left goes in the next message
 BATCH_REPORTS = 512
-BATCH_BYTES = 4 * 1024 * 1024
+BATCH_BYTES = 1024 * 1024
 
 #: what goes up the link; None half-closes it
 SendQueue = asyncio.Queue[Optional[wire.AgentMessage]]  # Optional: runs on Python 3.9
@@ -113,7 +114,8 @@ async def outgoing(
         size = 0
         for item in queued:
             report = item is not None and wire.kind_of(item) in wire.REPORT_KINDS
-            if run and (not report or size >= BATCH_BYTES):
+            item_size = item.ByteSize() if report and item is not None else 0
+            if run and (not report or size + item_size > BATCH_BYTES):
                 yield run[0] if len(run) == 1 else wire.report_batch(run)
                 run, size = [], 0
             if item is None:
@@ -122,7 +124,7 @@ async def outgoing(
                 yield item
                 continue
             run.append(item)
-            size += item.ByteSize()
+            size += item_size
         if run:
             yield run[0] if len(run) == 1 else wire.report_batch(run)
 

@@ -28,11 +28,11 @@ CHUNK_BYTES = 1024 * 1024
 #: payloads below this ride inline in their assignment (one message, not two); larger ones go in
 #: chunks, whose arrival times let the agent measure its link (it measures from 64 KiB on)
 INLINE_BYTES = 64 * 1024
-#: the most assignments, and inline payload bytes, one AssignmentBatch carries: one message stays
-#: bounded (well under the agent's 64 MiB receive limit) and a control frame waits for at most
-#: one batch; what is left goes in the next batch
+#: the most assignments, and inline payload bytes, one AssignmentBatch carries: a batch is no
+#: larger than a chunk, so it fits the link's message limit (at least the upload limit + 1 MiB)
+#: and a control frame waits for it no longer than for a chunk; what is left goes in the next
 BATCH_TASKS = 512
-BATCH_BYTES = 4 * 1024 * 1024
+BATCH_BYTES = CHUNK_BYTES
 
 
 @dataclass
