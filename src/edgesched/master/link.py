@@ -287,6 +287,7 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
             if session.closed.is_set():
                 return
             kind = message.WhichOneof("kind")
+            session.messages_received += 1
             master.agent_seen(device_id)
             if kind == "heartbeat":
                 handling_started = time.perf_counter()

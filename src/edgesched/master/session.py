@@ -55,7 +55,9 @@ class AgentSession:
         self.cached: Callable[[str], bytes | None] | None = None
         self.inline_payloads = False  #: the agent speaks 1.1: small payloads ride inline
         self.batches = False  #: the agent speaks 1.2: inline assignments go in batches
-        self.messages_sent = 0  #: messages yielded to the stream (the figures count them)
+        #: messages sent on the stream and read from it (the link's figures count them)
+        self.messages_sent = 0
+        self.messages_received = 0
 
     def send_control(self, message: agent_pb2.MasterMessage) -> None:
         self._control.append(message)
