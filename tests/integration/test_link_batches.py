@@ -49,7 +49,8 @@ class LinkAgent:
         )
         reply = await asyncio.wait_for(self.call.read(), 10)
         assert link.kind_of(reply) == "registered", reply
-        return reply.registered
+        registered: agent_pb2.RegisterReply = reply.registered
+        return registered
 
     async def assignments(self, count: int) -> tuple[list[agent_pb2.Assignment], list[str]]:
         """Reads until ``count`` assignments have their whole payload: them, and the kind of
