@@ -306,7 +306,7 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
                 reports = [_report(r) for r in wire.reports_of(message)]
                 if len(reports) == 1:
                     self._one(device_id, reports[0])
-                else:
+                elif reports:  # an empty batch carries nothing to act on
                     master.task_reports(device_id, reports)
             elif kind == "goodbye":
                 log.info("agent %s left: %s", device_id, clip(message.goodbye.reason, MAX_NAME))
