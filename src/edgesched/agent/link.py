@@ -7,7 +7,7 @@ import asyncio
 import json
 import ssl
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Optional
 
@@ -18,7 +18,13 @@ from edgesched.errors import TransportError
 from edgesched.v1 import agent_pb2_grpc
 from edgesched.wire import link as wire
 
-PROTOCOL = wire.protocol(1, 1)  # 1.1: payloads inline
+PROTOCOL = wire.protocol(1, 2)  # 1.1: payloads inline; 1.2: batches
+
+#: the most reports, and their bytes, one ReportBatch carries: 1 MiB stays within the master's
+#: message limit (at least its upload limit + 1 MiB); a larger report (a result may hold a 1 MiB
+#: label) goes alone, as it always has; what is left goes in the next message
+BATCH_REPORTS = 512
+BATCH_BYTES = 1024 * 1024
 
 #: what goes up the link; None half-closes it
 SendQueue = asyncio.Queue[Optional[wire.AgentMessage]]  # Optional: runs on Python 3.9
@@ -84,13 +90,43 @@ def open_channel(a: AgentSettings, target: str) -> grpc.aio.Channel:
     return grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
 
 
-async def outgoing(send_q: SendQueue) -> AsyncIterator[wire.AgentMessage]:
-    """The stream's outgoing half: what is queued, until a None half-closes it."""
+async def outgoing(
+    send_q: SendQueue, batches: Callable[[], bool] = lambda: False
+) -> AsyncIterator[wire.AgentMessage]:
+    """The stream's outgoing half: what is queued, in order, until a None half-closes it.
+
+    While ``batches()`` (the master speaks ≥ 1.2), the reports (started, result, failure)
+    queued when this loop gets to them go in one ReportBatch, bounded by ``BATCH_REPORTS`` and
+    ``BATCH_BYTES``: whatever has queued, never a wait, so a lone report leaves at once and as
+    itself. A heartbeat or goodbye between reports ends a batch, so the order holds (the
+    outbox's confirmation by heartbeat acks relies on it)."""
     while True:
         message = await send_q.get()
         if message is None:
             return  # half-close: the master reads everything sent before, then ends
-        yield message
+        if send_q.empty() or not batches():
+            yield message
+            continue
+        queued: list[Optional[wire.AgentMessage]] = [message]  # noqa: UP045 - Python 3.9
+        while queued[-1] is not None and not send_q.empty() and len(queued) < BATCH_REPORTS:
+            queued.append(send_q.get_nowait())  # up to a half-close, never past it
+        run: list[wire.AgentMessage] = []
+        size = 0
+        for item in queued:
+            report = item is not None and wire.kind_of(item) in wire.REPORT_KINDS
+            item_size = item.ByteSize() if report and item is not None else 0
+            if run and (not report or size + item_size > BATCH_BYTES):
+                yield run[0] if len(run) == 1 else wire.report_batch(run)
+                run, size = [], 0
+            if item is None:
+                return
+            if not report:
+                yield item
+                continue
+            run.append(item)
+            size += item_size
+        if run:
+            yield run[0] if len(run) == 1 else wire.report_batch(run)
 
 
 def short(exc: BaseException) -> str:

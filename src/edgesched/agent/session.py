@@ -87,6 +87,8 @@ class Session:
         self.session_no = 0
         self._started = time.monotonic()
         self.connected = asyncio.Event()
+        #: the master of this link speaks ≥ 1.2: reports go up in batches
+        self.master_batches = False
 
     def rejoin(self) -> None:
         """After a simulated disconnect: the next link is a fresh membership, not draining
@@ -127,8 +129,9 @@ class Session:
             stub = link_stub(channel)
             send_q: SendQueue = asyncio.Queue()
             self._send_q = send_q
+            self.master_batches = False  # until this link's master says it speaks 1.2
             send_q.put_nowait(self._register(self.identity, self.session_no))
-            call = stub.Connect(outgoing(send_q))
+            call = stub.Connect(outgoing(send_q, lambda: self.master_batches))
             heartbeats: asyncio.Task[None] | None = None
             drainer: asyncio.Task[None] | None = None
             leave = asyncio.create_task(self._leave.wait())
@@ -156,12 +159,12 @@ class Session:
                     finally:
                         next_msg = None
                     kind = wire.kind_of(message)
-                    if self.pacer.active and kind in ("chunk", "assignment"):
+                    if self.pacer.active and kind in ("chunk", "assignment", "assignments"):
                         # a slow uplink: the payload takes its time, and what follows waits
                         size = (
                             len(message.chunk.data)
                             if kind == "chunk"
-                            else len(message.assignment.payload)
+                            else sum(len(a.payload) for a in wire.assignments_of(message))
                         )
                         t = time.monotonic() - self._started
                         await asyncio.sleep(self.pacer.delay_s(size, t))
@@ -188,6 +191,7 @@ class Session:
         if (reply.agent_id, reply.credential) != (self.identity.agent_id, self.identity.credential):
             self.identity = Identity(reply.agent_id, reply.credential)
             self.identity.save(self.a.data_dir)
+        self.master_batches = wire.batched(reply.protocol)
         for task_id in reply.drop_task_ids:
             self.runner.cancel(task_id, "the master moved it elsewhere", report=False)
         log.info("joined the master as %s (%d slots)", reply.agent_id, self.runner.slots)
@@ -257,10 +261,11 @@ class Session:
                 self.outbox.remove(self._unconfirmed.pop(0)[1])
             while self._unacked and self._unacked[0][0] <= seq:
                 self._unacked.pop(0)
-        elif kind == "assignment":
-            received = self.receiver.assignment(message.assignment, now)
-            if received is not None:
-                self.runner.start(received)
+        elif kind in ("assignment", "assignments"):  # one, or a 1.2 batch: each as if alone
+            for assignment in wire.assignments_of(message):
+                received = self.receiver.assignment(assignment, now)
+                if received is not None:
+                    self.runner.start(received)
         elif kind == "chunk":
             received = self.receiver.chunk(message.chunk, now)
             if received is not None:

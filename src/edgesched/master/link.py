@@ -24,14 +24,20 @@ from edgesched.master.errmap import grpc_code, printable
 from edgesched.master.master import Master
 from edgesched.master.peers import peer_host
 from edgesched.master.registry import Refusal
+from edgesched.master.results import Done, Failed, Report, Started
 from edgesched.master.session import CHUNK_BYTES, AgentSession
 from edgesched.v1 import agent_pb2, agent_pb2_grpc
+from edgesched.wire import link as wire
 from edgesched.wire.results import board_timings_from_pb, detection_from_pb
 
 log = logging.getLogger("edgesched.link")
 
 PROTOCOL_MAJOR = 1
-PROTOCOL_MINOR = 1  #: 1.1: small payloads ride inline in the assignment
+#: 1.1: small payloads ride inline in the assignment; 1.2: batches (assignments to an agent that
+#: registered with ≥ 1.2, reports from any agent)
+PROTOCOL_MINOR = 2
+#: the oldest agent protocol still served: every 1.x agent (1.0 gets its payloads in chunks)
+OLDEST_MINOR = 0
 AGENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 REGISTER_TIMEOUT_S = 10.0
 #: board timings outside [0, a day] are faulty reports, kept out like a missing figure
@@ -108,6 +114,21 @@ def _oversized_result(r: agent_pb2.TaskDone) -> str:
     return ""
 
 
+def _report(r: wire.Report) -> Report:
+    """An agent's report, checked: free text cut to its limit, an oversized result turned into
+    a backend failure (not cut: a cut result would be a wrong one; the task runs again)."""
+    if isinstance(r, agent_pb2.TaskStarted):
+        return Started(r.task_id, r.attempt)
+    if isinstance(r, agent_pb2.TaskFailed):
+        return Failed(r.task_id, r.attempt, clip(r.kind, MAX_NAME), clip(r.message))
+    oversized = _oversized_result(r)
+    if oversized:
+        return Failed(r.task_id, r.attempt, FailureKind.BACKEND, oversized)
+    detections = [detection_from_pb(d, MAX_NAME) for d in r.detections]
+    board = board_timings_from_pb(r.timings, MAX_REPORTED_MS)
+    return Done(r.task_id, r.attempt, r.label, detections, board)
+
+
 def _metrics(m: agent_pb2.DeviceMetrics) -> Metrics:
     def finite(value: float, default: float) -> float:
         return value if math.isfinite(value) else default
@@ -177,7 +198,7 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
         if not first.HasField("register"):
             return agent_pb2.Refused(code="protocol", message="the first message must register")
         reg = first.register
-        if reg.protocol.major != PROTOCOL_MAJOR or reg.protocol.minor + 1 < PROTOCOL_MINOR:
+        if reg.protocol.major != PROTOCOL_MAJOR or reg.protocol.minor < OLDEST_MINOR:
             return agent_pb2.Refused(
                 code="version",
                 message=f"protocol {reg.protocol.major}.{reg.protocol.minor} not supported; "
@@ -240,6 +261,7 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
         session = AgentSession(agent_id, peer)
         session.cached = master.cached_payload
         session.inline_payloads = (reg.protocol.major, reg.protocol.minor) >= (1, 1)
+        session.batches = wire.batched(reg.protocol)
         session.on_unreadable = lambda task_id, attempt, msg: master.task_failed(
             agent_id, task_id, attempt, FailureKind.BAD_INPUT, msg
         )
@@ -265,6 +287,7 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
             if session.closed.is_set():
                 return
             kind = message.WhichOneof("kind")
+            session.messages_received += 1
             master.agent_seen(device_id)
             if kind == "heartbeat":
                 handling_started = time.perf_counter()
@@ -278,28 +301,27 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
                 )
                 master.agent_heartbeat(device_id, _metrics(hb.metrics), hb.draining)
                 master.metrics.heartbeat.observe(time.perf_counter() - handling_started)
-            elif kind == "started":
-                master.task_started(device_id, message.started.task_id, message.started.attempt)
-            elif kind == "result":
-                r = message.result
-                oversized = _oversized_result(r)
-                if oversized:  # not cut: a cut result would be a wrong one; it runs again
-                    master.task_failed(
-                        device_id, r.task_id, r.attempt, FailureKind.BACKEND, oversized
-                    )
-                    continue
-                detections = [detection_from_pb(d, MAX_NAME) for d in r.detections]
-                board = board_timings_from_pb(r.timings, MAX_REPORTED_MS)
-                master.task_done(device_id, r.task_id, r.attempt, r.label, detections, board)
-            elif kind == "failure":
-                f = message.failure
-                master.task_failed(
-                    device_id, f.task_id, f.attempt, clip(f.kind, MAX_NAME), clip(f.message)
-                )
+            elif kind in ("started", "result", "failure", "reports"):
+                # one report (any 1.x agent) or a 1.2 batch: one dispatch after all of them
+                reports = [_report(r) for r in wire.reports_of(message)]
+                if len(reports) == 1:
+                    self._one(device_id, reports[0])
+                elif reports:  # an empty batch carries nothing to act on
+                    master.task_reports(device_id, reports)
             elif kind == "goodbye":
                 log.info("agent %s left: %s", device_id, clip(message.goodbye.reason, MAX_NAME))
                 master.agent_left(device_id)
                 return
+
+    def _one(self, device_id: str, report: Report) -> None:
+        master = self.master
+        r = report
+        if isinstance(r, Started):
+            master.task_started(device_id, r.task_id, r.attempt)
+        elif isinstance(r, Done):
+            master.task_done(device_id, r.task_id, r.attempt, r.label, r.detections, r.board)
+        else:
+            master.task_failed(device_id, r.task_id, r.attempt, r.kind, r.message)
 
     def _gone(self, session: AgentSession) -> None:
         self.master.agent_gone(session)

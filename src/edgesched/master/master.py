@@ -31,7 +31,7 @@ from edgesched.master.payloads import PayloadCache
 from edgesched.master.pump import Pump
 from edgesched.master.registry import AgentRegistry
 from edgesched.master.restore import restore
-from edgesched.master.results import Results
+from edgesched.master.results import Report, Results
 from edgesched.master.rows import update_row
 from edgesched.master.session import AgentSession
 from edgesched.master.storage import DiskGuard
@@ -239,6 +239,10 @@ class Master:
 
     def task_failed(self, device_id: str, task_id: str, attempt: int, kind: str, msg: str) -> None:
         self.results.failed(device_id, task_id, attempt, kind, msg)
+
+    def task_reports(self, device_id: str, reports: list[Report]) -> None:
+        """An agent's reports in order (a protocol 1.2 batch), then one dispatch."""
+        self.results.reports(device_id, reports)
 
     # ---- agents (the link servicer calls these) ----------------------------------------
 

@@ -7,6 +7,11 @@ The agent dials the master (boards sit behind NAT); everything travels on this s
 registration, heartbeats, assignments with their payload in chunks, results, failures,
 cancel and drain orders. Control frames are sent ahead of payload chunks, so a slow
 uplink never delays a heartbeat.
+
+Versions: 1.0 (payload in chunks), 1.1 (small payloads inline in their Assignment), 1.2
+(batches: AssignmentBatch master → agent, ReportBatch agent → master; a batch is whatever was
+queued when the sender got to it, never a timer). Each side uses the other's version as it
+registered / was answered; every 1.x agent keeps working.
 """
 
 from collections import abc as _abc
@@ -38,6 +43,7 @@ class AgentMessage(_message.Message):
     FAILURE_FIELD_NUMBER: _builtins.int
     DRAINED_FIELD_NUMBER: _builtins.int
     GOODBYE_FIELD_NUMBER: _builtins.int
+    REPORTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def register(self) -> Global___Register: ...
     @_builtins.property
@@ -52,6 +58,10 @@ class AgentMessage(_message.Message):
     def drained(self) -> Global___Drained: ...
     @_builtins.property
     def goodbye(self) -> Global___Goodbye: ...
+    @_builtins.property
+    def reports(self) -> Global___ReportBatch:
+        """protocol ≥ 1.2 (master ≥ 1.2): many reports in one message"""
+
     def __init__(
         self,
         *,
@@ -62,12 +72,13 @@ class AgentMessage(_message.Message):
         failure: Global___TaskFailed | None = ...,
         drained: Global___Drained | None = ...,
         goodbye: Global___Goodbye | None = ...,
+        reports: Global___ReportBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["drained", b"drained", "failure", b"failure", "goodbye", b"goodbye", "heartbeat", b"heartbeat", "kind", b"kind", "register", b"register", "result", b"result", "started", b"started"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["drained", b"drained", "failure", b"failure", "goodbye", b"goodbye", "heartbeat", b"heartbeat", "kind", b"kind", "register", b"register", "reports", b"reports", "result", b"result", "started", b"started"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["drained", b"drained", "failure", b"failure", "goodbye", b"goodbye", "heartbeat", b"heartbeat", "kind", b"kind", "register", b"register", "result", b"result", "started", b"started"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["drained", b"drained", "failure", b"failure", "goodbye", b"goodbye", "heartbeat", b"heartbeat", "kind", b"kind", "register", b"register", "reports", b"reports", "result", b"result", "started", b"started"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["register", "heartbeat", "started", "result", "failure", "drained", "goodbye"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["register", "heartbeat", "started", "result", "failure", "drained", "goodbye", "reports"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -499,6 +510,61 @@ class TaskFailed(_message.Message):
 Global___TaskFailed: _TypeAlias = TaskFailed  # noqa: Y015
 
 @_typing.final
+class ReportBatch(_message.Message):
+    """protocol 1.2: the reports an agent had queued when its sender got to them, in the order they
+    were made (a started report before its result). A master of 1.2 accepts them from any agent;
+    an agent sends them only to a master that replied with ≥ 1.2.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def reports(self) -> _containers.RepeatedCompositeFieldContainer[Global___Report]: ...
+    def __init__(
+        self,
+        *,
+        reports: _abc.Iterable[Global___Report] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reports", b"reports"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportBatch: _TypeAlias = ReportBatch  # noqa: Y015
+
+@_typing.final
+class Report(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STARTED_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    FAILURE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def started(self) -> Global___TaskStarted: ...
+    @_builtins.property
+    def result(self) -> Global___TaskDone: ...
+    @_builtins.property
+    def failure(self) -> Global___TaskFailed: ...
+    def __init__(
+        self,
+        *,
+        started: Global___TaskStarted | None = ...,
+        result: Global___TaskDone | None = ...,
+        failure: Global___TaskFailed | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["failure", b"failure", "kind", b"kind", "result", b"result", "started", b"started"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failure", b"failure", "kind", b"kind", "result", b"result", "started", b"started"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["started", "result", "failure"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___Report: _TypeAlias = Report  # noqa: Y015
+
+@_typing.final
 class Drained(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -545,6 +611,7 @@ class MasterMessage(_message.Message):
     CANCEL_FIELD_NUMBER: _builtins.int
     DRAIN_FIELD_NUMBER: _builtins.int
     REFUSED_FIELD_NUMBER: _builtins.int
+    ASSIGNMENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def registered(self) -> Global___RegisterReply: ...
     @_builtins.property
@@ -559,6 +626,10 @@ class MasterMessage(_message.Message):
     def drain(self) -> Global___Drain: ...
     @_builtins.property
     def refused(self) -> Global___Refused: ...
+    @_builtins.property
+    def assignments(self) -> Global___AssignmentBatch:
+        """protocol ≥ 1.2 (agent registered with ≥ 1.2)"""
+
     def __init__(
         self,
         *,
@@ -569,12 +640,13 @@ class MasterMessage(_message.Message):
         cancel: Global___CancelTask | None = ...,
         drain: Global___Drain | None = ...,
         refused: Global___Refused | None = ...,
+        assignments: Global___AssignmentBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment", "cancel", b"cancel", "chunk", b"chunk", "drain", b"drain", "heartbeat_ack", b"heartbeat_ack", "kind", b"kind", "refused", b"refused", "registered", b"registered"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment", "assignments", b"assignments", "cancel", b"cancel", "chunk", b"chunk", "drain", b"drain", "heartbeat_ack", b"heartbeat_ack", "kind", b"kind", "refused", b"refused", "registered", b"registered"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment", "cancel", b"cancel", "chunk", b"chunk", "drain", b"drain", "heartbeat_ack", b"heartbeat_ack", "kind", b"kind", "refused", b"refused", "registered", b"registered"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment", b"assignment", "assignments", b"assignments", "cancel", b"cancel", "chunk", b"chunk", "drain", b"drain", "heartbeat_ack", b"heartbeat_ack", "kind", b"kind", "refused", b"refused", "registered", b"registered"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["registered", "heartbeat_ack", "assignment", "chunk", "cancel", "drain", "refused"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["registered", "heartbeat_ack", "assignment", "chunk", "cancel", "drain", "refused", "assignments"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -723,6 +795,31 @@ class Assignment(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Assignment: _TypeAlias = Assignment  # noqa: Y015
+
+@_typing.final
+class AssignmentBatch(_message.Message):
+    """protocol 1.2: the assignments queued for an agent when the master's sender got to them, each
+    with its payload inline (payload_inline set); larger payloads still go as an Assignment and
+    its PayloadChunks. Each is handled exactly as a single Assignment would be.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ASSIGNMENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def assignments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Assignment]: ...
+    def __init__(
+        self,
+        *,
+        assignments: _abc.Iterable[Global___Assignment] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AssignmentBatch: _TypeAlias = AssignmentBatch  # noqa: Y015
 
 @_typing.final
 class PayloadChunk(_message.Message):

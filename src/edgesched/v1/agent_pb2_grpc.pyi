@@ -7,6 +7,11 @@ The agent dials the master (boards sit behind NAT); everything travels on this s
 registration, heartbeats, assignments with their payload in chunks, results, failures,
 cancel and drain orders. Control frames are sent ahead of payload chunks, so a slow
 uplink never delays a heartbeat.
+
+Versions: 1.0 (payload in chunks), 1.1 (small payloads inline in their Assignment), 1.2
+(batches: AssignmentBatch master → agent, ReportBatch agent → master; a batch is whatever was
+queued when the sender got to it, never a timer). Each side uses the other's version as it
+registered / was answered; every 1.x agent keeps working.
 """
 
 from collections import abc as _abc

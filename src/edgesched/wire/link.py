@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, Union
 
 from edgesched.inference.labels import Detection
 from edgesched.v1 import agent_pb2
 from edgesched.wire.results import board_timings_pb, detection_pb
 
 __all__ = [
+    "REPORT_KINDS",
     "AgentMessage",
     "Artefact",
     "ArtefactLike",
@@ -20,7 +21,10 @@ __all__ = [
     "PayloadChunk",
     "ProtocolVersion",
     "RegisterReply",
+    "Report",
     "SubDevice",
+    "assignments_of",
+    "batched",
     "decode_agent_message",
     "drain",
     "encode",
@@ -29,6 +33,8 @@ __all__ = [
     "kind_of",
     "protocol",
     "register",
+    "report_batch",
+    "reports_of",
     "task_done",
     "task_failed",
     "task_started",
@@ -41,6 +47,11 @@ Assignment = agent_pb2.Assignment
 PayloadChunk = agent_pb2.PayloadChunk
 RegisterReply = agent_pb2.RegisterReply
 ProtocolVersion = agent_pb2.ProtocolVersion
+#: one attempt report: started, result or failure (alone, or one of a 1.2 ``ReportBatch``)
+Report = Union[agent_pb2.TaskStarted, agent_pb2.TaskDone, agent_pb2.TaskFailed]
+
+#: the agent → master messages a 1.2 ``ReportBatch`` may carry
+REPORT_KINDS = ("started", "result", "failure")
 
 
 @dataclass(frozen=True)
@@ -85,6 +96,51 @@ def protocol(major: int, minor: int) -> agent_pb2.ProtocolVersion:
 def kind_of(message: AgentMessage | MasterMessage) -> str:
     """Which message of the link's ``oneof kind`` this is ("" when none is set)."""
     return message.WhichOneof("kind") or ""
+
+
+def batched(version: ProtocolVersion) -> bool:
+    """Whether a peer of this version takes batches (protocol ≥ 1.2)."""
+    return (version.major, version.minor) >= (1, 2)
+
+
+def reports_of(message: AgentMessage) -> list[Report]:
+    """The attempt reports a message carries, in order: one (a started, result or failure
+    message, any 1.x agent), many (a 1.2 ``ReportBatch``), or none (any other message)."""
+    kind = kind_of(message)
+    if kind == "reports":
+        found: list[Report] = []
+        for report in message.reports.reports:
+            inner = report.WhichOneof("kind")
+            if inner is not None:  # an empty entry carries nothing: skipped
+                found.append(getattr(report, inner))
+        return found
+    if kind in REPORT_KINDS:
+        return [getattr(message, kind)]
+    return []
+
+
+def report_batch(messages: Sequence[AgentMessage]) -> AgentMessage:
+    """One 1.2 message carrying the reports ``messages`` hold (each a started, result or
+    failure message, as ``task_started``/``task_done``/``task_failed`` build them), in order."""
+    out = agent_pb2.AgentMessage()
+    reports = out.reports.reports
+    for message in messages:
+        kind = kind_of(message)
+        if kind not in REPORT_KINDS:
+            raise ValueError(f"a report batch carries reports, not {kind or 'an empty message'}")
+        getattr(reports.add(), kind).CopyFrom(getattr(message, kind))
+    return out
+
+
+def assignments_of(message: MasterMessage) -> list[Assignment]:
+    """The assignments a master message carries: one (``assignment``), many (a 1.2
+    ``AssignmentBatch``) or none."""
+    kind = kind_of(message)
+    if kind == "assignments":
+        return list(message.assignments.assignments)
+    if kind == "assignment":
+        return [message.assignment]
+    return []
 
 
 def encode(message: AgentMessage) -> bytes:
