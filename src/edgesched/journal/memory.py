@@ -6,7 +6,7 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
-from edgesched.journal.base import TaskRow
+from edgesched.journal.base import CommitHook, TaskRow
 from edgesched.kinds import TaskState
 
 FINAL = (TaskState.DONE.value, TaskState.DEAD.value, TaskState.CANCELLED.value)
@@ -24,6 +24,7 @@ class MemoryJournal:
         self.keys: dict[tuple[str, str], str] = {}
         self.counters: dict[str, int] = {}
         self.agent_rows: dict[str, str] = {}
+        self.hooks: list[CommitHook] = []
 
     async def start(self) -> None:
         return None
@@ -36,6 +37,15 @@ class MemoryJournal:
     ) -> tuple[TaskRow, bool]:
         if before is not None:
             before()
+        try:  # every insert is its own transaction here
+            for hook in self.hooks:
+                hook.before_commit()
+        except BaseException:
+            for hook in self.hooks:
+                hook.discard()
+            raise
+        for hook in self.hooks:
+            hook.committed()
         existing = self.keys.get((row.client_id, row.idem_key))
         if existing is not None:
             return copy.deepcopy(self.rows[existing]), True
@@ -48,6 +58,9 @@ class MemoryJournal:
         if row is not None:
             for key, value in values.items():
                 setattr(row, key, copy.deepcopy(value))
+
+    def add_hook(self, hook: CommitHook) -> None:
+        self.hooks.append(hook)
 
     def after_commit(self, action: Callable[[], None]) -> None:
         action()

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edgesched.errors import DamagedJournalError, DiskFullError, JournalError
-from edgesched.journal.base import TaskRow
+from edgesched.journal.base import CommitHook, TaskRow
 from edgesched.journal.files import create_private, private_dir
 from edgesched.journal.integrity import (
     COMMITS,
@@ -167,18 +167,19 @@ class SQLiteJournal:
     async def insert(
         self, row: TaskRow, before: Callable[[], None] | None = None
     ) -> tuple[TaskRow, bool]:
-        values = encode_row(row)
-        names = list(values)
+        names = TaskRow.columns()
         sql = (
             f"INSERT INTO tasks ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
             "ON CONFLICT (client_id, idem_key) DO NOTHING"
         )
 
         def op(conn: sqlite3.Connection) -> tuple[TaskRow, bool]:
-            # the payload file is written here, in the writer's thread, so a burst of
-            # submissions costs no thread hop each and commits in one transaction
+            # the payload log's entry is staged here, in the writer's thread, so a burst of
+            # submissions costs no thread hop each and is written once for the batch; the row
+            # is encoded after it, as it may have set where the payload lies
             if before is not None:
                 before()
+            values = encode_row(row)
             cursor = conn.execute(sql, [values[n] for n in names])
             if cursor.rowcount == 1:
                 return row, False
@@ -200,6 +201,9 @@ class SQLiteJournal:
             conn.execute(sql, params)
 
         self.writer.update(op)
+
+    def add_hook(self, hook: CommitHook) -> None:
+        self.writer.hooks.append(hook)
 
     def after_commit(self, action: Callable[[], None]) -> None:
         self.writer.after(action)

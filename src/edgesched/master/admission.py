@@ -1,5 +1,5 @@
 """Admission of submissions: the checks, the client's in-flight limit, and the one journal
-transaction that stores the payload, the intake record and the task's row together."""
+transaction that stores the task's row with its payload-log entry (payload and intake record)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from edgesched.clock import Clock
 from edgesched.config import MasterSettings, Settings
 from edgesched.core.strategies import canonical_strategy
 from edgesched.errors import BadInputError, DiskFullError, LimitExceededError, TransportError
-from edgesched.filenames import display_name, safe_component, safe_extension
+from edgesched.filenames import display_name
 from edgesched.journal.base import Journal, TaskRow
-from edgesched.master.payloads import remove_quietly, write_payload
-from edgesched.master.storage import DiskGuard, remove_record, write_record
+from edgesched.master.payloadlog import PayloadLog
+from edgesched.master.storage import DiskGuard
 from edgesched.master.submission import Submission, check_picture, check_size, check_task_type
 
 
@@ -35,7 +35,7 @@ class Admission:
         clock: Clock,
         guard: DiskGuard,
         data_dir: Path,
-        upload_dir: Path,
+        plog: PayloadLog,
         admitted: Callable[[TaskRow, Submission], None],
         stopping: Callable[[], bool],
     ) -> None:
@@ -44,7 +44,7 @@ class Admission:
         self.clock = clock
         self.guard = guard
         self.data_dir = data_dir
-        self.upload_dir = upload_dir
+        self.plog = plog
         self._admitted = admitted
         self._stopping = stopping
         self.inflight: Counter[str] = Counter()  #: unfinished tasks per client
@@ -91,48 +91,45 @@ class Admission:
         # all pass the check above; _commit gives it back unless the task is admitted
         self.inflight[sub.client_id] += 1
         try:
-            row, write = await self._prepare(sub, m)
+            row = await self._prepare(sub, m)
         except BaseException:
             self.release(sub.client_id)
             raise
         # shielded: a client that goes away while the row commits must not leave a durable
         # task that nobody queued (or a queued task without its payload)
-        return await asyncio.shield(self._commit(row, write, sub))
+        return await asyncio.shield(self._commit(row, sub))
 
     def release(self, client_id: str) -> None:
         self.inflight[client_id] -= 1
         if self.inflight[client_id] <= 0:
             del self.inflight[client_id]
 
-    async def _prepare(
-        self, sub: Submission, m: MasterSettings
-    ) -> tuple[TaskRow, Callable[[], None] | None]:
-        """Checks the payload and builds the task's row (and how to write its payload)."""
+    async def _prepare(self, sub: Submission, m: MasterSettings) -> TaskRow:
+        """Checks the payload and builds the task's row."""
         strategy = canonical_strategy(sub.strategy) if sub.strategy else ""
         if self.settings.tasktypes[sub.task_type].raw:
             check_size(sub.payload, m.max_upload_bytes)
         elif not sub.checked:
             await asyncio.to_thread(check_picture, sub.payload, m.max_upload_bytes, m.max_pixels)
         task_id = uuid.uuid4().hex
-        durable = m.durability == "full"
-        write: Callable[[], None] | None = None
-        if sub.payload_path:
-            path = Path(sub.payload_path)
+        # a native payload goes to the payload log, whose CRC is its integrity check (no
+        # cryptographic hash on the hot path); a seed upload's file is hashed, as it stays a
+        # file the seed's programs can touch
+        sha256 = ""
+        if not sub.payload_path:
+            self.check_space(self.data_dir, len(sub.payload))
         else:
-            self.check_space(self.upload_dir, len(sub.payload))
-            ext = safe_extension(sub.filename)
-            path = self.upload_dir / safe_component(sub.client_id) / f"{task_id}{ext}"
-            write = functools.partial(write_payload, path, sub.payload, durable)
+            sha256 = hashlib.sha256(sub.payload).hexdigest()
         now_ms = self.clock.wall_ms()
-        row = TaskRow(
+        return TaskRow(
             id=task_id,
             client_id=sub.client_id,
             idem_key=sub.idem_key,
             task_type=sub.task_type,
             filename=display_name(sub.filename),
-            payload_path=str(path),
+            payload_path=sub.payload_path,  # a native task's: set when its entry is staged
             payload_size=len(sub.payload),
-            payload_sha256=hashlib.sha256(sub.payload).hexdigest(),
+            payload_sha256=sha256,
             submitted_ms=now_ms,
             updated_ms=now_ms,
             metadata=dict(sub.metadata),
@@ -142,35 +139,28 @@ class Admission:
             client_addr=sub.client_addr,
             delivery="pending" if sub.origin == "seed" else "",
         )
-        return row, write
 
-    async def _commit(
-        self, row: TaskRow, write: Callable[[], None] | None, sub: Submission
-    ) -> tuple[TaskRow, bool]:
-        path = Path(row.payload_path)
-        durable = self.settings.master.durability == "full"
+    async def _commit(self, row: TaskRow, sub: Submission) -> tuple[TaskRow, bool]:
+        data = None if sub.payload_path else sub.payload
 
         def store() -> None:  # in the journal's thread, just before the row
-            if write is not None:
-                write()
-            # the transaction now open commits as sequence + 1: a record whose commit never
+            # the transaction now open commits as sequence + 1: an entry whose commit never
             # happened (the master died first) is told apart from one whose row was lost
-            write_record(self.data_dir, row, durable, self.journal.sequence + 1)
+            self.plog.stage_task(row, data, self.journal.sequence + 1)
 
+        # an entry whose task is not journaled (a duplicate key, a failed insert) is released
+        # once what is queued now is committed: it must not read as lost work at a restart
+        release = functools.partial(self.plog.release, [row.id])
         try:
             stored, duplicate = await self.journal.insert(row, store)
         except BaseException:
             self.release(sub.client_id)
-            remove_record(self.data_dir, row.id)
-            if write is not None:  # not stored: its payload file must not stay behind
-                remove_quietly(path)
+            self.journal.after_commit(release)
             raise
         failpoints.hit("after_commit_before_ack")
         if duplicate:
             self.release(sub.client_id)
-            remove_record(self.data_dir, row.id)
-            if write is not None:
-                remove_quietly(path)
+            self.journal.after_commit(release)
             return stored, True
         self._admitted(stored, sub)  # it keeps the in-flight place submit() took
         return stored, False

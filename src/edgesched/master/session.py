@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgesched import failpoints
+from edgesched.errors import PayloadError
 from edgesched.journal.base import TaskRow
 from edgesched.v1 import agent_pb2
 
@@ -45,6 +46,8 @@ class AgentSession:
         self.on_unreadable: Any = None  #: called with (task id, attempt, message)
         #: the payload of a task from the master's memory, or None (then it is read from disk)
         self.cached: Callable[[str], bytes | None] | None = None
+        #: reads a payload_path (a file or a payload-log entry); raises PayloadError
+        self.read: Callable[[str], bytes] | None = None
         self.inline_payloads = False  #: the agent speaks 1.1: small payloads ride inline
 
     def send_control(self, message: agent_pb2.MasterMessage) -> None:
@@ -87,10 +90,11 @@ class AgentSession:
         try:
             data = self.cached(row.id) if self.cached is not None else None
             if data is None:  # not kept in memory (restarted master, a large payload)
-                data = await asyncio.to_thread(Path(row.payload_path).read_bytes)
-        except OSError as exc:
+                read = self.read or _read_file
+                data = await asyncio.to_thread(read, row.payload_path)
+        except PayloadError as exc:
             if self.on_unreadable is not None:
-                self.on_unreadable(row.id, job.attempt, f"payload unreadable: {exc.strerror}")
+                self.on_unreadable(row.id, job.attempt, f"payload unreadable: {exc}")
             return
         inline = self.inline_payloads and len(data) < INLINE_BYTES
         yield agent_pb2.MasterMessage(
@@ -123,3 +127,11 @@ class AgentSession:
             if last:
                 failpoints.hit("after_assignment_sent")
                 return
+
+
+def _read_file(payload_path: str) -> bytes:
+    """A payload's file (a session not given the master's reader)."""
+    try:
+        return Path(payload_path).read_bytes()
+    except OSError as exc:
+        raise PayloadError(f"payload {payload_path}: {exc.strerror}") from exc
