@@ -294,9 +294,13 @@ class MasterServer:
         before = self.master.clock.wall_ms() - int(m.retention_s * 1000)
         data_dir = Path(m.data_dir)
 
+        plog = self.plog
+
         def forget(gone: list[tuple[str, str]]) -> None:
-            # their intake records go before their rows: a record left without its row would
-            # read as lost work at the next start
+            # their log entries (still live when a dead task's payload could not be copied
+            # out) and an older master's intake records go before their rows: either left
+            # without its row would read as lost work at the next start
+            plog.release([task_id for task_id, _ in gone])
             for task_id, _ in gone:
                 remove_record(data_dir, task_id)
 
