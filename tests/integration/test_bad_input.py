@@ -17,7 +17,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from edgesched.master.payloadlog import parse_ref
+from edgesched.master.payloadformat import parse_ref
 from edgesched.master.submission import Submission
 from edgesched.tools.testing.inprocess_cluster import InProcessCluster, master_settings
 from edgesched.tools.testing.pictures import png_bytes

@@ -9,7 +9,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from edgesched.master.payloadlog import PayloadLog, parse_ref
+from edgesched.master.payloadformat import parse_ref
+from edgesched.master.payloadlog import PayloadLog
 from edgesched.tools.testing.inprocess_cluster import InProcessCluster, master_settings
 from edgesched.tools.testing.pictures import png_bytes
 from edgesched.v1 import common_pb2

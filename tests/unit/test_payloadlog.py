@@ -14,7 +14,8 @@ import pytest
 
 from edgesched.errors import DiskFullError, PayloadError
 from edgesched.journal.base import TaskRow
-from edgesched.master.payloadlog import PayloadLog, parse_ref, row_of
+from edgesched.master.payloadformat import parse_ref, row_of
+from edgesched.master.payloadlog import PayloadLog
 
 
 def row(task_id: str, key: str = "") -> TaskRow:

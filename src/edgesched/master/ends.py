@@ -13,7 +13,8 @@ from edgesched.journal.base import Journal, TaskRow
 from edgesched.master.admission import Admission
 from edgesched.master.hub import ResultHub
 from edgesched.master.metrics import MasterMetrics
-from edgesched.master.payloadlog import PayloadLog, parse_ref
+from edgesched.master.payloadformat import parse_ref
+from edgesched.master.payloadlog import PayloadLog
 from edgesched.master.payloads import PayloadCache, remove_quietly, write_payload
 from edgesched.master.storage import records, remove_record
 

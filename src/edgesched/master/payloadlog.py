@@ -1,10 +1,8 @@
 """The payload log: every task's payload and intake record appended to a few segment files.
 
 Segments live in ``<data_dir>/payloads/`` (``seg-<16 digits>.log``, folder 0700, files 0600).
-An entry is a fixed header (``HEADER``: magic, kind, metadata length, data length, CRC32 of
-metadata + data, the journal transaction that holds it), then the metadata (JSON) and the data.
 A *task* entry holds the task as journaled at submission (its intake record) and its payload;
-an *end* entry names tasks whose payload is released.
+an *end* entry names tasks whose payload is released (the format: ``payloadformat``).
 
 Entries are staged in memory by the journal's writer thread and written once per batch, right
 before the journal commits (``before_commit``: one ``os.write``, one ``fdatasync`` under
@@ -22,63 +20,26 @@ import errno
 import json
 import logging
 import os
-import re
-import struct
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgesched.errors import DiskFullError, PayloadError
-from edgesched.journal.base import TaskRow, from_json_value, json_value
+from edgesched.journal.base import TaskRow
+from edgesched.master.payloadformat import (
+    END,
+    FOLDER,
+    TASK,
+    LogRef,
+    encode_entry,
+    entry_at,
+    parse_ref,
+    read_entry,
+    record_of,
+    segment_name,
+)
 
 log = logging.getLogger("edgesched.payloadlog")
-
-FOLDER = "payloads"
-MAGIC = b"ESPL"
-#: magic, kind, metadata length, data length, CRC32 of metadata + data, journal commit
-HEADER = struct.Struct("<4sB3xIQIQ")
-TASK = 1
-END = 2
-COLUMNS = tuple(TaskRow.columns())
-_REF = re.compile(r"^payloads/(seg-\d{16}\.log)@(\d+)\+(\d+)$")
-
-
-@dataclass(frozen=True, slots=True)
-class LogRef:
-    """Where a payload lies in the log: the segment, the entry's offset, the data's length."""
-
-    segment: str
-    offset: int
-    length: int
-
-    def __str__(self) -> str:
-        return f"{FOLDER}/{self.segment}@{self.offset}+{self.length}"
-
-
-def parse_ref(payload_path: str) -> LogRef | None:
-    """The log reference in a task's ``payload_path``; None for a file's path."""
-    found = _REF.match(payload_path)
-    if found is None:
-        return None
-    return LogRef(found.group(1), int(found.group(2)), int(found.group(3)))
-
-
-def segment_name(number: int) -> str:
-    return f"seg-{number:016d}.log"
-
-
-def record_of(row: TaskRow) -> dict[str, Any]:
-    """The task as journaled (not dataclasses.asdict: its deep copy costs, on the writer thread)."""
-    return {name: json_value(name, getattr(row, name)) for name in COLUMNS}
-
-
-def row_of(record: dict[str, Any]) -> TaskRow | None:
-    """The task in an entry's metadata, or None when it does not make one."""
-    try:
-        return TaskRow(**{k: from_json_value(k, v) for k, v in record.items() if k in COLUMNS})
-    except (TypeError, ValueError, KeyError):
-        return None
 
 
 @dataclass(slots=True)
@@ -148,7 +109,7 @@ class PayloadLog:
             size = os.fstat(fd).st_size
             offset = 0
             while offset < size:
-                entry = self._entry_at(fd, name, offset, size)
+                entry = entry_at(fd, offset, size)
                 if entry is None:
                     log.warning(
                         "payload log %s: a torn entry at byte %d (of %d) was cut off: a crash "
@@ -172,27 +133,6 @@ class PayloadLog:
         finally:
             os.close(fd)
 
-    @staticmethod
-    def _entry_at(
-        fd: int, name: str, offset: int, size: int
-    ) -> tuple[int, dict[str, Any], int, int] | None:
-        """(kind, metadata, entry length, commit) of the entry at ``offset``; None if torn.
-        The data is skipped (its CRC is checked when it is read)."""
-        head = os.pread(fd, HEADER.size, offset)
-        if len(head) < HEADER.size:
-            return None
-        magic, kind, meta_len, data_len, _crc, commit = HEADER.unpack(head)
-        length = HEADER.size + meta_len + data_len
-        if magic != MAGIC or kind not in (TASK, END) or offset + length > size:
-            return None
-        try:
-            record = json.loads(os.pread(fd, meta_len, offset + HEADER.size))
-        except ValueError:
-            return None
-        if not isinstance(record, dict):
-            return None
-        return kind, record, length, commit
-
     # ---- the writer thread's side --------------------------------------------------------
 
     def stage_task(self, row: TaskRow, data: bytes | None, commit: int) -> str:
@@ -209,7 +149,7 @@ class PayloadLog:
         if data is not None:
             row.payload_path = ref
         meta = json.dumps(record_of(row), separators=(",", ":")).encode()
-        entry = _encode(TASK, meta, body, commit)
+        entry = encode_entry(TASK, meta, body, commit)
         self._batch.append(entry)
         self._batch_bytes += len(entry)
         self._batch_ids.append(row.id)
@@ -226,7 +166,7 @@ class PayloadLog:
         parts = list(self._batch)
         if self._ends:
             meta = json.dumps({"ids": self._ends}, separators=(",", ":")).encode()
-            parts.append(_encode(END, meta, b"", 0))
+            parts.append(encode_entry(END, meta, b"", 0))
         blob = b"".join(parts)
         try:
             written = os.pwrite(self._fd, blob, self._end)
@@ -302,28 +242,7 @@ class PayloadLog:
                 return Path(payload_path).read_bytes()
             except OSError as exc:
                 raise PayloadError(f"payload {payload_path}: {exc.strerror}") from exc
-        path = self.folder / ref.segment
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError as exc:
-            raise PayloadError(f"payload log {path}: {exc.strerror}") from exc
-        try:
-            head = os.pread(fd, HEADER.size, ref.offset)
-            if len(head) < HEADER.size:
-                raise PayloadError(f"payload log {path}: no entry at byte {ref.offset}")
-            magic, kind, meta_len, data_len, crc, _ = HEADER.unpack(head)
-            if magic != MAGIC or kind != TASK or data_len != ref.length:
-                raise PayloadError(f"payload log {path}: no task entry at byte {ref.offset}")
-            body = os.pread(fd, meta_len + data_len, ref.offset + HEADER.size)
-        except OSError as exc:
-            raise PayloadError(f"payload log {path}: {exc.strerror}") from exc
-        finally:
-            os.close(fd)
-        if len(body) != meta_len + data_len or zlib.crc32(body) != crc:
-            raise PayloadError(
-                f"payload log {path}: the entry at byte {ref.offset} does not match its CRC"
-            )
-        return body[meta_len:]
+        return read_entry(self.folder, ref)
 
     def present(self, payload_path: str) -> bool:
         """Whether the payload can be read back (a log entry's CRC is checked)."""
@@ -365,11 +284,6 @@ class PayloadLog:
             with contextlib.suppress(FileNotFoundError):
                 (self.folder / name).unlink()
             log.info("payload log: segment %s released", name)
-
-
-def _encode(kind: int, meta: bytes, data: bytes, commit: int) -> bytes:
-    crc = zlib.crc32(data, zlib.crc32(meta))
-    return HEADER.pack(MAGIC, kind, len(meta), len(data), crc, commit) + meta + data
 
 
 def folder_size(data_dir: Path) -> int:

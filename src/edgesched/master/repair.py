@@ -27,7 +27,8 @@ from edgesched.errors import PayloadError
 from edgesched.journal.base import TaskRow
 from edgesched.journal.integrity import COMMITS, integrity_problem, read_commit_record
 from edgesched.journal.sqlite import SQLiteJournal
-from edgesched.master.payloadlog import PayloadLog, parse_ref, row_of
+from edgesched.master.payloadformat import parse_ref, row_of
+from edgesched.master.payloadlog import PayloadLog
 from edgesched.master.storage import INTAKE, read_record, records
 
 #: rows read per step from a damaged table (a bad page loses its step, not the table)

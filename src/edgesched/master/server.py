@@ -30,7 +30,8 @@ from edgesched.master.http import make_http_app
 from edgesched.master.intake import TaskServicer
 from edgesched.master.link import AgentLinkServicer
 from edgesched.master.master import Master
-from edgesched.master.payloadlog import Entry, PayloadLog, parse_ref, row_of
+from edgesched.master.payloadformat import parse_ref, row_of
+from edgesched.master.payloadlog import Entry, PayloadLog
 from edgesched.master.storage import DiskGuard, orphans, remove_record
 from edgesched.v1 import agent_pb2_grpc, client_pb2_grpc
 
