@@ -201,9 +201,10 @@ class Writer:
                     "ON CONFLICT (name) DO UPDATE SET value = value + 1",
                     (COMMITS, self.sequence + 1),
                 )
-                failpoints.hit("before_commit")
             for hook in self.hooks:  # the payload log: one write for the batch, then COMMIT
                 hook.before_commit()
+            if writes:  # a crash here leaves log entries whose transaction never committed
+                failpoints.hit("before_commit")
             conn.execute("COMMIT")
         except Exception as exc:
             with contextlib.suppress(sqlite3.Error):
