@@ -193,3 +193,23 @@ def test_a_full_disk_fails_the_batch_and_cuts_back(tmp_path: Path) -> None:
         assert plog.read(ref) == b"first" and plog.read(ref2) == b"second"
         plog.close()
         assert set(PayloadLog(mount).open()) == {"t1", "t2"}
+
+
+def test_damage_in_an_older_segment_is_reported_not_cut(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    plog = PayloadLog(tmp_path, segment_mb=1 / 1024)
+    for i in range(3):
+        commit_one(plog, f"t{i}", b"z" * 1500, i + 1)  # one entry per segment
+    plog.close()
+    first = tmp_path / "payloads" / segments(tmp_path)[0]
+    size = os.path.getsize(first)
+    with open(first, "r+b") as handle:  # its magic, as a bad disk would
+        handle.write(b"XXXX")
+    again = PayloadLog(tmp_path)
+    live = again.open()
+    assert set(live) == {"t1", "t2"}
+    assert "is damaged at byte 0" in caplog.text
+    assert os.path.getsize(first) == size  # kept for an operator, not cut
+    again.release(["t1", "t2"])
+    assert len(segments(tmp_path)) == 3  # nothing after the damage is deleted either

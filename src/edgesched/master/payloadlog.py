@@ -66,6 +66,8 @@ class PayloadLog:
         self.durable = durable
         self.live: dict[str, set[str]] = {}  #: segment name → its unreleased task ids
         self.where: dict[str, str] = {}  #: task id → its segment
+        #: segments the scan found damaged: never deleted (what follows the damage is unknown)
+        self.damaged: set[str] = set()
         self.opened = False
         self._number = 0  #: the active segment's number
         self._fd = -1
@@ -110,7 +112,7 @@ class PayloadLog:
             offset = 0
             while offset < size:
                 entry = entry_at(fd, offset, size)
-                if entry is None:
+                if entry is None and last:  # only the active segment is ever written
                     log.warning(
                         "payload log %s: a torn entry at byte %d (of %d) was cut off: a crash "
                         "interrupted its write before the journal committed it",
@@ -120,6 +122,18 @@ class PayloadLog:
                     )
                     os.ftruncate(fd, offset)
                     break
+                if entry is None:  # damage, not a torn write: kept as it is for an operator
+                    self.damaged.add(name)
+                    log.error(
+                        "payload log %s is damaged at byte %d (of %d): the entries after it "
+                        "are not read (a task whose payload lies there ends dead, 'payload "
+                        "unreadable', when it is sent); it and the segments after it are kept "
+                        "until it is removed by hand (docs/operations.md, the payload log)",
+                        path,
+                        offset,
+                        size,
+                    )
+                    break
                 kind, record, length, commit = entry
                 if kind == TASK:
                     task_id = str(record.get("id", ""))
@@ -128,8 +142,6 @@ class PayloadLog:
                     for task_id in record.get("ids", []):
                         entries.pop(str(task_id), None)
                 offset += length
-            if not last and offset < size:
-                log.warning("payload log %s: cut off in the middle, not at its tail", path)
         finally:
             os.close(fd)
 
@@ -278,7 +290,7 @@ class PayloadLog:
     def _reclaim(self) -> None:
         active = segment_name(self._number)
         for name in sorted(self.live):
-            if name == active or self.live[name]:
+            if name == active or self.live[name] or name in self.damaged:
                 break  # oldest first: an end entry never outlives what it ends
             del self.live[name]
             with contextlib.suppress(FileNotFoundError):
