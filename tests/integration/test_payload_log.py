@@ -137,3 +137,18 @@ async def test_a_dead_tasks_payload_is_kept_and_it_can_be_retried(tmp_path: Path
         await wait_until(lambda: not copy.exists())  # done: its copy goes
     finally:
         await again.close()
+
+
+async def test_a_repeated_submission_writes_no_entry(tmp_path: Path) -> None:
+    settings = master_settings(tmp_path)
+    settings.master.reserve_mb = 0
+    cluster = InProcessCluster(tmp_path, settings)
+    await cluster.start()
+    try:
+        first = await cluster.submit("same-key", png_bytes(16, 16))
+        again = await cluster.submit("same-key", png_bytes(16, 16))  # a client's retry
+        assert again.task_id == first.task_id and again.duplicate
+        assert set(cluster.master.plog.where) == {first.task_id}
+    finally:
+        await cluster.close()
+    assert set(PayloadLog(tmp_path / "master").open()) == {first.task_id}

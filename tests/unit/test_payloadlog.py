@@ -213,3 +213,17 @@ def test_damage_in_an_older_segment_is_reported_not_cut(
     assert os.path.getsize(first) == size  # kept for an operator, not cut
     again.release(["t1", "t2"])
     assert len(segments(tmp_path)) == 3  # nothing after the damage is deleted either
+
+
+def test_an_entry_taken_back_is_not_written(tmp_path: Path) -> None:
+    plog = PayloadLog(tmp_path)
+    kept = plog.stage_task(row("t1"), b"kept", 1)
+    plog.stage_task(row("t2"), b"repeat", 1)
+    plog.unstage("t2")  # its row was not inserted (a repeated key)
+    later = plog.stage_task(row("t3"), b"later", 1)
+    plog.before_commit()
+    plog.committed()
+    assert plog.read(kept) == b"kept" and plog.read(later) == b"later"
+    assert set(plog.where) == {"t1", "t3"}
+    plog.close()
+    assert set(PayloadLog(tmp_path).open()) == {"t1", "t3"}

@@ -79,6 +79,11 @@ MUTABLE_FIELDS = (
 )
 
 
+#: stages what goes with a new row (its payload-log entry), in the journal's thread, and returns
+#: how to take it back (called when the row is not inserted: a repeated key, a failed statement)
+Before = Callable[[], Callable[[], None] | None]
+
+
 class CommitHook(Protocol):
     """Something written with every journal transaction, right before it commits (the
     payload log). Called in the journal's own thread."""
@@ -111,14 +116,13 @@ class Journal(Protocol):
 
     async def close(self) -> None: ...
 
-    async def insert(
-        self, row: TaskRow, before: Callable[[], None] | None = None
-    ) -> tuple[TaskRow, bool]:
+    async def insert(self, row: TaskRow, before: Before | None = None) -> tuple[TaskRow, bool]:
         """Stores a new task; returns (the stored row, True if it was a duplicate key).
 
         ``before`` (staging the payload log's entry, which may set ``row.payload_path``) runs
         first, in the journal's own thread, and its error fails the insert: the row is never
-        durable without its payload (the hooks write what it staged before the commit).
+        durable without its payload (the hooks write what it staged before the commit). What
+        it returns is called when the row is not inserted: nothing staged for it is written.
         """
         ...
 

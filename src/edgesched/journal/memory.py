@@ -6,7 +6,7 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
-from edgesched.journal.base import CommitHook, TaskRow
+from edgesched.journal.base import Before, CommitHook, TaskRow
 from edgesched.kinds import TaskState
 
 FINAL = (TaskState.DONE.value, TaskState.DEAD.value, TaskState.CANCELLED.value)
@@ -32,11 +32,11 @@ class MemoryJournal:
     async def close(self) -> None:
         return None
 
-    async def insert(
-        self, row: TaskRow, before: Callable[[], None] | None = None
-    ) -> tuple[TaskRow, bool]:
-        if before is not None:
-            before()
+    async def insert(self, row: TaskRow, before: Before | None = None) -> tuple[TaskRow, bool]:
+        undo = before() if before is not None else None
+        existing = self.keys.get((row.client_id, row.idem_key))
+        if existing is not None and undo is not None:
+            undo()  # a repeated key: nothing is written for a task not journaled
         try:  # every insert is its own transaction here
             for hook in self.hooks:
                 hook.before_commit()
@@ -46,7 +46,6 @@ class MemoryJournal:
             raise
         for hook in self.hooks:
             hook.committed()
-        existing = self.keys.get((row.client_id, row.idem_key))
         if existing is not None:
             return copy.deepcopy(self.rows[existing]), True
         self.rows[row.id] = copy.deepcopy(row)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edgesched.errors import DamagedJournalError, DiskFullError, JournalError
-from edgesched.journal.base import CommitHook, TaskRow
+from edgesched.journal.base import Before, CommitHook, TaskRow
 from edgesched.journal.files import create_private, private_dir
 from edgesched.journal.integrity import (
     COMMITS,
@@ -164,9 +164,7 @@ class SQLiteJournal:
 
     # ---- operations --------------------------------------------------------------------
 
-    async def insert(
-        self, row: TaskRow, before: Callable[[], None] | None = None
-    ) -> tuple[TaskRow, bool]:
+    async def insert(self, row: TaskRow, before: Before | None = None) -> tuple[TaskRow, bool]:
         names = TaskRow.columns()
         sql = (
             f"INSERT INTO tasks ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
@@ -177,12 +175,18 @@ class SQLiteJournal:
             # the payload log's entry is staged here, in the writer's thread, so a burst of
             # submissions costs no thread hop each and is written once for the batch; the row
             # is encoded after it, as it may have set where the payload lies
-            if before is not None:
-                before()
+            undo = before() if before is not None else None
             values = encode_row(row)
-            cursor = conn.execute(sql, [values[n] for n in names])
+            try:
+                cursor = conn.execute(sql, [values[n] for n in names])
+            except BaseException:
+                if undo is not None:  # its entry must not be written without its row
+                    undo()
+                raise
             if cursor.rowcount == 1:
                 return row, False
+            if undo is not None:  # a repeated key: nothing is written for a task not journaled
+                undo()
             record = conn.execute(
                 "SELECT * FROM tasks WHERE client_id = ? AND idem_key = ?",
                 (row.client_id, row.idem_key),

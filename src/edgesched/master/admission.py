@@ -143,24 +143,22 @@ class Admission:
     async def _commit(self, row: TaskRow, sub: Submission) -> tuple[TaskRow, bool]:
         data = None if sub.payload_path else sub.payload
 
-        def store() -> None:  # in the journal's thread, just before the row
+        unstage = functools.partial(self.plog.unstage, row.id)
+
+        def store() -> Callable[[], None]:  # in the journal's thread, just before the row
             # the transaction now open commits as sequence + 1: an entry whose commit never
             # happened (the master died first) is told apart from one whose row was lost
             self.plog.stage_task(row, data, self.journal.sequence + 1)
+            return unstage  # the row was not inserted: its entry must not be written
 
-        # an entry whose task is not journaled (a duplicate key, a failed insert) is released
-        # once what is queued now is committed: it must not read as lost work at a restart
-        release = functools.partial(self.plog.release, [row.id])
         try:
             stored, duplicate = await self.journal.insert(row, store)
         except BaseException:
             self.release(sub.client_id)
-            self.journal.after_commit(release)
             raise
         failpoints.hit("after_commit_before_ack")
         if duplicate:
             self.release(sub.client_id)
-            self.journal.after_commit(release)
             return stored, True
         self._admitted(stored, sub)  # it keeps the in-flight place submit() took
         return stored, False

@@ -167,6 +167,14 @@ class PayloadLog:
         self._batch_ids.append(row.id)
         return ref
 
+    def unstage(self, task_id: str) -> None:
+        """Takes back the entry just staged for ``task_id``: its row was not inserted (a
+        repeated key, a failed statement). Nothing was staged after it (the insert that staged
+        it is still running), so no other entry's offset moves."""
+        if self._batch_ids and self._batch_ids[-1] == task_id:
+            self._batch_ids.pop()
+            self._batch_bytes -= len(self._batch.pop())
+
     def before_commit(self) -> None:
         """Writes what is staged with one write (and one fdatasync under ``full``), right
         before the journal commits. A failure cuts the segment back and raises (ENOSPC as

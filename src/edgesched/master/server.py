@@ -30,7 +30,7 @@ from edgesched.master.http import make_http_app
 from edgesched.master.intake import TaskServicer
 from edgesched.master.link import AgentLinkServicer
 from edgesched.master.master import Master
-from edgesched.master.payloadformat import parse_ref, row_of
+from edgesched.master.payloadformat import parse_ref
 from edgesched.master.payloadlog import Entry, PayloadLog
 from edgesched.master.storage import DiskGuard, orphans, remove_record
 from edgesched.v1 import agent_pb2_grpc, client_pb2_grpc
@@ -207,8 +207,7 @@ class MasterServer:
 
         An entry written for the transaction right after the last one recorded (``recorded``
         + 1) belongs to a submission whose commit never happened: the master died in between,
-        nobody was told the task was accepted; it is released, not reported. So is one whose
-        idempotency key the journal holds under another task (a repeated submission)."""
+        nobody was told the task was accepted; it is released, not reported."""
         journaled = await self.journal.task_ids()
         live = await asyncio.to_thread(self.plog.open)
         recorded = self.journal.recorded
@@ -217,14 +216,11 @@ class MasterServer:
         for task_id, entry in live.items():
             if task_id in journaled:
                 continue
-            row = row_of(entry.record)
             if recorded >= 0 and entry.commit == recorded + 1:
                 log.warning(
                     "released the payload of submission %s: it was never committed", task_id
                 )
                 unused.append(task_id)
-            elif row is not None and await self.journal.find_key(row.client_id, row.idem_key):
-                unused.append(task_id)  # a repeat of a journaled task: never acknowledged
             else:
                 lost.append(task_id)
         legacy = await asyncio.to_thread(orphans, data_dir, journaled, recorded)
