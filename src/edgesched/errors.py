@@ -14,6 +14,7 @@
     ├── JournalError           the journal cannot be opened or written
     │   ├── DiskFullError       no space left: nothing was half-written
     │   └── DamagedJournalError the journal is damaged or incomplete: work may be missing
+    ├── PayloadError           a task's payload cannot be read back (gone, CRC mismatch)
     ├── AuthError              missing or wrong join token / credential / API token
     ├── BackendError           the inference backend failed for reasons other than the input
     └── TransportError         a link or a connection failed
@@ -86,6 +87,10 @@ class DiskFullError(JournalError):
 
 class DamagedJournalError(JournalError):
     """The journal fails its integrity check or misses work it once held (refused at start)."""
+
+
+class PayloadError(EdgeschedError):
+    """A task's payload cannot be read back as it was submitted (gone, or its CRC differs)."""
 
 
 class AuthError(EdgeschedError):

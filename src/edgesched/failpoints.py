@@ -4,8 +4,9 @@
 time the point is reached) makes the process SIGKILL itself at that point. Armed once at start
 from the environment the process was given; unarmed points cost one set lookup.
 
-Points: ``before_commit`` (journal, before COMMIT), ``after_commit_before_ack`` (intake, the task
-is durable but the client has not been answered), ``after_assignment_sent`` (link, the last
+Points: ``before_commit`` (journal, after the payload log's write, before COMMIT),
+``after_commit_before_ack`` (intake, the task is durable but the client has not been
+answered), ``after_assignment_sent`` (link, the last
 payload chunk of an assignment was handed to gRPC), ``before_result_push`` (seed result pusher).
 """
 

@@ -87,6 +87,9 @@ def test_a_master_killed_around_the_commit_of_a_submission_loses_and_doubles_not
     assert reply.duplicate == (point == "after_commit_before_ack")
     assert result_of(cluster.grpc_target, reply.task_id).state == common_pb2.TASK_STATE_DONE
     assert [t["id"] for t in all_tasks(cluster)] == [reply.task_id]
+    if point == "before_commit":  # its payload-log entry was written, its commit never was
+        log = (cluster.root / "logs" / "master.log").read_text(errors="replace")
+        assert "it was never committed" in log
 
 
 def test_a_master_killed_after_sending_an_assignment_keeps_the_agents_attempt(

@@ -96,17 +96,17 @@ async def test_a_disk_that_fills_while_tasks_run_loses_no_acknowledged_task(
             await wait_until(lambda: bool(cluster.master.space_problem()), 30)
             health = (await cluster.get("/healthz")).json()
             assert health["status"] != "ok" and "space" in health["reason"], health
-            uploads = list((data / "upload").rglob("*.png"))
-            # payloads are removed only once the journal has recorded their tasks' end
-            done_in_journal = {
-                r[0]
-                for r in sqlite3.connect(data / "edgesched.db").execute(
-                    "SELECT id FROM tasks WHERE state = 'done'"
+            # payloads are released only once the journal has recorded their tasks' end
+            paths = dict(
+                sqlite3.connect(data / "edgesched.db").execute(
+                    "SELECT id, payload_path FROM tasks WHERE state != 'done'"
                 )
-            }
+            )
+            plog = cluster.master.plog
             for task_id in ids:
-                if task_id not in done_in_journal:
-                    assert any(p.stem == task_id for p in uploads), task_id
+                if task_id in paths:
+                    assert task_id in plog.where, task_id
+                    assert plog.read(paths[task_id]) == picture, task_id
             filler.unlink()  # space returns: the master resumes by itself
             await wait_until(lambda: not cluster.master.journal.fault, 30)
             health = {}

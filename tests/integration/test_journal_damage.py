@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -14,6 +15,7 @@ import pytest
 
 from edgesched.errors import DamagedJournalError
 from edgesched.journal.backup import backup
+from edgesched.master.payloadlog import PayloadLog
 from edgesched.master.repair import repair
 from edgesched.master.server import MasterServer
 from edgesched.tools.testing.inprocess_cluster import InProcessCluster, master_settings
@@ -95,16 +97,61 @@ async def test_a_damaged_journal_is_refused_then_repaired(tmp_path: Path, case: 
         await cluster.close()
 
 
-async def test_a_payload_that_is_gone_is_reported_not_recovered(tmp_path: Path) -> None:
+async def test_a_payload_that_is_damaged_is_reported_not_recovered(tmp_path: Path) -> None:
     copy, ids = await crashed_copy(tmp_path)
     db = copy / "master" / "edgesched.db"
     os.unlink(f"{db}-wal")
-    victim = next((copy / "master" / "upload").rglob(f"{ids[0]}.png"))
-    victim.unlink()
+    live = PayloadLog(copy / "master").open()
+    victim = live[ids[0]]
+    segment = copy / "master" / "payloads" / victim.segment
+    with open(segment, "r+b") as handle:  # the last byte of its picture
+        handle.seek(next(e.offset for e in live.values() if e.offset > victim.offset) - 1)
+        handle.write(b"\xff")
     settings = master_settings(copy)
     report = "\n".join(await repair(settings))
-    assert f"could not recover task {ids[0]}" in report and "unreadable" in report, report
-    assert (copy / "master" / "intake" / "lost" / f"{ids[0]}.json").is_file()
+    assert f"could not recover task {ids[0]}" in report and "CRC" in report, report
+    assert "re-journaled 59 acknowledged tasks" in report, report
+    assert ids[0] not in PayloadLog(copy / "master").open()  # released, not left to refuse
+
+
+async def test_an_older_masters_intake_record_is_still_honoured(tmp_path: Path) -> None:
+    """Intake record files (one per task, as masters before the payload log wrote them) are
+    read: a task they hold that the journal lacks refuses the start; --repair brings it back."""
+    copy, ids = await crashed_copy(tmp_path)
+    data = copy / "master"
+    settings = master_settings(copy)
+    settings.master.reserve_mb = 0
+    cluster = InProcessCluster(copy, settings)
+    await cluster.start()
+    try:
+        row = await cluster.master.journal.get(ids[0])
+        assert row is not None
+    finally:
+        await cluster.close()
+    picture = data / "upload" / "c" / f"{row.id}old.png"
+    picture.parent.mkdir(parents=True)
+    picture.write_bytes(png_bytes(8, 8))
+    record = {name: getattr(row, name) for name in ("client_id", "task_type", "filename")}
+    record |= {"id": row.id + "old", "idem_key": "old-key", "payload_path": str(picture)}
+    record |= {"payload_size": picture.stat().st_size, "submitted_ms": 1, "_commit": 1}
+    (data / "intake").mkdir(exist_ok=True)
+    (data / "intake" / f"{row.id}old.json").write_text(json.dumps(record))
+    refused = MasterServer(settings)
+    with pytest.raises(DamagedJournalError, match="lacks 1 acknowledged"):
+        await refused.start()
+    await refused.stop()
+    report = "\n".join(await repair(settings))
+    assert "re-journaled 1 acknowledged tasks" in report, report
+    again = InProcessCluster(copy, settings)
+    await again.start()
+    try:
+        await again.add_agent("a1")
+        results = await again.wait([row.id + "old", *ids], 60)
+        assert {r.state for r in results.values()} == {common_pb2.TASK_STATE_DONE}
+        await again.master.journal.flush()
+    finally:
+        await again.close()
+    assert not list((data / "intake").glob("*.json"))  # removed with its task's end
 
 
 async def test_an_online_backup_while_the_master_writes(tmp_path: Path) -> None:
@@ -147,12 +194,12 @@ async def test_data_files_are_0600_and_folders_0700(tmp_path: Path) -> None:
         await cluster.close()
 
 
-async def test_retention_takes_records_with_rows_and_a_restart_finds_nothing_missing(
+async def test_retention_prunes_rows_and_a_restart_finds_nothing_missing(
     tmp_path: Path,
 ) -> None:
     settings = master_settings(tmp_path)
     settings.master.reserve_mb = 0
-    settings.master.keep_upload = True  # payloads stay after the end: only retention removes them
+    settings.master.keep_upload = True  # seed uploads only: a native payload has no file
     cluster = InProcessCluster(tmp_path, settings)
     await cluster.start()
     data = Path(settings.master.data_dir)
@@ -161,14 +208,14 @@ async def test_retention_takes_records_with_rows_and_a_restart_finds_nothing_mis
         ids = [(await cluster.submit(f"k{i}", png_bytes(8, 8))).task_id for i in range(5)]
         await cluster.wait(ids)
         await cluster.master.journal.flush()
-        assert not list((data / "intake").glob("*.json"))  # gone with the tasks' end
-        assert len(list((data / "upload").rglob("*.png"))) == 5
+        assert not list((data / "upload").rglob("*.png"))  # in the payload log, not files
+        assert not cluster.master.plog.where  # released with the tasks' end
         settings.master.retention_s = 0
         assert cluster.server is not None
         assert await cluster.server.prune() == 5
-        assert not list((data / "upload").rglob("*.png"))
     finally:
         await cluster.close()
+    assert PayloadLog(data).open() == {}  # every entry ended
     again = InProcessCluster(tmp_path, settings)
     await again.start()
     await again.close()

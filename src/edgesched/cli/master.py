@@ -33,7 +33,9 @@ from edgesched.logs import setup_logging
 @click.option("--data-dir", default=None, help="journal, uploads, token [workspace/master]")
 @click.option("--strategy", default=None, help="load or roundrobin [load]")
 @click.option("--durability", type=click.Choice(["normal", "full"]), default=None)
-@click.option("--keep-upload", is_flag=True, default=None, help="keep payloads after tasks end")
+@click.option(
+    "--keep-upload", is_flag=True, default=None, help="keep seed upload files after tasks end"
+)
 @click.option(
     "--upload-dir",
     "--upload_path",

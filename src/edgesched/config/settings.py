@@ -19,7 +19,9 @@ class MasterSettings:
     durability: str = "normal"  #: "normal" (survives a crash) or "full" (survives a power cut)
     max_upload_bytes: int = 32 * 1024 * 1024  #: larger pictures are refused
     max_pixels: int = 50_000_000  #: pictures with more pixels are refused (decompression bombs)
-    keep_upload: bool = False  #: keep payload files after the task ends
+    keep_upload: bool = False  #: keep seed upload files after the task ends
+    #: the payload log rolls to a new segment past this size (<data_dir>/payloads)
+    payload_segment_mb: float = 64.0
     upload_dir: str = ""  #: seed uploads (<dir>/<client-ip>/<ip>_<n>.<ext>); "" = <data_dir>/upload
     result_port: int = 8888  #: seed clients' result receiver port (POST /recv_rst)
     result_push_ttl_s: float = 3600.0  #: a seed result not accepted by then is undeliverable

@@ -105,6 +105,10 @@ def validate(settings: Settings) -> None:
         raise ConfigError("master.retention_s and master.retention_rows must be positive")
     if m.max_upload_bytes <= 0:
         raise ConfigError("master.max_upload_bytes must be positive")
+    if not (math.isfinite(m.payload_segment_mb) and m.payload_segment_mb > 0):
+        raise ConfigError(
+            f"master.payload_segment_mb must be a positive number, not {m.payload_segment_mb!r}"
+        )
     for key in ("max_slots_per_device", "cpu_slots_per_core", "max_agents", "max_joins_per_minute"):
         if getattr(m, key) < 1:
             raise ConfigError(f"master.{key} must be at least 1, not {getattr(m, key)}")

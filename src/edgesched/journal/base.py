@@ -79,6 +79,30 @@ MUTABLE_FIELDS = (
 )
 
 
+#: stages what goes with a new row (its payload-log entry), in the journal's thread, and returns
+#: how to take it back (called when the row is not inserted: a repeated key, a failed statement)
+Before = Callable[[], Callable[[], None] | None]
+
+
+class CommitHook(Protocol):
+    """Something written with every journal transaction, right before it commits (the
+    payload log). Called in the journal's own thread."""
+
+    def before_commit(self) -> None:
+        """Writes what the transaction's operations staged; raises to fail the transaction
+        (an ``OSError`` ENOSPC or ``DiskFullError`` fails it as a full disk does)."""
+        ...
+
+    def committed(self) -> None:
+        """The transaction committed: what ``before_commit`` wrote is kept."""
+        ...
+
+    def discard(self) -> None:
+        """The transaction was rolled back, or is redone one operation at a time: drop what
+        was staged and cut off what was written."""
+        ...
+
+
 class Journal(Protocol):
     """Durable task storage. ``insert`` is durable when it returns; updates are ordered."""
 
@@ -92,18 +116,18 @@ class Journal(Protocol):
 
     async def close(self) -> None: ...
 
-    async def insert(
-        self, row: TaskRow, before: Callable[[], None] | None = None
-    ) -> tuple[TaskRow, bool]:
+    async def insert(self, row: TaskRow, before: Before | None = None) -> tuple[TaskRow, bool]:
         """Stores a new task; returns (the stored row, True if it was a duplicate key).
 
-        ``before`` (writing the payload file) runs first, in the journal's own thread, and its
-        error fails the insert: the row is never durable without its payload.
+        ``before`` (staging the payload log's entry, which may set ``row.payload_path``) runs
+        first, in the journal's own thread, and its error fails the insert: the row is never
+        durable without its payload (the hooks write what it staged before the commit). What
+        it returns is called when the row is not inserted: nothing staged for it is written.
         """
         ...
 
     async def insert_many(
-        self, items: list[tuple[TaskRow, Callable[[], None] | None]]
+        self, items: list[tuple[TaskRow, Before | None]]
     ) -> list[tuple[TaskRow, bool] | Exception]:
         """``insert`` for many tasks in one journal operation (one transaction); one outcome
         per item, in order: (the stored row, duplicate) as ``insert`` returns, or the exception
@@ -115,6 +139,10 @@ class Journal(Protocol):
 
     def update(self, task_id: str, values: dict[str, Any]) -> None:
         """Queues an update of mutable fields; applied in order, committed soon."""
+        ...
+
+    def add_hook(self, hook: CommitHook) -> None:
+        """``hook`` is called around every write transaction from now on."""
         ...
 
     def after_commit(self, action: Callable[[], None]) -> None:

@@ -6,7 +6,7 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
-from edgesched.journal.base import TaskRow
+from edgesched.journal.base import Before, CommitHook, TaskRow
 from edgesched.kinds import TaskState
 
 FINAL = (TaskState.DONE.value, TaskState.DEAD.value, TaskState.CANCELLED.value)
@@ -24,6 +24,7 @@ class MemoryJournal:
         self.keys: dict[tuple[str, str], str] = {}
         self.counters: dict[str, int] = {}
         self.agent_rows: dict[str, str] = {}
+        self.hooks: list[CommitHook] = []
 
     async def start(self) -> None:
         return None
@@ -31,12 +32,20 @@ class MemoryJournal:
     async def close(self) -> None:
         return None
 
-    async def insert(
-        self, row: TaskRow, before: Callable[[], None] | None = None
-    ) -> tuple[TaskRow, bool]:
-        if before is not None:
-            before()
+    async def insert(self, row: TaskRow, before: Before | None = None) -> tuple[TaskRow, bool]:
+        undo = before() if before is not None else None
         existing = self.keys.get((row.client_id, row.idem_key))
+        if existing is not None and undo is not None:
+            undo()  # a repeated key: nothing is written for a task not journaled
+        try:  # every insert is its own transaction here
+            for hook in self.hooks:
+                hook.before_commit()
+        except BaseException:
+            for hook in self.hooks:
+                hook.discard()
+            raise
+        for hook in self.hooks:
+            hook.committed()
         if existing is not None:
             return copy.deepcopy(self.rows[existing]), True
         self.rows[row.id] = copy.deepcopy(row)
@@ -44,7 +53,7 @@ class MemoryJournal:
         return copy.deepcopy(row), False
 
     async def insert_many(
-        self, items: list[tuple[TaskRow, Callable[[], None] | None]]
+        self, items: list[tuple[TaskRow, Before | None]]
     ) -> list[tuple[TaskRow, bool] | Exception]:
         out: list[tuple[TaskRow, bool] | Exception] = []
         for row, before in items:
@@ -59,6 +68,9 @@ class MemoryJournal:
         if row is not None:
             for key, value in values.items():
                 setattr(row, key, copy.deepcopy(value))
+
+    def add_hook(self, hook: CommitHook) -> None:
+        self.hooks.append(hook)
 
     def after_commit(self, action: Callable[[], None]) -> None:
         action()

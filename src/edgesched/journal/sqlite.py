@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edgesched.errors import DamagedJournalError, DiskFullError, JournalError
-from edgesched.journal.base import TaskRow
+from edgesched.journal.base import Before, CommitHook, TaskRow
 from edgesched.journal.files import create_private, private_dir
 from edgesched.journal.integrity import (
     COMMITS,
@@ -164,36 +164,26 @@ class SQLiteJournal:
 
     # ---- operations --------------------------------------------------------------------
 
-    async def insert(
-        self, row: TaskRow, before: Callable[[], None] | None = None
-    ) -> tuple[TaskRow, bool]:
-        sql, params = _insert_statement(row)
-
+    async def insert(self, row: TaskRow, before: Before | None = None) -> tuple[TaskRow, bool]:
         def op(conn: sqlite3.Connection) -> tuple[TaskRow, bool]:
-            # the payload file is written here, in the writer's thread, so a burst of
-            # submissions costs no thread hop each and commits in one transaction
-            if before is not None:
-                before()
-            return _inserted(conn, conn.execute(sql, params), row)
+            # the payload log's entry is staged here, in the writer's thread, so a burst of
+            # submissions costs no thread hop each and is written once for the batch
+            return _insert(conn, row, before)
 
         result: tuple[TaskRow, bool] = await self._submit(op, write=True)
         return result
 
     async def insert_many(
-        self, items: list[tuple[TaskRow, Callable[[], None] | None]]
+        self, items: list[tuple[TaskRow, Before | None]]
     ) -> list[tuple[TaskRow, bool] | Exception]:
-        statements = [(row, before, *_insert_statement(row)) for row, before in items]
-
         def op(conn: sqlite3.Connection) -> list[tuple[TaskRow, bool] | Exception]:
             # one writer operation for the whole batch; each row on its own, so that one
-            # row's failure (its payload could not be written) leaves the others standing.
-            # A failing statement undoes only itself in SQLite: no savepoint needed.
+            # row's failure leaves the others standing. A failing statement undoes only
+            # itself in SQLite: no savepoint needed.
             out: list[tuple[TaskRow, bool] | Exception] = []
-            for row, before, sql, params in statements:
+            for row, before in items:
                 try:
-                    if before is not None:
-                        before()
-                    out.append(_inserted(conn, conn.execute(sql, params), row))
+                    out.append(_insert(conn, row, before))
                 except Exception as exc:
                     if is_disk_full(exc):  # not this row's fault: the whole batch waits
                         raise
@@ -214,6 +204,9 @@ class SQLiteJournal:
             conn.execute(sql, params)
 
         self.writer.update(op)
+
+    def add_hook(self, hook: CommitHook) -> None:
+        self.writer.hooks.append(hook)
 
     def after_commit(self, action: Callable[[], None]) -> None:
         self.writer.after(action)
@@ -380,23 +373,30 @@ class SQLiteJournal:
         return result
 
 
-def _insert_statement(row: TaskRow) -> tuple[str, list[Any]]:
-    """A new task's INSERT (a repeated idempotency key inserts nothing) and its parameters."""
+_COLUMNS = TaskRow.columns()
+_INSERT = (
+    f"INSERT INTO tasks ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
+    "ON CONFLICT (client_id, idem_key) DO NOTHING"
+)
+
+
+def _insert(conn: sqlite3.Connection, row: TaskRow, before: Before | None) -> tuple[TaskRow, bool]:
+    """Stores a new task: (row, False); for a repeated idempotency key nothing is stored and
+    the row the key already names comes back, (that row, True). ``before`` runs first (it stages
+    the payload); the row is encoded after it, as it may set where the payload lies, and its
+    undo runs when the row is not stored: no entry is written for a task the journal lacks."""
+    undo = before() if before is not None else None
     values = encode_row(row)
-    names = list(values)
-    sql = (
-        f"INSERT INTO tasks ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
-        "ON CONFLICT (client_id, idem_key) DO NOTHING"
-    )
-    return sql, [values[n] for n in names]
-
-
-def _inserted(
-    conn: sqlite3.Connection, cursor: sqlite3.Cursor, row: TaskRow
-) -> tuple[TaskRow, bool]:
-    """(row, False) when ``cursor``'s INSERT stored it; else the row its key already named."""
+    try:
+        cursor = conn.execute(_INSERT, [values[n] for n in _COLUMNS])
+    except BaseException:
+        if undo is not None:
+            undo()
+        raise
     if cursor.rowcount == 1:
         return row, False
+    if undo is not None:
+        undo()
     record = conn.execute(
         "SELECT * FROM tasks WHERE client_id = ? AND idem_key = ?",
         (row.client_id, row.idem_key),

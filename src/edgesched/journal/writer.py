@@ -24,6 +24,7 @@ from typing import Any
 
 from edgesched import failpoints
 from edgesched.errors import DiskFullError, JournalError
+from edgesched.journal.base import CommitHook
 from edgesched.journal.integrity import COMMITS, commit_record_path
 
 log = logging.getLogger("edgesched.journal.sqlite")
@@ -52,6 +53,8 @@ def noop(conn: sqlite3.Connection) -> None:
 
 
 def is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, DiskFullError):
+        return True
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return True
     return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc).lower()
@@ -82,6 +85,8 @@ class Writer:
         #: the next one that succeeds (what failed is kept and tried again)
         self.fault = ""
         self.held = 0  #: operations waiting for a commit that failed to be retried
+        #: written right before every commit (the payload log), told whether it happened
+        self.hooks: list[CommitHook] = []
 
     def open(self, conn: sqlite3.Connection) -> None:
         """Takes the opened, checked connection; opens the side record and brings it up to
@@ -187,6 +192,7 @@ class Writer:
                 if is_disk_full(exc):
                     raise
                 conn.execute("ROLLBACK")
+                self._discard()  # the redo stages its entries again
                 conn.execute("BEGIN IMMEDIATE")
                 results = [self._isolated(conn, item.op) for item in batch]
             if writes:
@@ -195,16 +201,22 @@ class Writer:
                     "ON CONFLICT (name) DO UPDATE SET value = value + 1",
                     (COMMITS, self.sequence + 1),
                 )
+            for hook in self.hooks:  # the payload log: one write for the batch, then COMMIT
+                hook.before_commit()
+            if writes:  # a crash here leaves log entries whose transaction never committed
                 failpoints.hit("before_commit")
             conn.execute("COMMIT")
         except Exception as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
+            self._discard()  # nothing acknowledged may depend on an entry not committed
             full = is_disk_full(exc)
             if full and not again and self.on_full is not None and self.on_full():
                 log.warning("journal: the disk is full; released the reserve to go on")
                 return self._commit(conn, batch, again=True)
             return self._failed(conn, batch, exc, full)
+        for hook in self.hooks:
+            hook.committed()
         if writes:
             self.sequence += 1
             self.write_record()
@@ -260,6 +272,13 @@ class Writer:
             assert item.future is not None and item.loop is not None
             item.loop.call_soon_threadsafe(_resolve, item.future, value, failed)
         return keep
+
+    def _discard(self) -> None:
+        for hook in self.hooks:
+            try:
+                hook.discard()
+            except Exception:
+                log.exception("journal: a commit hook failed to discard its batch")
 
     @staticmethod
     def _isolated(conn: sqlite3.Connection, op: Op) -> tuple[Any, bool]:

@@ -1,5 +1,5 @@
 """Admission of submissions: the checks, the client's in-flight limit, and the one journal
-transaction that stores the payload, the intake record and the task's row together."""
+transaction that stores the task's row with its payload-log entry (payload and intake record)."""
 
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ from edgesched.errors import (
     LimitExceededError,
     TransportError,
 )
-from edgesched.filenames import display_name, safe_component, safe_extension
+from edgesched.filenames import display_name
 from edgesched.journal.base import Journal, TaskRow
-from edgesched.master.payloads import remove_quietly, write_payload
-from edgesched.master.storage import DiskGuard, remove_record, write_record
+from edgesched.master.payloadlog import PayloadLog
+from edgesched.master.storage import DiskGuard
 from edgesched.master.submission import Submission, check_picture, check_size, check_task_type
 
 
@@ -42,7 +42,7 @@ class Admission:
         clock: Clock,
         guard: DiskGuard,
         data_dir: Path,
-        upload_dir: Path,
+        plog: PayloadLog,
         admitted: Callable[[list[tuple[TaskRow, Submission]]], None],
         stopping: Callable[[], bool],
     ) -> None:
@@ -51,7 +51,7 @@ class Admission:
         self.clock = clock
         self.guard = guard
         self.data_dir = data_dir
-        self.upload_dir = upload_dir
+        self.plog = plog
         self._admitted = admitted
         self._stopping = stopping
         self.inflight: Counter[str] = Counter()  #: unfinished tasks per client
@@ -91,13 +91,13 @@ class Admission:
         # all pass the check above; _commit gives it back unless the task is admitted
         self.inflight[sub.client_id] += 1
         try:
-            row, write = await self._prepare(sub, m)
+            row = await self._prepare(sub, m)
         except BaseException:
             self.release(sub.client_id)
             raise
         # shielded: a client that goes away while the row commits must not leave a durable
         # task that nobody queued (or a queued task without its payload)
-        return await asyncio.shield(self._commit(row, write, sub))
+        return await asyncio.shield(self._commit(row, sub))
 
     async def submit_many(self, subs: list[Submission]) -> list[tuple[TaskRow, bool] | Exception]:
         """``submit`` for a batch, with every rule of ``submit`` per submission, in one journal
@@ -130,7 +130,7 @@ class Admission:
             # the place is taken now, before anything awaits, as submit() takes it
             self.inflight[sub.client_id] += 1
             placed.append(i)
-        prepared: list[tuple[int, TaskRow, Callable[[], None] | None, Submission]] = []
+        prepared: list[tuple[int, TaskRow, Submission]] = []
         try:
             pictures = await self._check_pictures([subs[i] for i in placed], m)
             for i, problem in zip(placed, pictures, strict=True):
@@ -138,19 +138,19 @@ class Admission:
                 try:
                     if problem is not None:
                         raise problem
-                    row, write = await self._prepare(sub, m)
+                    row = await self._prepare(sub, m)
                 except EdgeschedError as exc:
                     self.release(sub.client_id)
                     outcomes[i] = exc
                     continue
-                prepared.append((i, row, write, sub))
+                prepared.append((i, row, sub))
         except BaseException:
             for i in placed:
                 if outcomes[i] is None:
                     self.release(subs[i].client_id)
             raise
         if prepared:
-            items = [(row, write, sub) for _, row, write, sub in prepared]
+            items = [(row, sub) for _, row, sub in prepared]
             try:
                 # shielded as in submit(): the batch's tasks are queued once journaled
                 results = await asyncio.shield(self._commit_many(items))
@@ -225,35 +225,32 @@ class Admission:
         if self.inflight[client_id] <= 0:
             del self.inflight[client_id]
 
-    async def _prepare(
-        self, sub: Submission, m: MasterSettings
-    ) -> tuple[TaskRow, Callable[[], None] | None]:
-        """Checks the payload and builds the task's row (and how to write its payload)."""
+    async def _prepare(self, sub: Submission, m: MasterSettings) -> TaskRow:
+        """Checks the payload and builds the task's row."""
         strategy = canonical_strategy(sub.strategy) if sub.strategy else ""
         if self.settings.tasktypes[sub.task_type].raw:
             check_size(sub.payload, m.max_upload_bytes)
         elif not sub.checked:
             await asyncio.to_thread(check_picture, sub.payload, m.max_upload_bytes, m.max_pixels)
         task_id = uuid.uuid4().hex
-        durable = m.durability == "full"
-        write: Callable[[], None] | None = None
-        if sub.payload_path:
-            path = Path(sub.payload_path)
+        # a native payload goes to the payload log, whose CRC is its integrity check (no
+        # cryptographic hash on the hot path); a seed upload's file is hashed, as it stays a
+        # file the seed's programs can touch
+        sha256 = ""
+        if not sub.payload_path:
+            self.check_space(self.data_dir, len(sub.payload))
         else:
-            self.check_space(self.upload_dir, len(sub.payload))
-            ext = safe_extension(sub.filename)
-            path = self.upload_dir / safe_component(sub.client_id) / f"{task_id}{ext}"
-            write = functools.partial(write_payload, path, sub.payload, durable)
+            sha256 = hashlib.sha256(sub.payload).hexdigest()
         now_ms = self.clock.wall_ms()
-        row = TaskRow(
+        return TaskRow(
             id=task_id,
             client_id=sub.client_id,
             idem_key=sub.idem_key,
             task_type=sub.task_type,
             filename=display_name(sub.filename),
-            payload_path=str(path),
+            payload_path=sub.payload_path,  # a native task's: set when its entry is staged
             payload_size=len(sub.payload),
-            payload_sha256=hashlib.sha256(sub.payload).hexdigest(),
+            payload_sha256=sha256,
             submitted_ms=now_ms,
             updated_ms=now_ms,
             metadata=dict(sub.metadata),
@@ -263,42 +260,39 @@ class Admission:
             client_addr=sub.client_addr,
             delivery="pending" if sub.origin == "seed" else "",
         )
-        return row, write
 
-    async def _commit(
-        self, row: TaskRow, write: Callable[[], None] | None, sub: Submission
-    ) -> tuple[TaskRow, bool]:
+    async def _commit(self, row: TaskRow, sub: Submission) -> tuple[TaskRow, bool]:
         try:
-            stored, duplicate = await self.journal.insert(row, self._store(row, write))
+            stored, duplicate = await self.journal.insert(row, self._store(row, sub))
         except BaseException:
-            self._unstore(row, write, sub)
+            self.release(sub.client_id)
             raise
         failpoints.hit("after_commit_before_ack")
         if duplicate:
-            self._unstore(row, write, sub)
+            self.release(sub.client_id)
             return stored, True
         self._admitted([(stored, sub)])  # it keeps the in-flight place submit() took
         return stored, False
 
     async def _commit_many(
-        self, items: list[tuple[TaskRow, Callable[[], None] | None, Submission]]
+        self, items: list[tuple[TaskRow, Submission]]
     ) -> list[tuple[TaskRow, bool] | Exception]:
         """``_commit`` for a batch: one journal operation, one hand-over of what it stored."""
         try:
             results = await self.journal.insert_many(
-                [(row, self._store(row, write)) for row, write, _ in items]
+                [(row, self._store(row, sub)) for row, sub in items]
             )
         except BaseException:
-            for row, write, sub in items:
-                self._unstore(row, write, sub)
+            for _, sub in items:
+                self.release(sub.client_id)
             raise
         for _ in items:  # a point per task: ``name:N`` still counts tasks
             failpoints.hit("after_commit_before_ack")
         admitted: list[tuple[TaskRow, Submission]] = []
         out: list[tuple[TaskRow, bool] | Exception] = []
-        for (row, write, sub), result in zip(items, results, strict=True):
+        for (_, sub), result in zip(items, results, strict=True):
             if isinstance(result, Exception) or result[1]:
-                self._unstore(row, write, sub)
+                self.release(sub.client_id)
             else:
                 admitted.append((result[0], sub))  # it keeps its in-flight place
             out.append(result)
@@ -306,22 +300,17 @@ class Admission:
             self._admitted(admitted)
         return out
 
-    def _store(self, row: TaskRow, write: Callable[[], None] | None) -> Callable[[], None]:
-        """What runs in the journal's thread just before ``row``'s INSERT."""
-        durable = self.settings.master.durability == "full"
+    def _store(self, row: TaskRow, sub: Submission) -> Callable[[], Callable[[], None]]:
+        """What runs in the journal's thread just before ``row``'s INSERT: its payload log
+        entry staged (the payload's bytes, or none for a seed upload whose file holds them);
+        it returns the undo for a row that is not inserted."""
+        data = None if sub.payload_path else sub.payload
+        unstage = functools.partial(self.plog.unstage, row.id)
 
-        def store() -> None:  # in the journal's thread, just before the row
-            if write is not None:
-                write()
-            # the transaction now open commits as sequence + 1: a record whose commit never
+        def store() -> Callable[[], None]:
+            # the transaction now open commits as sequence + 1: an entry whose commit never
             # happened (the master died first) is told apart from one whose row was lost
-            write_record(self.data_dir, row, durable, self.journal.sequence + 1)
+            self.plog.stage_task(row, data, self.journal.sequence + 1)
+            return unstage  # the row was not inserted: its entry must not be written
 
         return store
-
-    def _unstore(self, row: TaskRow, write: Callable[[], None] | None, sub: Submission) -> None:
-        """A row not stored (or a repeated key's): its place, record and payload file go."""
-        self.release(sub.client_id)
-        remove_record(self.data_dir, row.id)
-        if write is not None:  # not stored: its payload file must not stay behind
-            remove_quietly(Path(row.payload_path))

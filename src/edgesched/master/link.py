@@ -260,6 +260,7 @@ class AgentLinkServicer(agent_pb2_grpc.AgentLinkServicer):
         device = self._device(reg, peer, agent_id)
         session = AgentSession(agent_id, peer)
         session.cached = master.cached_payload
+        session.read = master.read_payload
         session.inline_payloads = (reg.protocol.major, reg.protocol.minor) >= (1, 1)
         session.batches = wire.batched(reg.protocol)
         session.on_unreadable = lambda task_id, attempt, msg: master.task_failed(

@@ -27,6 +27,7 @@ from edgesched.master.ends import TaskEnds
 from edgesched.master.hub import ResultHub
 from edgesched.master.metrics import MasterMetrics
 from edgesched.master.operations import Operations
+from edgesched.master.payloadlog import PayloadLog
 from edgesched.master.payloads import PayloadCache
 from edgesched.master.pump import Pump
 from edgesched.master.registry import AgentRegistry
@@ -61,6 +62,7 @@ class Master:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         guard: DiskGuard | None = None,
+        plog: PayloadLog | None = None,
     ) -> None:
         self.settings = settings
         self.journal = journal
@@ -69,7 +71,6 @@ class Master:
         strategy = make_strategy(settings.scheduling.strategy, settings.scheduling, self.rng)
         self.core = Core(settings.scheduling, strategy, self.rng)
         self.data_dir = Path(settings.master.data_dir)
-        self.upload_dir = self.data_dir / "upload"
         m = settings.master
         self.guard = guard or DiskGuard(
             self.data_dir, m.min_free_mb, m.reserve_mb, self.clock.monotonic
@@ -79,6 +80,9 @@ class Master:
         self.token_created = self.join_token.created
         self.rows: dict[str, TaskRow] = {}  #: unfinished tasks, as journaled
         self.payloads = PayloadCache()  #: unfinished tasks' payloads kept in memory
+        #: every payload and intake record, written with the journal's commits
+        self.plog = plog or PayloadLog(self.data_dir, m.payload_segment_mb, m.durability == "full")
+        journal.add_hook(self.plog)
         self.registry = AgentRegistry(m, journal, self.clock, lambda: self.token)
         self.hub = ResultHub()
         self.stopping = False
@@ -89,7 +93,7 @@ class Master:
             self.clock,
             self.guard,
             self.data_dir,
-            self.upload_dir,
+            self.plog,
             admitted=self._queue,
             stopping=lambda: self.stopping,
         )
@@ -103,6 +107,7 @@ class Master:
             self.hub,
             self.metrics,
             self.data_dir,
+            self.plog,
         )
         self.pumper = Pump(
             self.core,
@@ -123,6 +128,7 @@ class Master:
             self.admission.inflight,
             self.pumper,
             self.clock,
+            self.plog.present,
         )
         self.metrics.attach(self)
 
@@ -184,6 +190,11 @@ class Master:
         """The payload of a task submitted to this process and not ended yet, if kept."""
         return self.payloads.get(task_id)
 
+    def read_payload(self, payload_path: str) -> bytes:
+        """A payload not kept in memory, from its file or the payload log (blocking: call it
+        in a worker thread). ``PayloadError`` when it cannot be read back as submitted."""
+        return self.plog.read(payload_path)
+
     # ---- commands (the pump's) ---------------------------------------------------------
 
     def pump_soon(self) -> None:
@@ -218,7 +229,7 @@ class Master:
         self.ends.on_seed_done = callback
 
     def remove_payload_after_commit(self, row: TaskRow) -> None:
-        """The payload (unless ``keep_upload``) and its intake record go once committed."""
+        """The payload's log entry and file (unless ``keep_upload``) go once committed."""
         self.ends.remove_payload_after_commit(row)
 
     # ---- results from agents (the results') --------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from pathlib import Path
+from collections.abc import Callable
 
 from edgesched.clock import Clock
 from edgesched.config import Settings
@@ -37,6 +37,7 @@ class Operations:
         inflight: Counter[str],
         pump: Pump,
         clock: Clock,
+        payload_kept: Callable[[str], bool],
     ) -> None:
         self.settings = settings
         self.core = core
@@ -46,6 +47,8 @@ class Operations:
         self.inflight = inflight
         self.pump = pump
         self.clock = clock
+        #: whether a payload_path can still be read back (a file, or a live log entry)
+        self.payload_kept = payload_kept
 
     def waiting_note(self, row: TaskRow) -> str:
         """Why a queued task is not running, when the reason is that no device can run it."""
@@ -100,7 +103,7 @@ class Operations:
         row = await self.get_task(task_id)
         if row.state != TaskState.DEAD.value:
             raise ConflictError(f"task {task_id} is {row.state}; only dead tasks can be retried")
-        if not await asyncio.to_thread(Path(row.payload_path).is_file):
+        if not await asyncio.to_thread(self.payload_kept, row.payload_path):
             raise ConflictError(f"task {task_id}: its picture is no longer kept; submit it again")
         now = self.clock.monotonic()
         task = task_from_row(row, now, self.clock)

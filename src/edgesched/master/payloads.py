@@ -1,5 +1,6 @@
-"""Task payloads: written atomically beside the journal, and the small ones kept in memory from
-submission to the task's end so that a dispatch reads no file."""
+"""Payload files (seed uploads, a dead task's copy) written atomically, and the small payloads
+kept in memory from submission to the task's end so that a dispatch reads nothing from disk.
+Native payloads are entries of the payload log (``payloadlog``)."""
 
 from __future__ import annotations
 
@@ -44,14 +45,15 @@ def remove_quietly(path: Path) -> None:
 
 
 #: payloads kept in memory from submission to the task's end, so a dispatch reads no file:
-#: each up to this size, all together up to the total (the rest are read from their files)
+#: each up to this size, all together up to the total (the rest are read back from disk)
 PAYLOAD_CACHE_ITEM_BYTES = 4 * 1024 * 1024
 PAYLOAD_CACHE_BYTES = 256 * 1024 * 1024
 
 
 class PayloadCache:
     """Owns the in-memory copies of unfinished tasks' payloads, bounded per item and in all.
-    Touches no file: a payload not kept here is read from its file by the session."""
+    Touches no file: a payload not kept here is read back by the session (the master's
+    reader: its file or its payload-log entry)."""
 
     def __init__(
         self, item_bytes: int = PAYLOAD_CACHE_ITEM_BYTES, total_bytes: int = PAYLOAD_CACHE_BYTES

@@ -2,9 +2,11 @@
 
 1. A journal that cannot be opened or fails ``quick_check`` is moved aside (with its WAL) and
    every row that can still be read from it is copied into a new one.
-2. Every intake record whose task the journal lacks (a WAL cut short or deleted, an emptied
-   journal) is journaled again as a queued task, if its payload is there and matches its
-   checksum; the others are moved to ``intake/lost/`` and named in the report.
+2. Every live payload-log entry whose task the journal lacks (a WAL cut short or deleted, an
+   emptied journal) is journaled again from the entry as a queued task, if its payload reads
+   back with its CRC (a seed upload: its file, with its checksum); the others are released and
+   named in the report. An older master's intake records are treated the same way (the ones
+   that cannot be are moved to ``intake/lost/``).
 3. Unfinished tasks whose payload is gone are named (they will end dead: nothing to run).
 4. The side file of committed transactions is reset to what the journal now holds.
 """
@@ -21,9 +23,12 @@ from typing import Any
 
 from edgesched.config import Settings
 from edgesched.core.state import TaskState
+from edgesched.errors import PayloadError
 from edgesched.journal.base import TaskRow
 from edgesched.journal.integrity import COMMITS, integrity_problem, read_commit_record
 from edgesched.journal.sqlite import SQLiteJournal
+from edgesched.master.payloadformat import parse_ref, row_of
+from edgesched.master.payloadlog import PayloadLog
 from edgesched.master.storage import INTAKE, read_record, records
 
 #: rows read per step from a damaged table (a bad page loses its step, not the table)
@@ -87,15 +92,17 @@ def salvage(db: Path) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
     return found, problems
 
 
-def payload_matches(row: TaskRow) -> str:
-    """ "" when the task's payload is on disk as it was submitted, else what is wrong."""
-    path = Path(row.payload_path)
+def payload_matches(plog: PayloadLog, row: TaskRow) -> str:
+    """ "" when the task's payload reads back as it was submitted, else what is wrong: a log
+    entry's CRC, a file's SHA-256 (when the row has one)."""
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        return f"payload {path} unreadable ({exc.strerror})"
+        data = plog.read(row.payload_path)
+    except PayloadError as exc:
+        return f"{exc} (unreadable)"
+    if parse_ref(row.payload_path) is not None:
+        return ""
     if row.payload_sha256 and hashlib.sha256(data).hexdigest() != row.payload_sha256:
-        return f"payload {path} does not match its checksum"
+        return f"payload {row.payload_path} does not match its checksum"
     return ""
 
 
@@ -143,35 +150,74 @@ async def repair(settings: Settings) -> list[str]:
                 "deleted, or an older copy restored)"
             )
         known = await journal.task_ids()
-        recovered = 0
-        lost_dir = data_dir / INTAKE / "lost"
-        for path in await asyncio.to_thread(records, data_dir):
-            if path.stem in known:
-                continue
-            row = await asyncio.to_thread(read_record, path)
-            why = "its intake record is unreadable" if row is None else ""
-            if row is not None:
-                why = await asyncio.to_thread(payload_matches, row)
-            if row is None or why:
-                lost_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-                path.rename(lost_dir / path.name)
-                report.append(
-                    f"could not recover task {path.stem}: {why} (record kept in {lost_dir})"
-                )
-                continue
-            stored, duplicate = await journal.insert(queued_again(row))
-            if not duplicate:
-                recovered += 1
-            known.add(stored.id)
-        report.append(f"re-journaled {recovered} acknowledged tasks from their payloads, as queued")
-        for row in await journal.unfinished():
-            if not await asyncio.to_thread(Path(row.payload_path).is_file):
-                report.append(
-                    f"task {row.id} ({row.filename}) is unfinished but its payload "
-                    f"{row.payload_path} is gone: it will end dead"
-                )
-        await journal.flush()
+        plog = PayloadLog(data_dir, m.payload_segment_mb, m.durability == "full")
+        try:
+            recovered = await _from_log(journal, plog, known, report)
+            recovered += await _from_records(journal, plog, data_dir, known, report)
+            report.append(
+                f"re-journaled {recovered} acknowledged tasks from their payloads, as queued"
+            )
+            for row in await journal.unfinished():
+                if not await asyncio.to_thread(plog.present, row.payload_path):
+                    report.append(
+                        f"task {row.id} ({row.filename}) is unfinished but its payload "
+                        f"{row.payload_path} is gone: it will end dead"
+                    )
+            await journal.flush()
+        finally:
+            await asyncio.to_thread(plog.close)  # the releases' end entries are written
     finally:
         await journal.close()
     report.append(f"{db} repaired: {len(known)} tasks journaled")
     return report
+
+
+async def _from_log(
+    journal: SQLiteJournal, plog: PayloadLog, known: set[str], report: list[str]
+) -> int:
+    """Journals again the tasks of live log entries the journal lacks; returns how many."""
+    recovered = 0
+    live = await asyncio.to_thread(plog.open)
+    for task_id, entry in live.items():
+        if task_id in known:
+            continue
+        row = row_of(entry.record)
+        why = "its entry's record is unreadable" if row is None else ""
+        if row is not None:
+            why = await asyncio.to_thread(payload_matches, plog, row)
+        if row is None or why:
+            plog.release([task_id])
+            report.append(f"could not recover task {task_id}: {why} (its log entry is released)")
+            continue
+        stored, duplicate = await journal.insert(queued_again(row))
+        if duplicate:  # a repeated submission: the journal holds its first task
+            plog.release([task_id])
+        else:
+            recovered += 1
+        known.add(stored.id)
+    return recovered
+
+
+async def _from_records(
+    journal: SQLiteJournal, plog: PayloadLog, data_dir: Path, known: set[str], report: list[str]
+) -> int:
+    """The same for an older master's intake records; returns how many."""
+    recovered = 0
+    lost_dir = data_dir / INTAKE / "lost"
+    for path in await asyncio.to_thread(records, data_dir):
+        if path.stem in known:
+            continue
+        row = await asyncio.to_thread(read_record, path)
+        why = "its intake record is unreadable" if row is None else ""
+        if row is not None:
+            why = await asyncio.to_thread(payload_matches, plog, row)
+        if row is None or why:
+            lost_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            path.rename(lost_dir / path.name)
+            report.append(f"could not recover task {path.stem}: {why} (record kept in {lost_dir})")
+            continue
+        stored, duplicate = await journal.insert(queued_again(row))
+        if not duplicate:
+            recovered += 1
+        known.add(stored.id)
+    return recovered

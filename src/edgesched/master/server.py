@@ -30,6 +30,8 @@ from edgesched.master.http import make_http_app
 from edgesched.master.intake import TaskServicer
 from edgesched.master.link import AgentLinkServicer
 from edgesched.master.master import Master
+from edgesched.master.payloadformat import parse_ref
+from edgesched.master.payloadlog import Entry, PayloadLog
 from edgesched.master.storage import DiskGuard, orphans, remove_record
 from edgesched.v1 import agent_pb2_grpc, client_pb2_grpc
 
@@ -106,6 +108,7 @@ class MasterServer:
         data_dir = Path(m.data_dir)
         self.guard = DiskGuard(data_dir, m.min_free_mb, m.reserve_mb)
         self.journal = SQLiteJournal(data_dir / "edgesched.db", m.durability, self.guard.release)
+        self.plog = PayloadLog(data_dir, m.payload_segment_mb, m.durability == "full")
         self.master: Master | None = None
         self.grpc_server: grpc.aio.Server | None = None
         self.pusher: ResultPusher | None = None
@@ -128,15 +131,17 @@ class MasterServer:
         await asyncio.to_thread(self.guard.release)
         await self.journal.start()
         try:
-            await self._check_records(data_dir)
+            live = await self._check_records(data_dir)
         except BaseException:
             await self.journal.close()
+            self.plog.close()
             raise
-        master = Master(self.settings, self.journal, guard=self.guard)
+        master = Master(self.settings, self.journal, guard=self.guard, plog=self.plog)
         self.master = master
         restored = await master.restore()
         if restored:
             log.info("restored %d unfinished tasks from the journal", restored)
+        await self._release_ended(master, live)
         self.pusher = ResultPusher(master)
         master.on_seed_done = self.pusher.push
         resumed = await self.pusher.resume()
@@ -189,25 +194,60 @@ class MasterServer:
         """The data folders 0700 (also ones an older version made 0755)."""
         private_dir(data_dir)
         uploads = Path(self.settings.master.upload_dir or data_dir / "upload")
-        for folder in (uploads, data_dir / "intake"):
+        for folder in (uploads, data_dir / "intake", data_dir / "payloads", data_dir / "dead"):
             private_dir(folder)  # made here, so that no upload makes it with the umask's mode
             for child in folder.iterdir():
                 if child.is_dir() and not child.is_symlink():
                     private_dir(child)
 
-    async def _check_records(self, data_dir: Path) -> None:
-        """Refuses a journal that lacks tasks whose intake records (and payloads) are on disk:
-        it was replaced, emptied or cut short, and acknowledged work would be lost."""
+    async def _check_records(self, data_dir: Path) -> dict[str, Entry]:
+        """Refuses a journal that lacks tasks whose entries are in the payload log (or whose
+        intake records an older master left): it was replaced, emptied or cut short, and
+        acknowledged work would be lost. Returns the log's live entries of journaled tasks.
+
+        An entry written for the transaction right after the last one recorded (``recorded``
+        + 1) belongs to a submission whose commit never happened: the master died in between,
+        nobody was told the task was accepted; it is released, not reported."""
         journaled = await self.journal.task_ids()
-        lost = await asyncio.to_thread(orphans, data_dir, journaled, self.journal.recorded)
-        if lost:
-            shown = ", ".join(p.name for p in lost[:3]) + (", ..." if len(lost) > 3 else "")
+        live = await asyncio.to_thread(self.plog.open)
+        recorded = self.journal.recorded
+        lost: list[str] = []
+        unused: list[str] = []
+        for task_id, entry in live.items():
+            if task_id in journaled:
+                continue
+            if recorded >= 0 and entry.commit == recorded + 1:
+                log.warning(
+                    "released the payload of submission %s: it was never committed", task_id
+                )
+                unused.append(task_id)
+            else:
+                lost.append(task_id)
+        legacy = await asyncio.to_thread(orphans, data_dir, journaled, recorded)
+        if lost or legacy:
+            names = lost + [p.stem for p in legacy]
+            shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
             raise DamagedJournalError(
-                f"journal {self.journal.path} lacks {len(lost)} acknowledged tasks whose "
-                f"payloads are kept (intake records in {data_dir / 'intake'}: {shown}); it was "
-                "replaced, emptied or cut short. Run `edgesched master --repair` to journal "
-                "them again, or restore a backup (docs/operations.md)"
+                f"journal {self.journal.path} lacks {len(names)} acknowledged tasks whose "
+                f"payloads are kept (in the payload log {data_dir / 'payloads'} or intake "
+                f"records in {data_dir / 'intake'}: {shown}); it was replaced, emptied or cut "
+                "short. Run `edgesched master --repair` to journal them again, or restore a "
+                "backup (docs/operations.md)"
             )
+        self.plog.release(unused)  # written with the first commit (no hook runs before)
+        return {k: v for k, v in live.items() if k in journaled}
+
+    async def _release_ended(self, master: Master, live: dict[str, Entry]) -> None:
+        """Log entries of tasks the journal holds as ended (the master stopped before their
+        release was written) are released; a dead task's payload is copied out first."""
+        for task_id in live:
+            if task_id in master.rows:
+                continue
+            row = await self.journal.get(task_id)
+            if row is not None and row.state == "dead" and parse_ref(row.payload_path):
+                master.ends.keep_dead(row, None)
+            else:
+                master.ends.release_after_commit(task_id)
 
     def _write_endpoints(self) -> None:
         """Writes the ports actually bound (useful with port 0) next to the journal."""
@@ -251,9 +291,13 @@ class MasterServer:
         before = self.master.clock.wall_ms() - int(m.retention_s * 1000)
         data_dir = Path(m.data_dir)
 
+        plog = self.plog
+
         def forget(gone: list[tuple[str, str]]) -> None:
-            # their intake records go before their rows: a record left without its row would
-            # read as lost work at the next start
+            # their log entries (still live when a dead task's payload could not be copied
+            # out) and an older master's intake records go before their rows: either left
+            # without its row would read as lost work at the next start
+            plog.release([task_id for task_id, _ in gone])
             for task_id, _ in gone:
                 remove_record(data_dir, task_id)
 
@@ -286,10 +330,15 @@ class MasterServer:
         if self.pusher is not None:
             await self.pusher.close()
         await self.journal.close()
+        self.plog.close()  # the journal's thread is gone: what it staged is written here
 
 
 def _remove_files(paths: list[str]) -> None:
+    """Pruned tasks' files (a dead task's copy, a kept seed upload); a payload-log entry is
+    not a file (released at the task's end)."""
     for path in paths:
+        if parse_ref(path) is not None:
+            continue
         with contextlib.suppress(OSError):
             Path(path).unlink()
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edgesched import failpoints
+from edgesched.errors import PayloadError
 from edgesched.journal.base import TaskRow
 from edgesched.v1 import agent_pb2
 
@@ -53,6 +54,8 @@ class AgentSession:
         self.on_unreadable: Any = None  #: called with (task id, attempt, message)
         #: the payload of a task from the master's memory, or None (then it is read from disk)
         self.cached: Callable[[str], bytes | None] | None = None
+        #: reads a payload_path (a file or a payload-log entry); raises PayloadError
+        self.read: Callable[[str], bytes] | None = None
         self.inline_payloads = False  #: the agent speaks 1.1: small payloads ride inline
         self.batches = False  #: the agent speaks 1.2: inline assignments go in batches
         #: messages sent on the stream and read from it (the link's figures count them)
@@ -111,10 +114,11 @@ class AgentSession:
         try:
             data = self.cached(row.id) if self.cached is not None else None
             if data is None:  # not kept in memory (restarted master, a large payload)
-                data = await asyncio.to_thread(Path(row.payload_path).read_bytes)
-        except OSError as exc:
+                read = self.read or _read_file
+                data = await asyncio.to_thread(read, row.payload_path)
+        except PayloadError as exc:
             if self.on_unreadable is not None:
-                self.on_unreadable(row.id, job.attempt, f"payload unreadable: {exc.strerror}")
+                self.on_unreadable(row.id, job.attempt, f"payload unreadable: {exc}")
             return None
         return data
 
@@ -197,3 +201,11 @@ class AgentSession:
 async def _nothing() -> AsyncIterator[agent_pb2.MasterMessage]:
     return
     yield  # an async generator that yields nothing (an unreadable payload sends no frame)
+
+
+def _read_file(payload_path: str) -> bytes:
+    """A payload's file (a session not given the master's reader)."""
+    try:
+        return Path(payload_path).read_bytes()
+    except OSError as exc:
+        raise PayloadError(f"payload {payload_path}: {exc.strerror}") from exc

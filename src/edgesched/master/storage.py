@@ -1,20 +1,21 @@
-"""The master's disk: free space for uploads, the reserve, and the intake records.
+"""The master's disk: free space for uploads, the reserve, and an older master's intake records.
 
 A full disk must never cost an acknowledged task. Uploads are admitted only while the file
 system keeps ``master.min_free_mb`` free; ``<data_dir>/reserve`` (``master.reserve_mb``,
 preallocated) is space set aside for the journal and the master's own files, released the moment
 a journal commit meets a full disk and taken back once space returns.
 
-Beside every payload the master keeps an *intake record*, ``<data_dir>/intake/<task-id>.json``:
-the task as it was journaled at submission. A record whose task the journal does not hold means
-the journal lost acknowledged work (refused at start); ``--repair`` re-journals those tasks from
-their records and payloads. A record goes when its task's payload goes (or retention prunes it).
+Every task's *intake record* (the task as it was journaled at submission) is an entry of the
+payload log (``payloadlog``), beside its payload. Masters before it kept one file per task,
+``<data_dir>/intake/<task-id>.json``; such files are still read (never written): a record whose
+task the journal does not hold means the journal lost acknowledged work (refused at start), and
+``--repair`` re-journals those tasks from their records and payloads. A record goes when its
+task's payload goes (or retention prunes it).
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edgesched.errors import DiskFullError
-from edgesched.journal.base import TaskRow, from_json_value, json_value
+from edgesched.journal.base import TaskRow, from_json_value
 
 log = logging.getLogger("edgesched.storage")
 
@@ -144,34 +145,6 @@ class DiskGuard:
 
 def record_path(data_dir: Path, task_id: str) -> Path:
     return data_dir / INTAKE / f"{task_id}.json"
-
-
-def write_record(data_dir: Path, row: TaskRow, durable: bool, commit: int) -> Path:
-    """The task as journaled, beside its payload (mode 0600; fsynced when ``durable``), with
-    ``commit``: the journal transaction that holds its row (``Journal.sequence`` + 1)."""
-    path = record_path(data_dir, row.id)
-    # not dataclasses.asdict: its deep copy is most of a record's cost, on the writer's thread
-    values = {name: json_value(name, getattr(row, name)) for name in COLUMNS}
-    values[COMMIT_KEY] = commit
-    data = json.dumps(values, separators=(",", ":")).encode()
-    try:
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        except FileNotFoundError:  # the first record: its folder is made once
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            path.unlink()
-        if exc.errno == errno.ENOSPC:
-            raise DiskFullError(f"no space left to store the upload ({exc.strerror})") from exc
-        raise
-    return path
 
 
 def remove_record(data_dir: Path, task_id: str) -> None:
