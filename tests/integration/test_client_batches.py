@@ -106,8 +106,8 @@ async def test_a_repeated_key_within_a_batch_and_across_batches_is_one_task(make
     assert not again[1].duplicate
     assert len(await cluster.master.journal.task_ids()) == 4  # old, a, b, c
     assert cluster.master.inflight["batcher"] == 4  # a duplicate keeps no place
-    upload = Path(cluster.settings.master.data_dir, "upload")
-    assert len([p for p in upload.rglob("*") if p.is_file()]) == 4  # no stray payload file
+    # no stray payload: the log holds an entry for each task the journal holds, no more
+    assert set(cluster.master.plog.where) == await cluster.master.journal.task_ids()
 
 
 async def test_a_bad_item_is_refused_alone_among_good_ones(make_cluster) -> None:
