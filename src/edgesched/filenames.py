@@ -21,7 +21,8 @@ def safe_component(text: str, fallback: str = "unknown") -> str:
 def display_name(filename: str) -> str:
     """The base name a client gave, kept for display: separators, NUL and controls removed."""
     base = filename.replace("\\", "/").rsplit("/", 1)[-1]
-    base = "".join(ch for ch in base if unicodedata.category(ch)[0] != "C")
+    if not base.isprintable():  # (a printable name holds no control: most names, no scan)
+        base = "".join(ch for ch in base if unicodedata.category(ch)[0] != "C")
     return base[:255] or "unnamed"
 
 

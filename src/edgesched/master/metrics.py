@@ -50,6 +50,7 @@ class MasterMetrics:
             buckets=BUCKETS,
             registry=self.registry,
         )
+        self._stages: list[tuple[str, Any]] = []  #: (timing key, the stage's child)
         self.finished = Counter(
             "edgesched_tasks_finished",
             "Tasks that reached a final state",
@@ -64,10 +65,12 @@ class MasterMetrics:
         )
 
     def observe_done(self, timings: dict[str, Any]) -> None:
-        for stage in STAGES:
-            value = timings.get(f"{stage}_ms")
-            if isinstance(value, (int, float)) and value >= 0 and stage != "delivery":
-                self.stage.labels(stage).observe(value / 1000)
+        if not self._stages:  # each stage's child once: ``labels`` per task was a hot spot
+            self._stages = [(f"{s}_ms", self.stage.labels(s)) for s in STAGES if s != "delivery"]
+        for key, child in self._stages:
+            value = timings.get(key)
+            if isinstance(value, (int, float)) and value >= 0:
+                child.observe(value / 1000)
 
     def observe_delivery(self, delivery_ms: float) -> None:
         self.stage.labels("delivery").observe(max(0.0, delivery_ms) / 1000)
