@@ -87,6 +87,18 @@ class SchedulingSettings:
     )
     network_reference_ms: float = 100.0  #: the time that counts as a network term of 1
     assumed_bandwidth_mbps: float = 100.0  #: used until a device's bandwidth is measured
+    #: hedged attempts: a second attempt of a task on another device while its first may still
+    #: finish (a suspect device's, a straggler's); the first result wins. False: none at all
+    hedging: bool = True
+    #: the share of the schedulable devices' slots hedges may hold at once (at least one
+    #: hedge when > 0; 0 = no hedges)
+    hedge_budget: float = 0.1
+    #: an attempt running longer than this × the p95 service time learnt for its (task type,
+    #: device type), plus the transfer estimate, gets a hedge; 0 = no straggler hedging
+    hedge_straggler_factor: float = 3.0
+    #: ...and never before it has run this long (a cold estimate or a very fast task type
+    #: would otherwise hedge on noise)
+    hedge_floor_s: float = 0.25
 
 
 @dataclass
@@ -155,6 +167,9 @@ class TaskTypeSettings:
     class_names: list[str] = field(default_factory=list)  #: empty = from the model's metadata
     cpu_fallback: bool = True  #: the ONNX model may run on the CPU of boards without a native one
     artefacts: list[ArtefactSettings] = field(default_factory=list)  #: compiled models
+    #: whether its tasks may get a hedged (second, concurrent) attempt: false for a task type
+    #: whose run has side effects that must not happen twice
+    hedge: bool = True
 
     @property
     def raw(self) -> bool:

@@ -85,10 +85,19 @@ def validate(settings: Settings) -> None:
         value = getattr(s, key)
         if not (math.isfinite(value) and value > 0):  # NaN fails every comparison
             raise ConfigError(f"scheduling.{key} must be a positive number, not {value!r}")
-    for key in ("retry_backoff_s", "retry_backoff_cap_s", "stall_after_s", *_weights(s)):
+    for key in (
+        "retry_backoff_s",
+        "retry_backoff_cap_s",
+        "stall_after_s",
+        "hedge_straggler_factor",
+        "hedge_floor_s",
+        *_weights(s),
+    ):
         value = getattr(s, key)
         if not (math.isfinite(value) and value >= 0):
             raise ConfigError(f"scheduling.{key} must be a number ≥ 0, not {value!r}")
+    if not (math.isfinite(s.hedge_budget) and 0 <= s.hedge_budget <= 1):
+        raise ConfigError(f"scheduling.hedge_budget must be in [0, 1], not {s.hedge_budget!r}")
     if s.max_attempts < 1:
         raise ConfigError("scheduling.max_attempts must be at least 1")
     if not 0 < m.result_port <= 65535:

@@ -93,6 +93,11 @@ class Attempts(CoreState):
         for attempt, device_id in sorted(task.live.items()):
             out.append(CancelAttempt(task.id, device_id, attempt, f"task {state.value}"))
             self._unwatch(device_id, task.id, attempt)
+        if task.attempt_at is not None and state is TaskState.DONE:
+            # the attempts the winner ends ran for nothing (until now, as the master sees it)
+            wasted = sum(1000 * max(0.0, now - task.attempt_at.get(a, now)) for a in task.live)
+            task.wasted_ms += wasted
+            self.hedge_wasted_ms += wasted
         task.live.clear()
         self.tasks.pop(task.id, None)
         out += [persist(task), Finished(task)]
@@ -148,6 +153,12 @@ class Attempts(CoreState):
             device.service_ms_total += max(0.0, service_ms)
             self.service_times.observe(task.task_type, device.device_type, service_ms)
         task.device_id = device_id
+        if task.hedges:  # a hedged task: did the hedge win? (the losers' time: ``_finish``)
+            task.hedge_won = attempt in task.hedge_attempts
+            if task.hedge_won:
+                self.hedges_won += 1
+            else:
+                self.hedges_lost += 1
         return self._finish(task, TaskState.DONE, now)
 
     def failed(

@@ -9,7 +9,7 @@ from collections import deque
 from edgesched.config import SchedulingSettings
 from edgesched.core.estimates import ServiceTimes
 from edgesched.core.state import Device, Task
-from edgesched.core.strategies import Strategy
+from edgesched.core.strategies import EarliestCompletion, Strategy
 
 
 class CoreState:
@@ -40,3 +40,13 @@ class CoreState:
         self.retries = 0  #: attempts re-queued, any cause (for metrics)
         self._strategies: dict[str, Strategy] = {}
         self.service_times = ServiceTimes()  #: learnt per (task type, device type)
+        self.unhedged: frozenset[str] = frozenset()  #: task types that opt out of hedging
+        #: (task id, attempt, elapsed) of attempts wanting a hedge; dispatch serves it first
+        self._hedge_queue: deque[tuple[str, int, float]] = deque()
+        self._hedge_wanted: set[str] = set()  #: the task ids in the hedge queue
+        self._hedged: set[str] = set()  #: tasks that may still have a hedge out
+        self.hedges_started = 0  #: hedges sent (for metrics)
+        self.hedges_won = 0  #: tasks whose accepted result came from a hedge
+        self.hedges_lost = 0  #: hedged tasks whose original attempt won
+        self.hedge_wasted_ms = 0.0  #: running time of the attempts a winner ended
+        self._hedge_ect: EarliestCompletion | None = None  #: made at the first hedge

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from edgesched.core.attempts import Attempts
 from edgesched.core.commands import Command, Forgotten, Reconciled
+from edgesched.core.hedges import Hedges
 from edgesched.core.state import Device, DeviceState, Metrics, TaskState
 from edgesched.errors import NotFoundError
 
 
-class Devices(Attempts):
+class Devices(Hedges):
     """Owns the registry of devices and their reported state. A device's lost attempts go back
     through ``Attempts``; it never places a task."""
 
@@ -114,6 +114,7 @@ class Devices(Attempts):
         if device.state is DeviceState.ONLINE:
             device.state = DeviceState.SUSPECT
             device.suspect_since = now
+            self._hedge_suspect(device)  # its attempts run elsewhere too, at once
         return []
 
     def leave(self, device_id: str, now: float) -> list[Command]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from edgesched.core.commands import Assign, Command, needs_persist, persist
 from edgesched.core.health import Health
-from edgesched.core.state import Device, Task, TaskState
-from edgesched.core.strategies import Strategy, make_strategy
+from edgesched.core.hedges import SUSPECT
+from edgesched.core.state import Device, DeviceState, Task, TaskState
+from edgesched.core.strategies import EarliestCompletion, Strategy, make_strategy
 
 #: how many "wait for a busier, faster device" decisions one dispatch makes before it stops
 MAX_WAIT_DECISIONS = 64
@@ -50,13 +51,16 @@ class Dispatch(Health):
         task type the able ones grouped by tier) is worked out once per call, so a decision is
         one pass over the able devices plus the strategy's own.
         """
-        if not self._ready:
+        if not self._ready and not self._hedge_queue:
             return []
         if self._layout is None:
             if self._ordered is None:
                 self._ordered = sorted(self.devices.values(), key=lambda d: d.id)
             self._layout = ([d for d in self._ordered if d.schedulable], {})
         healthy, tiers_by_type = self._layout
+        hedged = self._dispatch_hedges(healthy, now) if self._hedge_queue else []
+        if not self._ready:
+            return hedged
         if len(self._ready) > FEW_READY:  # many waiting: stop as soon as every opening is taken
             free = sum(max(0, d.slots + d.prefetch - len(d.inflight)) for d in healthy)
             if not free:
@@ -117,7 +121,88 @@ class Dispatch(Health):
             if needs_persist(task):  # else the journal learns of it with the task's end
                 out.append(persist(task))
         self._ready.extendleft(reversed(skipped))
+        return hedged + out if hedged else out
+
+    def _dispatch_hedges(self, healthy: list[Device], now: float) -> list[Command]:
+        """Places the hedges wanted, ahead of the ready queue, within the budget: each on the
+        able device with an opening where it is expected to finish first (the ``ect``
+        estimate), never one already holding an attempt of the task. A straggler's hedge goes
+        only where it is expected to finish within the time the straggler has already run.
+        Entries that cannot be placed yet stay queued; those no longer wanted leave it."""
+        out: list[Command] = []
+        limit = self.hedge_limit()
+        out_now = self.hedges_in_flight()
+        kept: list[tuple[str, int, float]] = []
+        ect = self._hedge_estimates()
+        while self._hedge_queue:
+            entry = self._hedge_queue.popleft()
+            task_id, attempt, elapsed = entry
+            task = self.tasks.get(task_id)
+            origin_id = task.live.get(attempt) if task is not None else None
+            origin = self.devices.get(origin_id) if origin_id is not None else None
+            if (
+                task is None
+                or origin is None
+                or not self.may_hedge(task)
+                or (elapsed == SUSPECT and origin.state is not DeviceState.SUSPECT)
+            ):
+                self._hedge_wanted.discard(task_id)
+                continue
+            if out_now >= limit:
+                kept.append(entry)
+                continue
+            best: Device | None = None
+            best_ms = 0.0
+            for tier in _by_tier(healthy, task.task_type):
+                for d in tier:
+                    if d.id == origin.id or d.id == task.avoid or d.openings <= 0:
+                        continue
+                    ms = ect.expected_ms(task, d)
+                    if best is None or ms < best_ms:
+                        best, best_ms = d, ms
+                if best is not None:
+                    break  # a native artefact first, as for any attempt
+            if best is None:
+                kept.append(entry)
+                continue
+            if elapsed != SUSPECT and best_ms / 1000 >= elapsed:
+                self._hedge_wanted.discard(task_id)  # not sooner: the straggler watch asks again
+                continue
+            self._hedge_wanted.discard(task_id)
+            out += self._send_hedge(task, attempt, best, now)
+            out_now += 1
+        self._hedge_queue.extend(kept)
         return out
+
+    def _send_hedge(self, task: Task, original: int, device: Device, now: float) -> list[Command]:
+        """A second live attempt of ``task`` on ``device``; the first stays live."""
+        if task.attempt_at is None:
+            task.attempt_at = {original: task.assigned_at}
+        task.attempt += 1
+        task.attempt_at[task.attempt] = now
+        task.live[task.attempt] = device.id
+        task.hedges += 1
+        task.hedge_attempts += (task.attempt,)
+        task.device_id = device.id
+        task.assigned_at = now
+        device.inflight.add((task.id, task.attempt))
+        if not device.unstarted:
+            device.progress_at = now
+        device.unstarted.add((task.id, task.attempt))
+        device.sent_since_heartbeat += 1
+        self._watch_deadline(task, now)
+        self._hedged.add(task.id)
+        self.hedges_started += 1
+        # two live attempts: journaled, so a restarted master fences both (needs_persist)
+        return [Assign(task, device.id, task.attempt), persist(task)]
+
+    def _hedge_estimates(self) -> EarliestCompletion:
+        """The ``ect`` estimates (wait, transfer, learnt service time), whatever the strategy."""
+        ect = self._hedge_ect
+        if ect is None:
+            ect = self._hedge_ect = EarliestCompletion(self.settings, self.rng)
+            ect.bind(self.service_times)
+        return ect
 
     def _strategy_for(self, task: Task) -> Strategy:
         """The task's own strategy (the seed's ``?stargety=``), else the master's."""

@@ -25,6 +25,7 @@ class Health(Devices):
                 device.state = DeviceState.SUSPECT
                 device.suspect_since = device.last_seen + silent_after  # not the tick's time
                 self._layout = None
+                self._hedge_suspect(device)
             if device.state is DeviceState.SUSPECT and now - device.suspect_since >= s.dead_grace_s:
                 device.state = DeviceState.DEAD
                 device.gone_since = now
@@ -46,6 +47,7 @@ class Health(Devices):
         while self._deadlines and self._deadlines[0][0] <= now:
             _, task_id, attempt = heapq.heappop(self._deadlines)
             out += self._missed_deadline(task_id, attempt, now)
+        self._hedge_stragglers(now)
         if now >= self._next_capability_check:
             self._next_capability_check = now + 1.0
             out += self._expire_unplaceable(now)

@@ -95,6 +95,13 @@ class Task:
     finished_at: float = 0.0
     errors: list[AttemptError] = field(default_factory=list)
     error: str = ""  #: the final reason when dead or cancelled
+    hedges: int = 0  #: hedged attempts started (a second attempt while one was live)
+    hedge_attempts: tuple[int, ...] = ()  #: their attempt numbers
+    #: when each attempt of a hedged task was sent (None until the first hedge: no cost for
+    #: the tasks that never get one); the losing attempts' running time is the wasted work
+    attempt_at: dict[int, float] | None = None
+    hedge_won: bool = False  #: the accepted result came from a hedge
+    wasted_ms: float = 0.0  #: running time of the attempts the winner ended (master's view)
 
     def move(self, to: TaskState) -> None:
         if (self.state, to) not in LEGAL_TRANSITIONS:

@@ -70,6 +70,7 @@ class Master:
         self.rng = rng or random.Random()
         strategy = make_strategy(settings.scheduling.strategy, settings.scheduling, self.rng)
         self.core = Core(settings.scheduling, strategy, self.rng)
+        self.core.set_unhedged(name for name, tt in settings.tasktypes.items() if not tt.hedge)
         self.data_dir = Path(settings.master.data_dir)
         m = settings.master
         self.guard = guard or DiskGuard(
@@ -348,6 +349,7 @@ class Master:
         if self.registry.detach(session):
             self.apply(self.core.link_lost(session.device_id, self.clock.monotonic()))
             log.warning("agent %s link lost (%s)", session.device_id, session.close_reason)
+            self.pump()  # its attempts' hedges go out now, not at the next tick
 
     # ---- journal writes for the seed's protocols (compat/) ------------------------------
 

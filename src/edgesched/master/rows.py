@@ -66,6 +66,13 @@ def update_row(row: TaskRow, task: Task, clock: Clock) -> dict[str, Any]:
             row.delivery = ""  # no label file to push for a dead or cancelled task
         row.finished_ms = row.updated_ms
         row.timings.setdefault("end_to_end_ms", float(row.finished_ms - row.submitted_ms))
+        if task.hedges:  # what hedging did for (and cost) this task
+            row.timings.update(
+                attempts=task.attempt,
+                hedges=task.hedges,
+                hedge_won=task.hedge_won,
+                wasted_ms=round(task.wasted_ms, 3),
+            )
         values.update(
             finished_ms=row.finished_ms,
             timings=row.timings,
