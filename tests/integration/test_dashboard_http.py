@@ -291,5 +291,9 @@ def test_a_task_done_just_after_start_is_not_a_burst() -> None:
 def test_the_snapshot_schema_is_what_the_stream_sends() -> None:
     # the OpenAPI document declares the JSON answer with this model; the stream sends the same
     schema = Snapshot.model_json_schema()
-    assert {"devices", "window", "recent", "failures", "watchers"} <= set(schema["properties"])
+    assert {"devices", "window", "recent", "failures", "watchers", "hedges"} <= set(
+        schema["properties"]
+    )
+    hedges = schema["$defs"]["HedgesOut"]["properties"]
+    assert set(hedges) == {"started", "won", "lost", "wasted_s"}
     json.dumps(schema)

@@ -62,12 +62,23 @@ class Harness:
     def __init__(self, strategy: str, seed: int, pump: bool = False) -> None:
         #: dispatch after every event, as the master's shell does
         self.pump = pump
-        self.settings = SchedulingSettings(max_attempts=3)
+        # hedging as the seed has it: on or off, a budget from one hedge to all slots, straggler
+        # hedging off or on, and "ocr" opted out half of the time
+        knobs = random.Random(seed)
+        self.settings = SchedulingSettings(
+            max_attempts=3,
+            hedging=knobs.random() < 0.75,
+            hedge_budget=knobs.choice([0.01, 0.5, 1.0]),
+            hedge_straggler_factor=knobs.choice([0.0, 3.0]),
+            hedge_floor_s=knobs.choice([0.0, 1.0]),
+        )
+        self.unhedged = frozenset({"ocr"}) if knobs.random() < 0.5 else frozenset()
         self.core = Core(
             self.settings,
             make_strategy(strategy, self.settings, random.Random(seed)),
             random.Random(seed),
         )
+        self.core.set_unhedged(self.unhedged)
         self.now = 0.0
         self.all_tasks: dict[str, RecordingTask] = {}
         self.highest_attempt: dict[str, int] = {}
@@ -86,6 +97,7 @@ class Harness:
         self.check()
 
     def apply(self, commands: list[Command]) -> None:
+        hedges_before = self.core.hedges_started
         for command in commands:
             if isinstance(command, Finished):
                 assert command.task.state.final
@@ -100,8 +112,16 @@ class Harness:
                 assert command.task.live.get(command.attempt) == command.device_id
                 assert command.task.not_before <= self.now  # backoff respected
                 self.sent.append((command.task.id, command.attempt, command.device_id))
+                if len(command.task.live) > 1:  # a hedge: allowed, and not beside its original
+                    assert self.settings.hedging
+                    assert command.task.task_type not in self.unhedged
+                    assert command.attempt in command.task.hedge_attempts
+                    live_devices = list(command.task.live.values())
+                    assert len(set(live_devices)) == len(live_devices)
             elif isinstance(command, CancelAttempt):
                 assert command.task_id in self.all_tasks
+        if self.core.hedges_started > hedges_before:  # the budget held when they went out
+            assert self.core.hedges_in_flight() <= self.core.hedge_limit()
 
     def submit(self, task_type: str) -> None:
         task_id = f"t{self.next_id}"
@@ -163,7 +183,12 @@ class Harness:
         task_id, attempt, device_id = live[pick % len(live)]
         task = self.all_tasks[task_id]
         failures = task.failures
+        alone = len(task.live) == 1  # else its other attempt (a hedge) carries on
         self.apply(self.core.failed(task_id, attempt, device_id, kind, "boom", self.now))
+        if not alone:
+            assert task.failures == failures
+            assert task.state in (TaskState.ASSIGNED, TaskState.RUNNING)
+            return
         if kind in ("rejected", "cancelled", "device_lost"):
             assert task.failures == failures
             assert task.state is TaskState.QUEUED
@@ -203,7 +228,7 @@ class Harness:
         self.apply(self.core.heartbeat(device_id, Metrics(cpu=0.5), self.now))
 
     def link_lost(self, device_id: str) -> None:
-        self.core.link_lost(device_id, self.now)
+        self.apply(self.core.link_lost(device_id, self.now))
 
     def leave(self, device_id: str) -> None:
         self.apply(self.core.leave(device_id, self.now))
@@ -252,6 +277,15 @@ class Harness:
         assert core.queue_depth() == sum(
             1 for t in core.tasks.values() if t.state is TaskState.QUEUED
         )
+        if not self.settings.hedging:
+            assert core.hedges_started == 0
+        hedged = [t for t in self.all_tasks.values() if t.hedges]
+        if not self.settings.hedging or self.settings.hedge_budget == 0:
+            assert not hedged
+        assert all(t.task_type not in self.unhedged for t in hedged)
+        assert core.hedges_won + core.hedges_lost == sum(
+            1 for t in hedged if t.state is TaskState.DONE
+        )
 
     def heal_and_finish(self) -> None:
         """Every device back, healthy and not draining, every attempt completing: all tasks end."""
@@ -262,6 +296,8 @@ class Harness:
             if not self.core.tasks:
                 break
             for task_id, attempt, device_id in self.live_attempts():
+                if task_id not in self.core.tasks:
+                    continue  # another attempt of it (a hedge, or its original) won just now
                 commands = self.core.done(task_id, attempt, device_id, 1.0, self.now)
                 assert accepted(commands, task_id)
                 self.accepted[task_id] += 1

@@ -97,6 +97,13 @@ class WindowOut(BaseModel):
     per_device: dict[str, int] = Field(description="tasks done in the span, per device id")
 
 
+class HedgesOut(BaseModel):
+    started: int = Field(description="hedged attempts sent since start")
+    won: int = Field(description="tasks whose accepted result came from a hedge")
+    lost: int = Field(description="hedged tasks whose original attempt won")
+    wasted_s: float = Field(description="running time of the attempts a winner ended")
+
+
 class Snapshot(BaseModel):
     seq: int = Field(description="increases with each snapshot taken")
     time_unix_ms: int
@@ -106,6 +113,7 @@ class Snapshot(BaseModel):
     tasks: dict[str, int] = Field(description="tasks in the journal by state")
     queue_depth: int
     retries: int
+    hedges: HedgesOut
     finished_since_start: dict[str, int] = Field(description="final states since start")
     window: WindowOut
     recent: list[TaskBrief] = Field(description="the newest tasks, whatever their state")
@@ -250,6 +258,12 @@ class LiveFeed:
                 "tasks": counts,
                 "queue_depth": core.queue_depth(),
                 "retries": core.retries,
+                "hedges": {
+                    "started": core.hedges_started,
+                    "won": core.hedges_won,
+                    "lost": core.hedges_lost,
+                    "wasted_s": round(core.hedge_wasted_ms / 1000, 3),
+                },
                 "finished_since_start": dict(master.finished_total),
                 "window": self.window.figures(now),
                 "recent": [brief(r) for r in recent],

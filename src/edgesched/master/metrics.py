@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from edgesched.clock import Clock
@@ -83,7 +83,7 @@ class _LiveState(Collector):
     def __init__(self, master: LiveSource) -> None:
         self.master = master
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         master = self.master
         core = master.core
         now = master.clock.monotonic()
@@ -104,6 +104,21 @@ class _LiveState(Collector):
             "edgesched_dead_tasks",
             "Tasks that ended dead since start",
             master.finished_total.get(TaskState.DEAD.value, 0),
+        )
+        hedges = CounterMetricFamily(
+            "edgesched_hedges",
+            "Hedged attempts: started, won (the hedge's result was accepted), lost (the "
+            "original's was)",
+            labels=["outcome"],
+        )
+        hedges.add_metric(["started"], core.hedges_started)
+        hedges.add_metric(["won"], core.hedges_won)
+        hedges.add_metric(["lost"], core.hedges_lost)
+        yield hedges
+        yield CounterMetricFamily(
+            "edgesched_hedge_wasted_seconds",
+            "Running time of the attempts a winning attempt ended (the master's view)",
+            core.hedge_wasted_ms / 1000,
         )
         per_device = {
             "cpu": ("edgesched_device_cpu", "CPU utilisation (fraction)"),

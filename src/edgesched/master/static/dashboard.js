@@ -340,6 +340,10 @@
     $("task-states").textContent = Object.entries(s.tasks)
       .map(([state, n]) => `${n} ${state}`)
       .join(", ");
+    const h = s.hedges;
+    setFigure("hedge-count", String(h.started), h.started);
+    $("hedge-detail").textContent =
+      `${h.won} won, ${h.lost} lost, ${fmt.num(h.wasted_s, 1)} s wasted`;
     const span = String(Math.max(1, Math.round(w.seconds)));
     $("window-seconds").textContent = span;
     $("window-seconds-2").textContent = span;
