@@ -266,7 +266,10 @@ class Harness:
                 assert task.live == {}
                 assert task_id in queued_ids, task_id
             elif task.state in (TaskState.ASSIGNED, TaskState.RUNNING):
-                assert task.attempt in task.live
+                # its newest attempt is live, unless that was a hedge that ended while the
+                # original runs on
+                assert task.attempt in task.live or task.hedges
+                assert task.live
                 for attempt, device_id in task.live.items():
                     assert attempt <= task.attempt
                     assert (task_id, attempt) in core.devices[device_id].inflight

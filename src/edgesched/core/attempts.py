@@ -42,32 +42,39 @@ class Attempts(CoreState):
             task.attempt += 1
             self._enqueue(task, now)
             return []
-        device = self.devices.get(task.device_id)
-        if device is not None and device.state in (DeviceState.DEAD, DeviceState.LEFT):
-            task.errors.append(
-                AttemptError(
-                    task.attempt, device.id, FailureKind.DEVICE_LOST, "device gone", now, False
+        # a hedged task's row holds each live attempt (``commands.journaled_live``)
+        attempts = dict(task.live) or {task.attempt: task.device_id}
+        task.live = {}
+        for attempt, device_id in sorted(attempts.items()):
+            device = self.devices.get(device_id)
+            if device is not None and device.state in (DeviceState.DEAD, DeviceState.LEFT):
+                task.errors.append(
+                    AttemptError(
+                        attempt, device.id, FailureKind.DEVICE_LOST, "device gone", now, False
+                    )
                 )
-            )
+                continue
+            if device is None:
+                device = Device(
+                    id=device_id,
+                    device_type="unknown",
+                    slots=0,
+                    task_types=frozenset(),
+                    state=DeviceState.SUSPECT,
+                    link_up=False,
+                    last_seen=now,
+                    suspect_since=now,
+                )
+                self.devices[device.id] = device
+                self._ordered = self._layout = None
+            task.live[attempt] = device.id
+            device.inflight.add((task.id, attempt))
+        if not task.live:
             # the journal's row is left as it is: read back again, it is re-queued the same way
             self._requeue(task, now)
             return []
-        if device is None:
-            device = Device(
-                id=task.device_id,
-                device_type="unknown",
-                slots=0,
-                task_types=frozenset(),
-                state=DeviceState.SUSPECT,
-                link_up=False,
-                last_seen=now,
-                suspect_since=now,
-            )
-            self.devices[device.id] = device
-            self._ordered = self._layout = None
-        task.live = {task.attempt: device.id}
-        device.inflight.add((task.id, task.attempt))
-        self._watch_deadline(task, now)
+        for attempt in task.live:
+            self._watch_deadline(task, now, attempt)
         return []
 
     def _enqueue(self, task: Task, now: float) -> None:
@@ -260,9 +267,10 @@ class Attempts(CoreState):
             return [persist(task)]
         return self._requeue(task, now)
 
-    def _watch_deadline(self, task: Task, now: float) -> None:
+    def _watch_deadline(self, task: Task, now: float, attempt: int = 0) -> None:
+        """Watches ``attempt`` (0: the task's newest) for its deadline."""
         limit = task.deadline_s or self.settings.task_deadline_s
-        heapq.heappush(self._deadlines, (now + limit, task.id, task.attempt))
+        heapq.heappush(self._deadlines, (now + limit, task.id, attempt or task.attempt))
         # an attempt that ends leaves its entry behind until it falls due (600 s by default):
         # at hundreds of tasks a second that is most of the heap, so it is swept of them once
         # it is twice the size of what can still be due

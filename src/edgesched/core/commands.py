@@ -53,6 +53,17 @@ def needs_persist(task: Task) -> bool:
     return len(task.live) > 1 or task.attempt > task.persisted_attempt + 1
 
 
+def journaled_live(task: Task) -> dict[int, str] | None:
+    """The live attempts the journal must hold beside the row's attempt and device: None when
+    they say it all (no attempt, or the one live attempt is the newest). A hedged task has two
+    (or its newest ended and the original runs on): a restarted master restores each, so the
+    agent that reports either one keeps it and its result is taken."""
+    live = task.live
+    if not live or (len(live) == 1 and task.attempt in live):
+        return None
+    return dict(sorted(live.items()))
+
+
 @dataclass(frozen=True)
 class Finished:
     """The task reached a final state: tell whoever waits for it."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgesched.clock import Clock
+from edgesched.core.commands import journaled_live
 from edgesched.core.state import AttemptError, Task, TaskState
 from edgesched.journal.base import TaskRow
 
@@ -39,7 +40,20 @@ def task_from_row(row: TaskRow, now: float, clock: Clock) -> Task:
         queued_at=now,
         assigned_at=now,
         errors=errors,
+        live=_live(row),
     )
+
+
+def _live(row: TaskRow) -> dict[int, str]:
+    """A hedged task's live attempts, as ``update_row`` journaled them ({} otherwise: the row's
+    attempt and device say it)."""
+    live = row.timings.get("live") if not TaskState(row.state).final else None
+    if not isinstance(live, dict):
+        return {}
+    try:
+        return {int(attempt): str(device_id) for attempt, device_id in live.items()}
+    except (TypeError, ValueError):
+        return {}  # a damaged entry: the row's own attempt and device are restored
 
 
 def update_row(row: TaskRow, task: Task, clock: Clock) -> dict[str, Any]:
@@ -61,6 +75,13 @@ def update_row(row: TaskRow, task: Task, clock: Clock) -> dict[str, Any]:
         "errors": row.errors,
         "error": row.error,
     }
+    live = journaled_live(task)
+    if live is not None:  # a hedged task: each live attempt, for a restart to reconcile
+        row.timings["live"] = {str(attempt): device_id for attempt, device_id in live.items()}
+        values["timings"] = row.timings
+    elif "live" in row.timings:
+        del row.timings["live"]
+        values["timings"] = row.timings
     if task.state.final:
         if task.state is not TaskState.DONE and row.delivery == "pending":
             row.delivery = ""  # no label file to push for a dead or cancelled task
