@@ -67,8 +67,8 @@ class HedgeHarness:
             elif isinstance(command, Assign):
                 device = self.core.devices[command.device_id]
                 assert device.schedulable
-                live = list(command.task.live.values())
-                assert len(live) == len(set(live)), "never two attempts on one device"
+                boards = list(command.task.live.values())
+                assert len(boards) == len(set(boards)), "never two attempts on one device"
                 self.sent.append((command.task.id, command.attempt, command.device_id))
         if self.core.hedges_started > hedges_before:
             assert self.core.hedges_in_flight() <= self.core.hedge_limit()

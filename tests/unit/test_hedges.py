@@ -37,7 +37,7 @@ def test_a_lost_link_hedges_the_running_attempt_on_another_device_at_once():
 
 def test_missed_beats_hedge_at_the_tick_that_makes_the_device_suspect():
     core = make_core()
-    (task,) = running_on_d1(core, "t1")
+    running_on_d1(core, "t1")
     core.heartbeat("d2", Metrics(), 6.5)
     core.tick(6.5)  # 3 beats of 2 s missed: suspect
     assert core.devices["d1"].state is DeviceState.SUSPECT
@@ -121,7 +121,7 @@ def test_a_zero_budget_means_no_hedge():
 def test_a_hedge_waits_for_an_able_device_and_never_goes_to_the_suspect_one():
     core = make_core()
     add_device(core, "d1", 0.0)
-    (task,) = submit(core, "t1")
+    submit(core, "t1")
     core.dispatch(0.0)
     core.link_lost("d1", 1.0)
     assert placed(core.dispatch(1.0)) == [], "no other device: the hedge waits"
