@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
-from edgesched.core.commands import Assign, CancelAttempt, Finished, Persist, accepted
+import pytest
+
+from edgesched.clock import FakeClock
+from edgesched.config import load_settings
+from edgesched.config.loading import CONFIG_FILE
+from edgesched.core.commands import (
+    Assign,
+    CancelAttempt,
+    Finished,
+    Persist,
+    accepted,
+    reconciliation,
+)
 from edgesched.core.core import Core
 from edgesched.core.state import Device, DeviceState, Metrics, Task, TaskState
+from edgesched.errors import ConfigError
+from edgesched.journal.base import TaskRow
+from edgesched.master.rows import task_from_row, update_row
 from tests.unit.test_scheduler import add_device, make_core, placed, submit
 
 
@@ -247,3 +262,65 @@ def test_a_failed_hedge_leaves_the_original_running():
     assert not any(isinstance(c, (Finished, Assign)) for c in out)
     assert task.live == {1: "d1"} and task.failures == 0
     assert state(task) is TaskState.RUNNING
+
+
+# ---- the journal's row, settings ------------------------------------------------------------
+
+
+def test_a_hedged_tasks_row_keeps_both_live_attempts_and_a_restart_restores_both():
+    core = make_core()
+    (task,) = running_on_d1(core, "t1")
+    core.link_lost("d1", 1.0)
+    core.dispatch(1.0)
+    clock = FakeClock()
+    row = TaskRow("t1", "c", "k", "layout", "t1.png", "", 1000, 0)
+    values = update_row(row, task, clock)
+    assert values["timings"]["live"] == {"1": "d1", "2": "d2"}
+    back = task_from_row(row, clock.monotonic(), clock)
+    assert back.live == {1: "d1", 2: "d2"} and back.attempt == 2
+    restored = make_core()
+    restored.restore(back, 0.0)
+    # the original's board rejoins first and reports it: kept, and its result is taken
+    device = Device(id="d1", device_type="cpu", slots=1, task_types=frozenset({"layout"}))
+    assert reconciliation(restored.register(device, ["t1"], [], 1.0)).keep == ["t1"]
+    assert accepted(restored.done("t1", 1, "d1", 10.0, 1.5), "t1")
+    # the task ended: its row forgets the live attempts and counts what hedging did
+    core.done("t1", 1, "d1", 10.0, 2.0)
+    row.timings = {}
+    final = update_row(row, task, clock)
+    assert "live" not in final["timings"]
+    assert final["timings"]["hedges"] == 1 and final["timings"]["hedge_won"] is False
+    assert final["timings"]["wasted_ms"] == 1000.0 and final["timings"]["attempts"] == 2
+
+
+def test_a_single_attempt_rows_keep_no_live_list():
+    core = make_core()
+    (task,) = running_on_d1(core, "t1")
+    row = TaskRow("t1", "c", "k", "layout", "t1.png", "", 1000, 0)
+    assert "timings" not in update_row(row, task, FakeClock())
+
+
+def test_hedging_settings_from_the_file_and_the_environment(tmp_path):
+    (tmp_path / CONFIG_FILE).write_text(
+        "[scheduling]\nhedge_budget = 0.25\nhedge_straggler_factor = 0\n"
+        "[tasktypes.gate]\nkind = 'raw'\nmodel = ''\nhedge = false\n",
+        encoding="utf-8",
+    )
+    loaded = load_settings(tmp_path, env={"EDGESCHED_SCHEDULING_HEDGING": "false"})
+    assert loaded.scheduling.hedging is False
+    assert loaded.scheduling.hedge_budget == 0.25
+    assert loaded.scheduling.hedge_straggler_factor == 0.0
+    assert loaded.tasktypes["gate"].hedge is False and loaded.tasktypes["layout"].hedge
+    defaults = load_settings(env={}).scheduling
+    assert (defaults.hedging, defaults.hedge_budget, defaults.hedge_straggler_factor) == (
+        True,
+        0.1,
+        3.0,
+    )
+
+
+def test_a_hedge_budget_outside_zero_to_one_is_refused():
+    with pytest.raises(ConfigError, match=r"scheduling\.hedge_budget"):
+        load_settings(env={"EDGESCHED_SCHEDULING_HEDGE_BUDGET": "1.5"})
+    with pytest.raises(ConfigError, match=r"scheduling\.hedge_straggler_factor"):
+        load_settings(env={"EDGESCHED_SCHEDULING_HEDGE_STRAGGLER_FACTOR": "-1"})
