@@ -162,8 +162,12 @@ class HedgeHarness:
         else:
             getattr(self, name)(*args)
         self.apply(self.core.dispatch(self.now))  # as the shell does after every event
+        sent = set(self.sent)
         for task in self.core.tasks.values():
             assert not task.state.final
+            for attempt in task.hedge_attempts:  # a hedge the core counts on went out
+                if attempt in task.live:
+                    assert (task.id, attempt, task.live[attempt]) in sent
             if task.state in (TaskState.ASSIGNED, TaskState.RUNNING):
                 # out on a board (the newest attempt may be a hedge that ended: the original
                 # runs on), on at most two
@@ -212,15 +216,16 @@ event = st.one_of(
     budget=st.sampled_from([0.01, 0.5, 1.0]),
     factor=st.sampled_from([0.0, 3.0]),
     strategy=st.sampled_from(["roundrobin", "ect"]),
+    submitted=st.integers(1, 8),
     events=st.lists(event, max_size=40),
 )
 def test_a_hedged_task_ends_once_with_one_result_whatever_the_interleaving(
-    seed, budget, factor, strategy, events
+    seed, budget, factor, strategy, submitted, events
 ):
     h = HedgeHarness(seed, budget, factor, strategy)
     for device_id in DEVICES:
         h.register(device_id)
-    for _ in range(3):
+    for _ in range(submitted):  # beyond 4 ready, dispatch counts the openings first
         h.step("submit")
     for name, *args in events:
         h.step(name, *args)

@@ -169,6 +169,14 @@ def test_hedges_go_ahead_of_the_ready_queue():
     assert placed(core.dispatch(1.0)) == [("t1", "d2", 2)]
 
 
+def test_a_hedge_that_takes_the_last_opening_is_still_sent_with_many_tasks_ready():
+    core = make_core()
+    running_on_d1(core, "t1")
+    submit(core, *(f"q{i}" for i in range(6)), now=0.5)  # more than a few ready, no dispatch
+    core.link_lost("d1", 1.0)
+    assert placed(core.dispatch(1.0)) == [("t1", "d2", 2)]
+
+
 def test_the_budget_bounds_the_hedges_out_at_once():
     core = make_core(hedge_budget=0.1)
     tasks = running_on_d1(core, *(f"t{i}" for i in range(5)))

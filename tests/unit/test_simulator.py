@@ -136,7 +136,8 @@ def test_another_seed_gives_another_run():
 
 
 def test_a_device_dying_mid_run_still_ends_every_task():
-    settings = SchedulingSettings(dead_grace_s=5.0, prefetch=0)
+    # without hedges: its tasks wait for the grace (the hedged run is the next test)
+    settings = SchedulingSettings(dead_grace_s=5.0, prefetch=0, hedging=False)
     devices = (
         SimDevice("d1", fixed(100.0), FAST),
         SimDevice("d2", fixed(100.0, slots=2), FAST, fails_at=0.35),
@@ -153,8 +154,24 @@ def test_a_device_dying_mid_run_still_ends_every_task():
     assert result.tasks_per_device["d2"] == 6  # three rounds of two before it died
 
 
+def test_with_hedging_a_dying_devices_tasks_run_elsewhere_long_before_the_grace():
+    settings = SchedulingSettings(dead_grace_s=5.0, prefetch=0)
+    devices = (
+        SimDevice("d1", fixed(100.0), FAST),
+        SimDevice("d2", fixed(100.0, slots=2), FAST, fails_at=0.35),
+    )
+    scenario = Scenario(devices, tasks(30, size=10), settings=settings)
+    result = simulate(scenario, "roundrobin")
+    assert result.done == 30 and result.dead == 0
+    # its two running tasks straggled past 3 × their 100 ms: hedged on d1 (one at a time, the
+    # budget of a 3-slot cluster), every task done before the board was even suspect
+    assert result.expired == [] and result.retries == 0
+    assert result.makespan_s < 6.0
+    assert result.tasks_per_device["d2"] == 6
+
+
 def test_a_missed_deadline_cancels_the_attempt_and_frees_the_slot():
-    settings = SchedulingSettings(task_deadline_s=0.5)
+    settings = SchedulingSettings(task_deadline_s=0.5, hedging=False)  # the deadline alone
     devices = (
         SimDevice("fast", fixed(10.0), FAST),
         SimDevice("slow", fixed(2000.0), Link(1e6, 1e6, rtt_ms=10.0)),

@@ -64,7 +64,7 @@ class Dispatch(Health):
         if len(self._ready) > FEW_READY:  # many waiting: stop as soon as every opening is taken
             free = sum(max(0, d.slots + d.prefetch - len(d.inflight)) for d in healthy)
             if not free:
-                return []
+                return hedged
         else:  # a few (one arrival): each finds out for itself, no pass over the fleet first
             free = len(self._ready)
         out: list[Command] = []
