@@ -58,6 +58,7 @@ def test_an_agent_killed_mid_task_has_its_task_run_elsewhere_after_the_grace(
     env = {
         "EDGESCHED_SCHEDULING_HEARTBEAT_INTERVAL_S": "0.3",
         "EDGESCHED_SCHEDULING_DEAD_GRACE_S": "1",
+        "EDGESCHED_SCHEDULING_HEDGING": "false",  # the grace alone (the hedged run: below)
     }
     cluster.start_master(env=env)
     cluster.start_agent("slow", SLOW)
@@ -70,6 +71,22 @@ def test_an_agent_killed_mid_task_has_its_task_run_elsewhere_after_the_grace(
     assert result.state == common_pb2.TASK_STATE_DONE and result.device_id != first
     assert result.attempts == 2
     assert result.errors[0].kind == "device_lost" and "no heartbeat" in result.errors[0].message
+
+
+def test_an_agent_killed_mid_task_has_its_task_hedged_elsewhere_without_waiting_for_the_grace(
+    cluster: LocalCluster,
+) -> None:
+    cluster.start_master(env={"EDGESCHED_SCHEDULING_DEAD_GRACE_S": "3600"})  # never ends here
+    cluster.start_agent("slow", SLOW)
+    cluster.wait_for_devices(1)
+    task_id = submit(cluster)
+    first = wait_running_on(cluster, task_id, "atlas310")
+    cluster.kill("slow", signal.SIGKILL)  # its link breaks: suspect at once, its task hedged
+    cluster.start_agent("fast", ["--backend", "sleep"])
+    result = wait_result(cluster, task_id)
+    assert result.state == common_pb2.TASK_STATE_DONE and result.device_id != first
+    assert result.attempts == 2
+    assert list(result.errors) == []  # the first attempt was not lost: the hedge won first
 
 
 def test_an_agent_that_comes_back_without_its_task_has_it_queued_again_at_once(
