@@ -214,6 +214,9 @@ def start_master(processes: Processes, namespace: Namespace, data_dir: Path) -> 
         env={
             "EDGESCHED_SCHEDULING_HEARTBEAT_INTERVAL_S": str(HEARTBEAT_S),
             "EDGESCHED_SCHEDULING_DEAD_GRACE_S": str(DEAD_GRACE_S),
+            # the grace and the fencing alone: with hedges the task would be done on B while A
+            # is still suspect (tests/integration/test_hedging.py, tests/e2e/test_agents.py)
+            "EDGESCHED_SCHEDULING_HEDGING": "false",
         },
     )
     endpoints = data_dir / "endpoints.json"
