@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from pathlib import Path
 
 from edgesched.agent.backends import Backend, make_backend
 from edgesched.agent.churn import run_with_churn
 from edgesched.agent.device import detect_device, slot_count
-from edgesched.agent.emulation import Profile, SlotMeter, get_profile
+from edgesched.agent.emulation import Profile, SlotMeter, get_profile, slow_window
 from edgesched.agent.heartbeat import Heartbeats
 from edgesched.agent.identity import Identity
 from edgesched.agent.outbox import Outbox
@@ -50,8 +51,9 @@ class Agent:
         self.outbox = Outbox(Path(a.data_dir) / "outbox")
         trace = BandwidthTrace(a.seed or 1, a.bandwidth_step_s) if a.bandwidth_fluctuate else None
         self.pacer = Pacer(a.bandwidth_limit_mbps, trace)
+        slow = slow_window(a.slow_factor, a.slow_after_s, a.slow_for_s, time.monotonic())
         self.runner = Runner(
-            self.backend, self.slots, self._send, self.profile, self.rng, a.time_scale
+            self.backend, self.slots, self._send, self.profile, self.rng, a.time_scale, slow
         )
         self.receiver = Receiver()
         self.heartbeats = Heartbeats(self.probes, self.runner.meter, self.profile, self.rng)
