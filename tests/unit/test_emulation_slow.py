@@ -57,7 +57,8 @@ async def paced_s(slow: SlowWindow | None, monkeypatch: pytest.MonkeyPatch) -> f
     # a time scale so large that the backend's own time is nothing beside the target
     runner = Runner(backend, 1, sent.append, get_profile("rk3588"), random.Random(7), 1000.0, slow)
     try:
-        runner.start(Received(link.Assignment(task_id="t1", attempt=1, task_type="raw"), b"x", 0, 0))
+        assignment = link.Assignment(task_id="t1", attempt=1, task_type="raw")
+        runner.start(Received(assignment, b"x", 0, 0))
         for _ in range(100):
             if slept:
                 break
