@@ -10,6 +10,7 @@ bandwidth), ``runner`` (slots, running a task, its result), ``outbox``, ``pacing
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from pathlib import Path
@@ -29,6 +30,8 @@ from edgesched.agent.runner import Runner
 from edgesched.agent.session import Session
 from edgesched.config import Settings
 from edgesched.wire import link
+
+log = logging.getLogger("edgesched.agent")
 
 
 class Agent:
@@ -52,6 +55,15 @@ class Agent:
         trace = BandwidthTrace(a.seed or 1, a.bandwidth_step_s) if a.bandwidth_fluctuate else None
         self.pacer = Pacer(a.bandwidth_limit_mbps, trace)
         slow = slow_window(a.slow_factor, a.slow_after_s, a.slow_for_s, time.monotonic())
+        if slow is not None:
+            # a warning: an emulated straggler on purpose must not pass unseen; the straggler
+            # benchmark reads the window from it (CLOCK_MONOTONIC is one clock for the machine)
+            log.warning(
+                "emulated straggler: service times ×%g from monotonic %.3f to %.3f",
+                slow.factor,
+                slow.origin + slow.after_s,
+                slow.origin + slow.after_s + slow.for_s,
+            )
         self.runner = Runner(
             self.backend, self.slots, self._send, self.profile, self.rng, a.time_scale, slow
         )

@@ -134,12 +134,14 @@ def _register() -> None:
     from edgesched.tools.bench.memory.cli import memory_command
     from edgesched.tools.bench.overhead import overhead_command, payload_command
     from edgesched.tools.bench.scale.cli import scale_command
+    from edgesched.tools.bench.straggler import straggler_command
 
     bench_command.add_command(overhead_command)
     bench_command.add_command(payload_command)
     bench_command.add_command(scale_command)
     bench_command.add_command(memory_command)
     bench_command.add_command(failover_command)
+    bench_command.add_command(straggler_command)
 
 
 _register()
