@@ -32,7 +32,6 @@ import click
 import grpc
 import httpx
 
-from edgesched.agent.emulation import get_profile
 from edgesched.boards import BOARD_FAMILIES, RK3588
 from edgesched.config import load_settings
 from edgesched.core.state import TaskState
@@ -42,8 +41,16 @@ from edgesched.tools.bench import hedging
 from edgesched.tools.bench.deadline import BenchError, Deadline
 from edgesched.tools.bench.failover import agent_id
 from edgesched.tools.bench.gateway import wait_devices
+from edgesched.tools.bench.hedge_sim import (
+    TARGET_HEALTHY_EXTRA,
+    TARGET_P99_RATIO,
+    TARGET_WASTED_SHARE,
+    capacity_per_s,
+    run_models,
+    summary,
+)
 from edgesched.tools.bench.load import LoadClient
-from edgesched.tools.bench.output import emit, progress, run_options
+from edgesched.tools.bench.output import emit, parse_seeds, progress, run_options
 from edgesched.tools.bench.payloads import small_jpeg
 from edgesched.tools.testing.lifecycle import local_cluster, work_dir
 from edgesched.wire import tasks as wire_tasks
@@ -51,18 +58,6 @@ from edgesched.wire import tasks as wire_tasks
 SLOW = "agent-slow"
 #: the agent's warning that carries its slow window (monotonic seconds, one clock per machine)
 WINDOW_LOG = re.compile(r"emulated straggler: service times ×\S+ from monotonic (\S+) to (\S+)")
-
-# targets of issue 17, printed beside the figures
-TARGET_P99_RATIO = 1.5
-TARGET_WASTED_SHARE = 0.05
-TARGET_HEALTHY_EXTRA = 0.01
-
-
-def capacity_per_s(profile_name: str, boards: int, time_scale: float) -> float:
-    """Tasks a second the boards finish when every slot is busy (lognormal means)."""
-    p = get_profile(profile_name)
-    mean_s = p.median_ms * math.exp(p.sigma**2 / 2) * time_scale / 1000
-    return boards * p.slots / mean_s
 
 
 def _work_ms(result: wire_tasks.TaskResult) -> float:
@@ -388,11 +383,8 @@ def straggler_command(
     slow = (slow_factor, slow_at_s, slow_for_s)
     modes = hedging.choices(hedging_mode)
     if simulate:
-        from edgesched.tools.bench.cli import _seeds
-        from edgesched.tools.bench.hedge_sim import run_models, summary
-
         result = run_models(
-            _seeds(seeds), profile, boards, time_scale, load, duration_s, slow, modes
+            parse_seeds(seeds), profile, boards, time_scale, load, duration_s, slow, modes
         )
         result["runtime_s"] = round(time.monotonic() - started, 2)
         emit(result, as_json, summary)
