@@ -9,7 +9,6 @@ import time
 
 import pytest
 
-from edgesched.agent import runner as runner_module
 from edgesched.agent.backends.raw import NoopBackend
 from edgesched.agent.emulation import SlowWindow, get_profile, slow_window
 from edgesched.agent.receiver import Received
@@ -51,7 +50,7 @@ async def paced_s(slow: SlowWindow | None, monkeypatch: pytest.MonkeyPatch) -> f
         slept.append(delay)
         return await real_sleep(0, result)
 
-    monkeypatch.setattr(runner_module.asyncio, "sleep", record)
+    monkeypatch.setattr(asyncio, "sleep", record)  # the runner's asyncio is this one
     sent: list[link.AgentMessage] = []
     backend = NoopBackend({"raw": TaskTypeSettings(kind="raw", model="")})
     # a time scale so large that the backend's own time is nothing beside the target
