@@ -57,16 +57,19 @@ def in_force(settings: SchedulingSettings) -> dict[str, Any]:
 def task_counts(row: Any) -> tuple[int, float]:
     """(hedges, wasted ms) of one finished task: a ``TaskResult`` or a JSON row of the API;
     (0, 0.0) where the build reports neither."""
+    # the agreed place is timings.wasted_ms; the task's own field is read too
     if isinstance(row, dict):
         timings = row.get("timings") or {}
-        return int(row.get("hedges") or 0), float(timings.get("wasted_ms") or 0.0)
+        wasted = timings.get("wasted_ms", row.get("wasted_ms"))
+        return int(row.get("hedges") or 0), float(wasted or 0.0)
     hedges = getattr(row, "hedges", 0)
-    wasted = getattr(row.timings, "wasted_ms", 0.0)
+    wasted = getattr(row.timings, "wasted_ms", getattr(row, "wasted_ms", 0.0))
     return int(hedges or 0), float(wasted or 0.0)
 
 
 def reported(row: Any) -> bool:
     """Whether the task reports its wasted work at all (a build with hedging does)."""
     if isinstance(row, dict):
-        return "wasted_ms" in (row.get("timings") or {})
-    return any(f.name == "wasted_ms" for f in row.timings.DESCRIPTOR.fields)
+        return "wasted_ms" in (row.get("timings") or {}) or "wasted_ms" in row
+    descriptors = (row.timings.DESCRIPTOR, row.DESCRIPTOR)
+    return any(f.name == "wasted_ms" for d in descriptors for f in d.fields)
