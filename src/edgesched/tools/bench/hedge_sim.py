@@ -83,6 +83,8 @@ def scenario(
 
 def run_one(sc: Scenario) -> dict[str, float]:
     r = simulate(sc, sc.settings.strategy)
+    if not r.latencies_s:  # every task dead: no latency to speak of (and no NaN in the JSON)
+        raise ValueError(f"seed {sc.seed}: no task was done ({r.dead} dead)")
     total = r.work_s + r.wasted_s
     return {
         "p50_ms": percentile(r.latencies_s, 50, "nearest_rank") * 1000,

@@ -383,9 +383,12 @@ def straggler_command(
     slow = (slow_factor, slow_at_s, slow_for_s)
     modes = hedging.choices(hedging_mode)
     if simulate:
-        result = run_models(
-            parse_seeds(seeds), profile, boards, time_scale, load, duration_s, slow, modes
-        )
+        try:
+            result = run_models(
+                parse_seeds(seeds), profile, boards, time_scale, load, duration_s, slow, modes
+            )
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
         result["runtime_s"] = round(time.monotonic() - started, 2)
         emit(result, as_json, summary)
         return
