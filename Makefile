@@ -97,6 +97,8 @@ bench: $(STAMP)
 	$(BIN)/edgesched bench payload --json > $(BENCH_OUT)/payload.json && cat $(BENCH_OUT)/payload.json
 	$(BIN)/edgesched bench scale --json > $(BENCH_OUT)/scale.json && cat $(BENCH_OUT)/scale.json
 	$(BIN)/edgesched bench failover --json > $(BENCH_OUT)/failover.json && cat $(BENCH_OUT)/failover.json
+	$(BIN)/edgesched bench straggler --json > $(BENCH_OUT)/straggler.json && cat $(BENCH_OUT)/straggler.json
+	$(BIN)/edgesched bench straggler --simulate --json > $(BENCH_OUT)/straggler-sim.json && cat $(BENCH_OUT)/straggler-sim.json
 	$(BIN)/edgesched bench memory --json > $(BENCH_OUT)/memory.json && cat $(BENCH_OUT)/memory.json
 
 proto: $(STAMP) $(PROTO_STAMP)

@@ -1,5 +1,7 @@
 """`edgesched bench failover` with a short grace: every figure is in its JSON, nothing is left
-running. No assertion on how fast the failover is."""
+running. No assertion on how fast the failover is. The runs with hedging off keep the figures
+of a plain failover (A's attempt given up, requeued, run on B) before and after hedging exists;
+a run with hedging on is checked for what holds either way (its tasks run on B)."""
 
 from __future__ import annotations
 
@@ -15,10 +17,17 @@ pytestmark = [pytest.mark.e2e, pytest.mark.auth]
 def test_failover_smoke(tmp_path: Path) -> None:
     work = tmp_path / "work"
     args = [
+        *("--signal", "kill", "--hedging", "off"),
         *("--grace-s", "1", "--heartbeat-s", "0.5", "--time-scale", "50"),
         *("--timeout", "60", "--workdir", str(work), "--json"),
     ]
-    result = bench_json("failover", *args, timeout=90)
+    whole = bench_json("failover", *args, timeout=90)
+    assert len(whole["runs"]) == 1 and len(whole["table"]) == 1
+    assert whole["targets_s"] == {"SIGKILL": 1.0, "SIGSTOP": 7.0}
+    result = whole["runs"][0]
+    assert result["signal"] == "SIGKILL" and result["hedging_requested"] == "off"
+    assert result["hedging"] == "off"
+    assert whole["table"][0]["max_running_elsewhere_s"] == result["max_running_s"]
 
     settings = result["settings"]
     assert settings["dead_grace_s"] == 1.0
@@ -37,6 +46,7 @@ def test_failover_smoke(tmp_path: Path) -> None:
         assert isinstance(result[key], float), key
     assert "dead" in result["a_state_first_seen_s"]
     assert isinstance(result["done_on_b"], int)
+    assert isinstance(result["all_done_s"], float)
     assert not left_running(work)
 
 
@@ -44,15 +54,42 @@ def test_failover_of_a_frozen_agent(tmp_path: Path) -> None:
     """SIGSTOP keeps A's link open: the master must notice the silence; A is killed at the end."""
     work = tmp_path / "work"
     args = [
-        *("--signal", "stop", "--grace-s", "1", "--heartbeat-s", "0.3", "--tasks", "1"),
+        *("--signal", "stop", "--hedging", "off"),
+        *("--grace-s", "1", "--heartbeat-s", "0.3", "--tasks", "1"),
         *("--time-scale", "50", "--no-wait-done", "--timeout", "60"),
         *("--workdir", str(work), "--json"),
     ]
-    result = bench_json("failover", *args, timeout=90)
+    result = bench_json("failover", *args, timeout=90)["runs"][0]
     assert result["signal"] == "SIGSTOP"
     assert result["settings"]["silent_before_suspect_s"] == pytest.approx(0.9)
     assert result["expected_s"] == pytest.approx(1.9)
     assert result["tasks_submitted"] == 1 and result["tasks_moved"] == 1
     assert isinstance(result["max_running_s"], float)
-    assert result["done_on_b"] is None
+    assert result["done_on_b"] is None and result["all_done_s"] is None
+    assert not left_running(work)
+
+
+def test_failover_both_signals_with_hedging_on_and_off(tmp_path: Path) -> None:
+    """The default: every signal with hedging off and on, side by side, each on its own cluster."""
+    work = tmp_path / "work"
+    args = [
+        *("--grace-s", "1", "--heartbeat-s", "0.3", "--tasks", "1", "--time-scale", "50"),
+        *("--timeout", "150", "--workdir", str(work), "--json"),
+    ]
+    result = bench_json("failover", *args, timeout=200)
+    seen = [(r["signal"], r["hedging_requested"]) for r in result["runs"]]
+    assert seen == [
+        ("SIGKILL", "off"),
+        ("SIGKILL", "on"),
+        ("SIGSTOP", "off"),
+        ("SIGSTOP", "on"),
+    ]
+    for run, row in zip(result["runs"], result["table"], strict=True):
+        assert run["tasks_moved"] == run["tasks_on_a"] == 1  # on B, by a retry or a hedge
+        assert row["target_s"] == (1.0 if run["signal"] == "SIGKILL" else 7.0)
+        assert isinstance(row["within_target"], bool)
+        assert run["settings"]["hedging_supported"] is result["hedging_supported"]
+        if result["hedging_supported"]:
+            assert run["settings"]["hedging"] is (run["hedging_requested"] == "on")
+        assert isinstance(run["done_on_b"], int)
     assert not left_running(work)

@@ -10,13 +10,15 @@ bandwidth), ``runner`` (slots, running a task, its result), ``outbox``, ``pacing
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+import time
 from pathlib import Path
 
 from edgesched.agent.backends import Backend, make_backend
 from edgesched.agent.churn import run_with_churn
 from edgesched.agent.device import detect_device, slot_count
-from edgesched.agent.emulation import Profile, SlotMeter, get_profile
+from edgesched.agent.emulation import Profile, SlotMeter, get_profile, slow_window
 from edgesched.agent.heartbeat import Heartbeats
 from edgesched.agent.identity import Identity
 from edgesched.agent.outbox import Outbox
@@ -28,6 +30,8 @@ from edgesched.agent.runner import Runner
 from edgesched.agent.session import Session
 from edgesched.config import Settings
 from edgesched.wire import link
+
+log = logging.getLogger("edgesched.agent")
 
 
 class Agent:
@@ -50,8 +54,18 @@ class Agent:
         self.outbox = Outbox(Path(a.data_dir) / "outbox")
         trace = BandwidthTrace(a.seed or 1, a.bandwidth_step_s) if a.bandwidth_fluctuate else None
         self.pacer = Pacer(a.bandwidth_limit_mbps, trace)
+        slow = slow_window(a.slow_factor, a.slow_after_s, a.slow_for_s, time.monotonic())
+        if slow is not None:
+            # a warning: an emulated straggler on purpose must not pass unseen; the straggler
+            # benchmark reads the window from it (CLOCK_MONOTONIC is one clock for the machine)
+            log.warning(
+                "emulated straggler: service times ×%g from monotonic %.3f to %.3f",
+                slow.factor,
+                slow.origin + slow.after_s,
+                slow.origin + slow.after_s + slow.for_s,
+            )
         self.runner = Runner(
-            self.backend, self.slots, self._send, self.profile, self.rng, a.time_scale
+            self.backend, self.slots, self._send, self.profile, self.rng, a.time_scale, slow
         )
         self.receiver = Receiver()
         self.heartbeats = Heartbeats(self.probes, self.runner.meter, self.profile, self.rng)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
+from typing import Optional
 
 from edgesched.boards import ALIASES, ATLAS310, HARDWARE_SLOTS, MEDIAN_MS, ORIN, P95_MS, RK3588
 from edgesched.errors import UnknownPluginError
@@ -97,6 +98,37 @@ def get_profile(name: str) -> Profile:
     if key not in PROFILES:
         raise UnknownPluginError("emulation profile", name, [*PROFILES, *ALIASES])
     return PROFILES[key]
+
+
+@dataclass(frozen=True)
+class SlowWindow:
+    """A straggler, emulated: service times multiplied by ``factor`` for ``for_s`` seconds from
+    ``after_s`` seconds after ``origin`` (the agent's start, monotonic) — a board throttling
+    when hot, an NPU shared with another process. Emulation only: benchmarks slow one board of
+    a cluster for a window (``edgesched bench straggler``); a task takes the factor in force when
+    it starts its slot."""
+
+    factor: float = 1.0
+    after_s: float = 0.0
+    for_s: float = 0.0
+    origin: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.factor != 1.0 and self.for_s > 0
+
+    def factor_at(self, now: float) -> float:
+        """The factor for a task starting at ``now`` (monotonic seconds)."""
+        if not self.active:
+            return 1.0
+        since = now - self.origin
+        return self.factor if self.after_s <= since < self.after_s + self.for_s else 1.0
+
+
+def slow_window(factor: float, after_s: float, for_s: float, origin: float) -> Optional[SlowWindow]:  # noqa: UP045 - runs on Python 3.9
+    """The window the settings ask for; None when they ask for none."""
+    window = SlowWindow(factor, after_s, for_s, origin)
+    return window if window.active else None
 
 
 class SlotMeter:

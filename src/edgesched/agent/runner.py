@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
 from edgesched.agent.backends import Backend, BackendResult
-from edgesched.agent.emulation import Profile, SlotMeter
+from edgesched.agent.emulation import Profile, SlotMeter, SlowWindow
 from edgesched.agent.receiver import Received
 from edgesched.errors import BadInputError
 from edgesched.kinds import FailureKind
@@ -38,6 +38,7 @@ class Runner:
         profile: Optional[Profile],  # noqa: UP045 - runs on Python 3.9
         rng: random.Random,
         time_scale: float,
+        slow: Optional[SlowWindow] = None,  # noqa: UP045 - runs on Python 3.9
     ) -> None:
         self.backend = backend
         self.slots = slots
@@ -45,6 +46,7 @@ class Runner:
         self.profile = profile
         self.rng = rng
         self.time_scale = time_scale
+        self.slow = slow  #: an emulated straggler's window (benchmarks), or None
         self.meter = SlotMeter(slots, time.monotonic())
         #: a backend that declares itself instant (``inline = True``: it returns at once and
         #: never blocks) runs in the event loop: a hop to a worker thread and back would cost
@@ -129,6 +131,8 @@ class Runner:
             paced_ms = 0.0
             if self.profile is not None:
                 target = self.profile.sample_ms(self.rng) * self.time_scale / 1000
+                if self.slow is not None:
+                    target *= self.slow.factor_at(start)
                 remaining = target - (time.monotonic() - start)
                 if remaining > 0:
                     await asyncio.sleep(remaining)

@@ -82,6 +82,27 @@ from edgesched.logs import setup_logging
     default=None,
     help="simulated churn: rejoin S seconds after leaving; ≤0 never leaves [20]",
 )
+@click.option(
+    "--slow-factor",
+    "slow_factor",
+    type=float,
+    default=None,
+    help="emulation only: a straggler; emulated service times × this during the window [1]",
+)
+@click.option(
+    "--slow-after",
+    "slow_after_s",
+    type=float,
+    default=None,
+    help="emulation only: the slow window starts S seconds after the agent starts [0]",
+)
+@click.option(
+    "--slow-for",
+    "slow_for_s",
+    type=float,
+    default=None,
+    help="emulation only: the slow window lasts S seconds; 0 = no window [0]",
+)
 @click.option("--tls-cert", default=None, help="this agent's certificate (mutual TLS)")
 @click.option("--tls-key", default=None, help="its private key")
 @click.option("--tls-ca", default=None, help="CA of the master's certificate: TLS when set")

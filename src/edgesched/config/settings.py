@@ -130,6 +130,12 @@ class AgentSettings:
     #: seconds of membership, rejoin after reconnect_s; either ≤ 0 disables it
     disconnect_s: float = 0.0
     reconnect_s: float = 20.0
+    #: emulation only (a straggler, for benchmarks): emulated service times are multiplied by
+    #: slow_factor for slow_for_s seconds, slow_after_s seconds after the agent started;
+    #: 1.0 or slow_for_s ≤ 0 = never
+    slow_factor: float = 1.0
+    slow_after_s: float = 0.0
+    slow_for_s: float = 0.0
 
 
 @dataclass

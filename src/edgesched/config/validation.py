@@ -136,6 +136,13 @@ def validate(settings: Settings) -> None:
     for key in ("disconnect_s", "reconnect_s"):
         if not math.isfinite(getattr(settings.agent, key)):
             raise ConfigError(f"agent.{key} must be a number (≤ 0 disables churn)")
+    a = settings.agent
+    if not (math.isfinite(a.slow_factor) and a.slow_factor > 0):
+        raise ConfigError(f"agent.slow_factor must be a positive number, not {a.slow_factor!r}")
+    for key in ("slow_after_s", "slow_for_s"):
+        value = getattr(a, key)
+        if not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"agent.{key} must be a number ≥ 0, not {value!r}")
     for name, tt in settings.tasktypes.items():
         if tt.kind not in ("picodet_layout", "yolov5", "yolov8", "raw"):
             raise ConfigError(

@@ -12,27 +12,12 @@ from typing import Any
 
 import click
 
+from edgesched.tools.bench.output import parse_seeds
+
 
 @click.group("bench")
 def bench_command() -> None:
     """Benchmarks: the simulator's makespan, and real runs of the master and agents."""
-
-
-def _seeds(value: str) -> list[int]:
-    """``1-10`` or ``1,4,7``."""
-    try:
-        if "-" in value.strip("-"):
-            first, last = value.split("-", 1)
-            seeds = list(range(int(first), int(last) + 1))
-        else:
-            seeds = [int(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r}: give a range like 1-10 or a list like 1,4,7"
-        ) from None
-    if not seeds:
-        raise click.BadParameter(f"{value!r} names no seed")
-    return seeds
 
 
 @bench_command.command("makespan")
@@ -84,7 +69,7 @@ def makespan_command(
     if prefetch is not None:
         settings.prefetch = prefetch
     try:
-        result = run_makespan(tasks, _seeds(seeds), None if no_plot else plot, settings)
+        result = run_makespan(tasks, parse_seeds(seeds), None if no_plot else plot, settings)
     except ImportError as exc:
         raise click.UsageError(f"{exc}: install matplotlib, or pass --no-plot") from exc
     if real_tasks:
@@ -134,12 +119,14 @@ def _register() -> None:
     from edgesched.tools.bench.memory.cli import memory_command
     from edgesched.tools.bench.overhead import overhead_command, payload_command
     from edgesched.tools.bench.scale.cli import scale_command
+    from edgesched.tools.bench.straggler import straggler_command
 
     bench_command.add_command(overhead_command)
     bench_command.add_command(payload_command)
     bench_command.add_command(scale_command)
     bench_command.add_command(memory_command)
     bench_command.add_command(failover_command)
+    bench_command.add_command(straggler_command)
 
 
 _register()

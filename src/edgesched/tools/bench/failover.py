@@ -13,6 +13,12 @@ heartbeat for ``heartbeat_interval_s × suspect_after_beats``) before the grace 
 
 ``--grace-s``, ``--heartbeat-s`` and ``--suspect-after-beats`` set the master's
 ``EDGESCHED_SCHEDULING_*`` environment variables (the master has no flags for them).
+
+By default one command measures both signals with hedging off and on (``--signal``,
+``--hedging``), each run on a fresh cluster: with hedging on, A's tasks get a second attempt on
+B as soon as A is suspect, so "running elsewhere" is the hedge running on B (A's attempt stays
+valid until the grace ends). The JSON has one entry per run in ``runs`` (each with the fields a
+single run always had, and ``hedging``), the targets, and a side-by-side table.
 """
 
 from __future__ import annotations
@@ -36,14 +42,19 @@ from edgesched.config import load_settings
 from edgesched.core.state import TaskState
 from edgesched.errors import EdgeschedError
 from edgesched.kinds import FailureKind
+from edgesched.tools.bench import hedging
 from edgesched.tools.bench.deadline import BenchError, Deadline
 from edgesched.tools.bench.gateway import gateway, http, wait_devices
-from edgesched.tools.bench.output import emit, run_options
+from edgesched.tools.bench.output import emit, progress, run_options
 from edgesched.tools.bench.payloads import small_jpeg
 from edgesched.tools.bench.sampling import pid_of
 from edgesched.tools.testing.lifecycle import local_cluster, work_dir
 from edgesched.tools.testing.process_cluster import LocalCluster
 from edgesched.wire import tasks
+
+# targets of issue 17 (defaults, this machine), printed beside the figures
+TARGET_S = {"SIGKILL": 1.0, "SIGSTOP": 7.0}
+SIGNALS = {"kill": ["kill"], "stop": ["stop"], "both": ["kill", "stop"]}
 
 RUNNING_STATES = (TaskState.ASSIGNED.value, TaskState.RUNNING.value)
 FINAL_STATES = (TaskState.DONE.value, TaskState.DEAD.value, TaskState.CANCELLED.value)
@@ -68,6 +79,7 @@ def settings_in_force(env: dict[str, str]) -> dict[str, Any]:
 
     s = load_settings(None, env={**os.environ, **env}).scheduling
     return {
+        **hedging.in_force(s),
         "dead_grace_s": s.dead_grace_s,
         "heartbeat_interval_s": s.heartbeat_interval_s,
         "suspect_after_beats": s.suspect_after_beats,
@@ -78,7 +90,7 @@ def settings_in_force(env: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def _agent_id(cluster: LocalCluster, name: str, deadline: Deadline) -> str:
+def agent_id(cluster: LocalCluster, name: str, deadline: Deadline) -> str:
     """The id the master gave agent ``name`` (it saves it once the master answered)."""
     path = cluster.root / name / "agent.json"
     until = time.monotonic() + deadline.cap(10, f"reading the id of {name}")
@@ -172,8 +184,8 @@ def run_failover(
         cluster.start_agent("agent-a", agent_args)
         cluster.start_agent("agent-b", agent_args)
         devices = {d["id"]: d for d in wait_devices(cluster, 2, deadline, timeout=60)}
-        device_a = _agent_id(cluster, "agent-a", deadline)
-        device_b = _agent_id(cluster, "agent-b", deadline)
+        device_a = agent_id(cluster, "agent-a", deadline)
+        device_b = agent_id(cluster, "agent-b", deadline)
         if {device_a, device_b} != set(devices):
             raise BenchError(f"the devices online {sorted(devices)} are not A and B")
         slots_a = int(devices[device_a]["slots"])
@@ -237,9 +249,10 @@ def run_failover(
                     f"kill (A is {state_a})"
                 )
             time.sleep(poll_s)
-        done_on_b = None
+        done_on_b = all_done_s = None
         if wait_done:
             done_on_b = _wait_done(api, list(seen), device_b, deadline, poll_s)
+            all_done_s = round(time.monotonic() - killed_at, 3)
         moved = [i for i in seen.values() if i.get("running_s") is not None]
         return {
             "benchmark": "failover",
@@ -263,6 +276,8 @@ def run_failover(
             ),
             "expected_s": expected,
             "done_on_b": done_on_b,
+            "all_done_s": all_done_s,  #: from the kill until every one of A's tasks ended
+            "hedging": hedging.label(settings.get("hedging", False)),
         }
 
 
@@ -286,7 +301,8 @@ def _requeued_s(row: dict[str, Any], device_a: str, kill_wall_ms: float) -> floa
 def _wait_done(
     api: httpx.Client, ids: list[str], device_b: str, deadline: Deadline, poll_s: float
 ) -> int:
-    """How many of ``ids`` ended done on B (waits up to 120 s for all of them to end)."""
+    """How many of ``ids`` ended done on B (waits up to 120 s for all of them to end; with
+    hedging, A's attempt may be settled later than B's result, which is what counts)."""
     until = time.monotonic() + deadline.cap(120, "waiting for the moved tasks to finish")
     while True:
         rows = [_task(api, t) for t in ids]
@@ -323,10 +339,19 @@ def _wait_done(
 @click.option(
     "--signal",
     "how",
-    default="kill",
+    default="both",
     show_default=True,
-    type=click.Choice(["kill", "stop"]),
-    help="kill: SIGKILL (the link drops at once); stop: SIGSTOP (a hang: the link stays open)",
+    type=click.Choice(list(SIGNALS)),
+    help="kill: SIGKILL (the link drops at once); stop: SIGSTOP (a hang: the link stays open); "
+    "both: one run of each",
+)
+@click.option(
+    "--hedging",
+    "hedging_mode",
+    default="both",
+    show_default=True,
+    type=click.Choice(["on", "off", "both"]),
+    help="the master's scheduling.hedging: on, off, or one run of each per signal",
 )
 @click.option(
     "--grace-s",
@@ -365,6 +390,7 @@ def failover_command(
     time_scale: float,
     tasks: int,
     how: str,
+    hedging_mode: str,
     grace_s: float | None,
     heartbeat_s: float | None,
     suspect_after_beats: int | None,
@@ -375,15 +401,41 @@ def failover_command(
     keep: bool,
     as_json: bool,
 ) -> None:
-    """Kill an agent (SIGKILL) that runs tasks: how long until they run on the other one."""
+    """Kill (SIGKILL) or freeze (SIGSTOP) an agent that runs tasks, with hedging off and on:
+    how long until they run on the other one."""
     deadline = Deadline.after(timeout_s)
     started = time.monotonic()
-    env = master_env(grace_s, heartbeat_s, suspect_after_beats)
+    runs = []
     try:
         with work_dir(workdir, keep) as root:
-            result = run_failover(
-                root, deadline, profile, time_scale, tasks, env, poll_s, wait_done, how
-            )
+            for signal_name in SIGNALS[how]:
+                for on in hedging.choices(hedging_mode):
+                    env = {
+                        **master_env(grace_s, heartbeat_s, suspect_after_beats),
+                        **hedging.master_env(on),
+                    }
+                    progress(f"failover: {signal_name}, hedging {hedging.label(on)}")
+                    run = run_failover(
+                        root / f"{signal_name}-hedging-{hedging.label(on)}",
+                        deadline,
+                        profile,
+                        time_scale,
+                        tasks,
+                        env,
+                        poll_s,
+                        wait_done,
+                        signal_name,
+                    )
+                    run["hedging_requested"] = hedging.label(on)
+                    run["target_s"] = TARGET_S[run["signal"]]
+                    runs.append(run)
+            result: dict[str, Any] = {
+                "benchmark": "failover",
+                "hedging_supported": hedging.supported(),
+                "runs": runs,
+                "targets_s": TARGET_S,
+                "table": [_row(r) for r in runs],
+            }
             if keep or workdir is not None:
                 result["workdir"] = str(root)
     except (BenchError, EdgeschedError, grpc.RpcError, httpx.HTTPError) as exc:
@@ -392,9 +444,39 @@ def failover_command(
     emit(result, as_json, _summary)
 
 
+def _row(run: dict[str, Any]) -> dict[str, Any]:
+    """One line of the side-by-side table."""
+    return {
+        "signal": run["signal"],
+        "hedging": run["hedging_requested"],
+        "hedging_in_force": run["settings"].get("hedging"),
+        "max_running_elsewhere_s": run["max_running_s"],
+        "all_done_s": run["all_done_s"],
+        "target_s": run["target_s"],
+        "within_target": run["max_running_s"] is not None
+        and run["max_running_s"] <= run["target_s"],
+    }
+
+
 def _summary(result: dict[str, Any]) -> str:
+    lines = [_run_summary(run) for run in result["runs"]]
+    if not result["hedging_supported"]:
+        lines.append("this build has no scheduling.hedging: every run was without hedging")
+    lines.append("side by side (running elsewhere, all done, after the kill or freeze):")
+    for row in result["table"]:
+        lines.append(
+            f"  {row['signal']:<8} hedging {row['hedging']:<3}  running elsewhere "
+            f"{row['max_running_elsewhere_s']} s, all done {row['all_done_s']} s "
+            f"(target ≤ {row['target_s']:g} s: {'met' if row['within_target'] else 'missed'})"
+        )
+    lines.append(f"ran in {result['runtime_s']:.1f} s")
+    return "\n".join(lines)
+
+
+def _run_summary(result: dict[str, Any]) -> str:
     s = result["settings"]
     lines = [
+        f"{result['signal']}, hedging {result['hedging_requested']}: "
         f"settings: dead_grace_s={s['dead_grace_s']:g}, heartbeat_interval_s="
         f"{s['heartbeat_interval_s']:g}, suspect_after_beats={s['suspect_after_beats']}, "
         f"master tick {s['master_tick_s']:g} s",
@@ -416,6 +498,8 @@ def _summary(result: dict[str, Any]) -> str:
         f"(expected ≈ {result['expected_s']:g} s); resolution {result['poll_s']:g} s"
     )
     if result["done_on_b"] is not None:
-        lines.append(f"{result['done_on_b']} of them finished on B")
-    lines.append(f"ran in {result['runtime_s']:.1f} s")
+        lines.append(
+            f"{result['done_on_b']} of them finished on B; all ended {result['all_done_s']} s "
+            "after the kill"
+        )
     return "\n".join(lines)

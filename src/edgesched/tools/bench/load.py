@@ -76,6 +76,9 @@ class LoadClient:
         stall_s: float = 60.0,
         on_finished: Callable[[int], None] | None = None,
         client_id: str = "",
+        on_result: Callable[[tasks.TaskResult], None] | None = None,
+        interval_s: float = 0.0,
+        start_at: float = 0.0,
     ) -> None:
         self.target = target
         self.metadata = (("authorization", f"Bearer {api_token}"),) if api_token else ()
@@ -86,6 +89,14 @@ class LoadClient:
         self.streams = max(1, streams)
         self.stall_s = stall_s
         self.on_finished = on_finished
+        #: every finished task's result (its timings), as it comes
+        self.on_result = on_result
+        #: an open stream: task i is submitted i × interval_s after the first (a window as
+        #: large as the load keeps it open); 0 = as fast as the window lets go
+        self.interval_s = interval_s
+        #: the load starts no sooner than this (monotonic): a scenario timed from elsewhere
+        self.start_at = start_at
+        self._started = 0.0
         self.client_id = client_id or f"bench-{uuid.uuid4().hex[:12]}"
         self.stats = LoadStats(total=total)
         self._next = 0
@@ -95,6 +106,11 @@ class LoadClient:
         self._probes: set[str] = set()
         self._probe_seen = asyncio.Event()
         self._progress = asyncio.Event()
+
+    @property
+    def started(self) -> float:
+        """When the load's first task went (monotonic; 0 before)."""
+        return self._started
 
     async def run(self) -> LoadStats:
         """Runs the load; ``stats.seconds`` counts from the first submission (not the probes)."""
@@ -114,7 +130,9 @@ class LoadClient:
             reader = asyncio.create_task(self._read(watch))
             try:
                 await self._confirm_watch(stub, reader)
-                started = time.monotonic()
+                if self.start_at > time.monotonic():
+                    await asyncio.sleep(self.start_at - time.monotonic())
+                started = self._started = time.monotonic()
                 senders = [asyncio.create_task(self._stream(stub)) for _ in range(self.streams)]
                 try:
                     await asyncio.gather(*senders)
@@ -154,6 +172,8 @@ class LoadClient:
             if not self.stats.first_failure:
                 state = tasks.state_name(result)
                 self.stats.first_failure = f"{result.task_id} {state}: {result.error}"
+        if self.on_result is not None:
+            self.on_result(result)
         self._window.release()
         self._progress.set()
         if self.on_finished is not None:
@@ -220,6 +240,10 @@ class LoadClient:
                     return
                 index = self._next
                 self._next += 1
+                if self.interval_s > 0:  # the stream's clock, not the previous submission's
+                    delay = self._started + index * self.interval_s - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
                 self.stats.submitted += 1
                 submitter.put(self._request(index, f"t-{index}"))
 

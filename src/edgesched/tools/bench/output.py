@@ -54,3 +54,20 @@ def run_options(timeout_s: float) -> Callable[[Callable[..., Any]], Callable[...
         return command
 
     return apply
+
+
+def parse_seeds(value: str) -> list[int]:
+    """``1-10`` or ``1,4,7``."""
+    try:
+        if "-" in value.strip("-"):
+            first, last = value.split("-", 1)
+            seeds = list(range(int(first), int(last) + 1))
+        else:
+            seeds = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r}: give a range like 1-10 or a list like 1,4,7"
+        ) from None
+    if not seeds:
+        raise click.BadParameter(f"{value!r} names no seed")
+    return seeds

@@ -67,7 +67,21 @@ class SimDevice:
     profile: Profile  #: service times (lognormal median/p95) and slots, as emulated agents pace
     link: Link
     slots: int = 0  #: 0: the profile's
-    fails_at: float | None = None  #: powered off then: no more beats, its running tasks are lost
+    #: it fails then: no more beats, its running tasks are lost. As the link goes: a board that
+    #: hangs or loses power behind a NAT (``link_lost`` False: silent, its link stays up, the
+    #: master notices the missing beats) or an agent killed (True: its link breaks at once)
+    fails_at: float | None = None
+    link_lost: bool = False
+    #: a straggler: tasks starting in [slow_from, slow_from + slow_for) take slow_factor × longer
+    slow_factor: float = 1.0
+    slow_from: float = 0.0
+    slow_for: float = 0.0
+
+    def slow_at(self, t: float) -> float:
+        """The factor on a task's service time that starts at ``t``."""
+        if self.slow_for > 0 and self.slow_from <= t < self.slow_from + self.slow_for:
+            return self.slow_factor
+        return 1.0
 
     @property
     def slot_count(self) -> int:

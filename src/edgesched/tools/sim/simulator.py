@@ -13,6 +13,10 @@ master's shell and the agents around it, in simulated seconds on a heap of event
   ``heartbeat_interval_s`` with the metrics an emulated agent reports;
 - the network: a payload leaves over the master's uplink (first come, first served, at its fixed
   rate) and over the device's link (its seeded bandwidth trace); it has arrived when both are done.
+- failures (``SimDevice``): a board killed (its link breaks: the core hears ``link_lost`` at
+  once), frozen (silent while its link stays up: the core finds out from the missing beats on its
+  ticks) or slowed by a factor for a window (a straggler); the work every attempt served is
+  counted, so the work wasted on attempts whose result was not taken is known.
 
 Every random draw comes from a generator seeded by the scenario's seed and the draw's purpose. A
 task's service time is drawn from (seed, device, task, attempt), so two strategies that put a task
@@ -30,7 +34,15 @@ from functools import partial
 
 from edgesched.agent.emulation import SlotMeter
 from edgesched.agent.pacing import BandwidthTrace
-from edgesched.core.commands import Assign, CancelAttempt, Command, Expired, Finished, Persist
+from edgesched.core.commands import (
+    Assign,
+    CancelAttempt,
+    Command,
+    Expired,
+    Finished,
+    Persist,
+    accepted,
+)
 from edgesched.core.core import Core
 from edgesched.core.state import Device, Metrics, Task, TaskState
 from edgesched.core.strategies import make_strategy
@@ -66,6 +78,13 @@ class SimResult:
     events: int
     #: per device: slot-seconds held (assignment to result), of them serving, the last result
     device_stats: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: per done task, submission to result (s), in task order
+    latencies_s: list[float] = field(default_factory=list)
+    #: slot-seconds served by the attempts whose result was taken, and by every other attempt
+    #: (cancelled, lost with a board, or whose result came second): the wasted work
+    work_s: float = 0.0
+    wasted_s: float = 0.0
+    assigns: int = 0  #: attempts sent (a task's first, retries and hedges)
 
     @property
     def ratio_to_lb(self) -> float:
@@ -111,6 +130,10 @@ class Simulation:
         self._master_free_at = 0.0
         self._tasks = {t.id: t for t in scenario.tasks}
         self._finished: dict[str, Task] = {}
+        self._serving: dict[tuple[str, Key], float] = {}  #: (device, attempt) → when it started
+        self._served: dict[tuple[str, Key], float] = {}  #: (device, attempt) → seconds served
+        self._won: set[tuple[str, Key]] = set()
+        self._assigns = 0
         self._expired: list[str] = []
         self.boards = {
             d.id: _Board(
@@ -150,6 +173,9 @@ class Simulation:
         start = min((t.at for t in self.scenario.tasks), default=0.0)
         end = max((t.finished_at for t in self._finished.values()), default=start)
         per_device = Counter(t.device_id for t in done)
+        for key, since in self._serving.items():  # still running on a board when it all ended
+            self._served[key] = self._served.get(key, 0.0) + end_of(self.now, since)
+        work = sum(v for k, v in self._served.items() if k in self._won)
         return SimResult(
             strategy=self.strategy,
             makespan_s=end - start,
@@ -172,6 +198,10 @@ class Simulation:
                 }
                 for b in self.boards.values()
             },
+            latencies_s=[t.finished_at - t.submitted_at for t in done],
+            work_s=work,
+            wasted_s=sum(self._served.values()) - work,
+            assigns=self._assigns,
         )
 
     # ---- the master's shell ------------------------------------------------------------
@@ -179,6 +209,7 @@ class Simulation:
     def _apply(self, commands: list[Command]) -> None:
         for command in commands:
             if isinstance(command, Assign):
+                self._assigns += 1
                 self._send(command)
             elif isinstance(command, CancelAttempt):
                 self._cancel(command)
@@ -228,6 +259,7 @@ class Simulation:
         if running is None or not board.alive:
             return
         if running:
+            self._stop_serving(board, key, self.now + board.one_way_s)
             board.meter.stop(self.now + board.one_way_s)
             board.running -= 1
             self._next(board)
@@ -283,6 +315,8 @@ class Simulation:
             spec = self._tasks[key[0]]
             draw = random.Random(sub_seed(self.scenario.seed, board.spec.id, key[0], str(key[1])))
             service_ms = board.spec.profile.sample_ms(draw) * spec.work * self.scenario.time_scale
+            service_ms *= board.spec.slow_at(self.now)
+            self._serving[(board.spec.id, key)] = self.now
             self._at(self.now + service_ms / 1000, partial(self._ran, board, key, service_ms))
 
     def _started(self, board: _Board, key: Key) -> None:
@@ -291,16 +325,25 @@ class Simulation:
     def _ran(self, board: _Board, key: Key, service_ms: float) -> None:
         if not board.alive or board.attempts.pop(key, None) is None:
             return
+        self._stop_serving(board, key, self.now)
         board.meter.stop(self.now)
         board.running -= 1
         self._next(board)
         self._at(self.now + board.one_way_s, lambda: self._result_in(board, key, service_ms))
+
+    def _stop_serving(self, board: _Board, key: Key, at: float) -> None:
+        since = self._serving.pop((board.spec.id, key), None)
+        if since is not None:
+            served = self._served.get((board.spec.id, key), 0.0)
+            self._served[(board.spec.id, key)] = served + end_of(at, since)
 
     def _result_in(self, board: _Board, key: Key, service_ms: float) -> None:
         board.held_s += self.now - board.sent_at.pop(key, self.now)
         board.service_s += service_ms / 1000
         board.last_result_s = self.now
         commands = self.core.done(key[0], key[1], board.spec.id, service_ms, self.now)
+        if accepted(commands, key[0]):
+            self._won.add((board.spec.id, key))
         self._apply(commands)
         self._pump()
 
@@ -332,13 +375,23 @@ class Simulation:
 
     def _power_off(self, board: _Board) -> None:
         board.alive = False
-        for running in board.attempts.values():
+        for key, running in board.attempts.items():
             if running:
+                self._stop_serving(board, key, self.now)
                 board.meter.stop(self.now)
         board.sent_at.clear()
         board.waiting.clear()
         board.running = 0
         board.attempts.clear()  # lost with the board; the core re-queues them once it is dead
+        if board.spec.link_lost:
+            # a killed agent: the master sees its link break at once (as ``Master`` feeds the
+            # core on a closed stream), so the device is suspect now, not after missed beats
+            self._apply(self.core.link_lost(board.spec.id, self.now))
+            self._pump()
+
+
+def end_of(at: float, since: float) -> float:
+    return max(0.0, at - since)
 
 
 def simulate(scenario: Scenario, strategy: str) -> SimResult:
