@@ -195,6 +195,15 @@ def run_failover(
         before = _wait_on_a(api, ids, device_a, min(count, slots_a), deadline, poll_s)
         http(api, "POST", f"/api/v1/devices/{device_b}/undrain")
         pid_a = pid_of(cluster, "agent-a")
+        # A's tasks: those running on A an instant before it dies (read before, not after: with
+        # hedging the master moves a dead link's tasks at once, and the row then names B)
+        a_tasks = {
+            t: r
+            for t, r in ((t, _task(api, t)) for t in before)
+            if r["device_id"] == device_a and r["state"] in RUNNING_STATES
+        }
+        if not a_tasks:
+            raise BenchError("A's tasks ended before it was killed: raise --time-scale")
         # the moment of death: the whole process group of A, with no chance to say goodbye
         kill_wall_ms = time.time() * 1000
         killed_at = time.monotonic()
@@ -204,14 +213,6 @@ def run_failover(
         else:
             os.killpg(pid_a, signal.SIGSTOP)
             stack.callback(_kill_group, pid_a)  # a stopped process ignores SIGTERM
-        # A's tasks: those running on A an instant before it died
-        a_tasks = {
-            t: r
-            for t, r in ((t, _task(api, t)) for t in before)
-            if r["device_id"] == device_a and r["state"] in RUNNING_STATES
-        }
-        if not a_tasks:
-            raise BenchError("A's tasks ended before it was killed: raise --time-scale")
         expected = settings["dead_grace_s"]
         if how == "stop":
             expected += settings["silent_before_suspect_s"]
