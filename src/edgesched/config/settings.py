@@ -90,8 +90,8 @@ class SchedulingSettings:
     #: hedged attempts: a second attempt of a task on another device while its first may still
     #: finish (a suspect device's, a straggler's); the first result wins. False: none at all
     hedging: bool = True
-    #: the share of the schedulable devices' slots hedges may hold at once (at least one
-    #: hedge when > 0; 0 = no hedges)
+    #: the share of the schedulable devices' slots straggler hedges may hold at once (at least
+    #: one when > 0; a suspect device's attempts are hedged outside it; 0 = no hedges at all)
     hedge_budget: float = 0.1
     #: an attempt running longer than this × the p95 service time learnt for its (task type,
     #: device type), plus the transfer estimate, gets a hedge; 0 = no straggler hedging

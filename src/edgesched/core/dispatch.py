@@ -148,7 +148,8 @@ class Dispatch(Health):
             ):
                 self._hedge_wanted.discard(task_id)
                 continue
-            if out_now >= limit:
+            budgeted = elapsed != SUSPECT  # a straggler's hedge (see ``hedge_limit``)
+            if budgeted and out_now >= limit:
                 kept.append(entry)
                 continue
             best: Device | None = None
@@ -169,12 +170,14 @@ class Dispatch(Health):
                 self._hedge_wanted.discard(task_id)  # not sooner: the straggler watch asks again
                 continue
             self._hedge_wanted.discard(task_id)
-            out += self._send_hedge(task, attempt, best, now)
-            out_now += 1
+            out += self._send_hedge(task, attempt, best, now, budgeted)
+            out_now += budgeted
         self._hedge_queue.extend(kept)
         return out
 
-    def _send_hedge(self, task: Task, original: int, device: Device, now: float) -> list[Command]:
+    def _send_hedge(
+        self, task: Task, original: int, device: Device, now: float, budgeted: bool
+    ) -> list[Command]:
         """A second live attempt of ``task`` on ``device``; the first stays live."""
         if task.attempt_at is None:
             task.attempt_at = {original: task.assigned_at}
@@ -183,6 +186,8 @@ class Dispatch(Health):
         task.live[task.attempt] = device.id
         task.hedges += 1
         task.hedge_attempts += (task.attempt,)
+        if budgeted:
+            task.budgeted_attempts += (task.attempt,)
         task.device_id = device.id
         task.assigned_at = now
         device.inflight.add((task.id, task.attempt))

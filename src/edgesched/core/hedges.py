@@ -38,8 +38,10 @@ class Hedges(Attempts):
         )
 
     def hedge_limit(self) -> int:
-        """Hedges that may be out at once: ``hedge_budget`` × the schedulable devices' slots,
-        at least one when the budget is above 0."""
+        """Straggler hedges that may be out at once: ``hedge_budget`` × the schedulable
+        devices' slots, at least one when the budget is above 0. A suspect device's attempts
+        are hedged without it: they are few (its slots), likely lost, and would run again after
+        the grace anyway — a budget would only make the last of them wait."""
         budget = self.settings.hedge_budget
         if not self.settings.hedging or budget <= 0:
             return 0
@@ -47,15 +49,15 @@ class Hedges(Attempts):
         return max(1, int(budget * slots))
 
     def hedges_in_flight(self) -> int:
-        """Hedge attempts still live (tasks whose hedges all ended are dropped from the watch)."""
+        """Straggler hedges still live, what the budget bounds (tasks whose hedges all ended
+        are dropped from the watch)."""
         count = 0
         for task_id in list(self._hedged):
             task = self.tasks.get(task_id)
-            live = 0 if task is None else sum(1 for a in task.hedge_attempts if a in task.live)
-            if live:
-                count += live
-            else:
+            if task is None or not any(a in task.live for a in task.hedge_attempts):
                 self._hedged.discard(task_id)
+                continue
+            count += sum(1 for a in task.budgeted_attempts if a in task.live)
         return count
 
     def _want_hedge(self, task_id: str, attempt: int, elapsed: float) -> None:

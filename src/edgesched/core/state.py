@@ -97,6 +97,9 @@ class Task:
     error: str = ""  #: the final reason when dead or cancelled
     hedges: int = 0  #: hedged attempts started (a second attempt while one was live)
     hedge_attempts: tuple[int, ...] = ()  #: their attempt numbers
+    #: the straggler hedges among them: what ``hedge_budget`` bounds (a suspect device's
+    #: hedges are bounded by its own attempts: they would run again after the grace anyway)
+    budgeted_attempts: tuple[int, ...] = ()
     #: when each attempt of a hedged task was sent (None until the first hedge: no cost for
     #: the tasks that never get one); the losing attempts' running time is the wasted work
     attempt_at: dict[int, float] | None = None
