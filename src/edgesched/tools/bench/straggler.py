@@ -40,7 +40,7 @@ from edgesched.stats import percentile
 from edgesched.tools.bench import hedging
 from edgesched.tools.bench.deadline import BenchError, Deadline
 from edgesched.tools.bench.failover import agent_id
-from edgesched.tools.bench.gateway import wait_devices
+from edgesched.tools.bench.gateway import gateway, http, wait_devices
 from edgesched.tools.bench.hedge_sim import (
     TARGET_HEALTHY_EXTRA,
     TARGET_P99_RATIO,
@@ -149,13 +149,31 @@ def run_case(
                 f"the stream started {client.started - spawned:.1f} s after the agents "
                 f"(--lead {lead_s:g}): the slow window is earlier in it"
             )
+        # the hedge facts (hedges, timings.wasted_ms) are in the API's task rows, not in the
+        # client API's results: read each done task's row while the master still runs
+        with gateway(cluster, timeout=10.0) as api:
+            rows = {
+                r.task_id: http(api, "GET", f"/api/v1/tasks/{r.task_id}")
+                for r in results
+                if wire_tasks.state_of(r) is TaskState.DONE
+            }
     return _figures(
-        results, stats.as_dict(), client.started, rate, window, slow_device, settings, on, slow
+        results,
+        rows,
+        stats.as_dict(),
+        client.started,
+        rate,
+        window,
+        slow_device,
+        settings,
+        on,
+        slow,
     )
 
 
 def _figures(
     results: list[wire_tasks.TaskResult],
+    rows: dict[str, Any],
     stats: dict[str, Any],
     started: float,
     rate: float,
@@ -168,7 +186,7 @@ def _figures(
     done = [r for r in results if wire_tasks.state_of(r) is TaskState.DONE]
     latencies = [r.timings.end_to_end_ms for r in done]
     work = sum(_work_ms(r) for r in done)
-    counts = [hedging.task_counts(r) for r in done]
+    counts = [hedging.task_counts(rows.get(r.task_id, r)) for r in done]
     wasted = sum(w for _, w in counts)
     in_window: list[float] = []
     window_s = None
@@ -194,7 +212,7 @@ def _figures(
         "work_ms": round(work, 1),
         "wasted_ms": round(wasted, 1),
         "wasted_share": round(wasted / (work + wasted), 4) if work + wasted > 0 else 0.0,
-        "wasted_reported": bool(done) and hedging.reported(done[0]),
+        "wasted_reported": bool(done) and hedging.reported(rows.get(done[0].task_id, done[0])),
     }
 
 
