@@ -37,8 +37,11 @@ def test_counts_of_an_api_row_and_of_a_result() -> None:
     row = {"hedges": 2, "timings": {"wasted_ms": 12.5}}
     assert hedging.task_counts(row) == (2, 12.5)
     assert hedging.reported(row)
+    # the master writes them into the row's timings (a hedged task's)
+    assert hedging.task_counts({"timings": {"hedges": 1, "wasted_ms": 3.0}}) == (1, 3.0)
     assert hedging.task_counts({"timings": {}}) == (0, 0.0)
-    assert not hedging.reported({"timings": {}})
+    # a task never hedged carries no figure: with a build that hedges, that reads as none
+    assert hedging.reported({"timings": {}}) is hedging.supported()
     result = tasks.TaskResult(task_id="t1")
     hedges, wasted = hedging.task_counts(result)
     assert hedges >= 0 and wasted >= 0.0

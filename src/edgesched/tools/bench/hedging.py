@@ -61,15 +61,17 @@ def task_counts(row: Any) -> tuple[int, float]:
     if isinstance(row, dict):
         timings = row.get("timings") or {}
         wasted = timings.get("wasted_ms", row.get("wasted_ms"))
-        return int(row.get("hedges") or 0), float(wasted or 0.0)
+        hedges = timings.get("hedges", row.get("hedges"))
+        return int(hedges or 0), float(wasted or 0.0)
     hedges = getattr(row, "hedges", 0)
     wasted = getattr(row.timings, "wasted_ms", getattr(row, "wasted_ms", 0.0))
     return int(hedges or 0), float(wasted or 0.0)
 
 
 def reported(row: Any) -> bool:
-    """Whether the task reports its wasted work at all (a build with hedging does)."""
+    """Whether the task reports its wasted work at all (a build with hedging does: an API
+    row's timings carry it once the task was hedged, and its absence then means none)."""
     if isinstance(row, dict):
-        return "wasted_ms" in (row.get("timings") or {}) or "wasted_ms" in row
+        return supported() or "wasted_ms" in (row.get("timings") or {}) or "wasted_ms" in row
     descriptors = (row.timings.DESCRIPTOR, row.DESCRIPTOR)
     return any(f.name == "wasted_ms" for d in descriptors for f in d.fields)
