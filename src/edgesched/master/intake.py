@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
+from typing import TypeVar
 
 import grpc
 
@@ -17,6 +20,9 @@ from edgesched.master.peers import peer_host
 from edgesched.master.submission import Submission
 from edgesched.v1 import client_pb2, client_pb2_grpc, common_pb2
 from edgesched.wire.tasks import submit_reply, task_result_pb
+
+Request = TypeVar("Request")
+Reply = TypeVar("Reply")
 
 log = logging.getLogger("edgesched.intake")
 
@@ -50,6 +56,32 @@ def _submission(
     )
 
 
+async def _in_order(
+    requests: AsyncIterator[Request],
+    start: Callable[[Request], Coroutine[object, object, Reply]],
+    window: int,
+) -> AsyncGenerator[Reply, None]:
+    """Answers a request stream: up to ``window`` requests in progress at once (so the journal
+    commits them together), the answers in request order; the request stream's own error, if
+    it ended with one, once every answer went out."""
+    started: asyncio.Queue[asyncio.Task[Reply] | None] = asyncio.Queue(maxsize=window)
+
+    async def read() -> None:
+        try:
+            async for request in requests:
+                await started.put(asyncio.create_task(start(request)))
+        finally:
+            await started.put(None)
+
+    reader = asyncio.create_task(read())
+    try:
+        while (task := await started.get()) is not None:
+            yield await task
+        await reader
+    finally:
+        reader.cancel()
+
+
 class TaskServicer(client_pb2_grpc.TaskServiceServicer):
     """Speaks the native client API (``client.proto``): decodes submissions and queries, calls
     ``Master``, encodes the replies and result streams. Owns nothing but its streams' windows;
@@ -78,24 +110,12 @@ class TaskServicer(client_pb2_grpc.TaskServiceServicer):
     ) -> AsyncIterator[client_pb2.SubmitReply]:
         """Up to STREAM_WINDOW submissions in progress at once (so the journal commits them
         together), replies in request order."""
-        started: asyncio.Queue[asyncio.Task[client_pb2.SubmitReply] | None] = asyncio.Queue(
-            maxsize=STREAM_WINDOW
-        )
-
-        async def read() -> None:
-            try:
-                async for request in request_iterator:
-                    await started.put(asyncio.create_task(self._submit_one(request, context)))
-            finally:
-                await started.put(None)
-
-        reader = asyncio.create_task(read())
-        try:
-            while (task := await started.get()) is not None:
-                yield await task
-            await reader  # the request stream's own error, if it ended with one
-        finally:
-            reader.cancel()
+        start = functools.partial(self._submit_one, context=context)
+        # closed with the call (a client gone): its reader stops at once, not when collected
+        replies = _in_order(request_iterator, start, STREAM_WINDOW)
+        async with contextlib.aclosing(replies):
+            async for reply in replies:
+                yield reply
 
     async def _submit_one(
         self, request: client_pb2.SubmitRequest, context: grpc.aio.ServicerContext
@@ -113,27 +133,15 @@ class TaskServicer(client_pb2_grpc.TaskServiceServicer):
     ) -> AsyncIterator[client_pb2.SubmitBatchReply]:
         """One reply message per batch, its replies in request order; up to BATCH_WINDOW
         batches in progress at once, answered in the order they came."""
-        started: asyncio.Queue[asyncio.Task[client_pb2.SubmitBatchReply] | None] = asyncio.Queue(
-            maxsize=BATCH_WINDOW
-        )
-
-        async def read() -> None:
-            try:
-                async for batch in request_iterator:
-                    await started.put(asyncio.create_task(self._submit_batch(batch, context)))
-            finally:
-                await started.put(None)
-
         # headers at once: a client writes nothing before them (client.batches), so that an
         # older master's UNIMPLEMENTED reaches it before any write
         await context.send_initial_metadata(())
-        reader = asyncio.create_task(read())
-        try:
-            while (task := await started.get()) is not None:
-                yield await task
-            await reader  # the request stream's own error, if it ended with one
-        finally:
-            reader.cancel()
+        start = functools.partial(self._submit_batch, context=context)
+        # closed with the call (a client gone): its reader stops at once, not when collected
+        replies = _in_order(request_iterator, start, BATCH_WINDOW)
+        async with contextlib.aclosing(replies):
+            async for reply in replies:
+                yield reply
 
     async def _submit_batch(
         self, batch: client_pb2.SubmitBatch, context: grpc.aio.ServicerContext
