@@ -346,14 +346,7 @@ def _wait_done(
     help="kill: SIGKILL (the link drops at once); stop: SIGSTOP (a hang: the link stays open); "
     "both: one run of each",
 )
-@click.option(
-    "--hedging",
-    "hedging_mode",
-    default="both",
-    show_default=True,
-    type=click.Choice(["on", "off", "both"]),
-    help="the master's scheduling.hedging: on, off, or one run of each per signal",
-)
+@hedging.mode_option("the master's scheduling.hedging: on, off, or one run of each per signal")
 @click.option(
     "--grace-s",
     type=click.FloatRange(min=0, min_open=True),

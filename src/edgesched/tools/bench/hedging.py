@@ -9,11 +9,15 @@ its hedges (``hedges``, ``timings.wasted_ms``) is read where present and counted
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
+
+import click
 
 from edgesched.config import SchedulingSettings
 
 ENV = "EDGESCHED_SCHEDULING_HEDGING"
+MODES = {"on": [True], "off": [False], "both": [False, True]}  #: off first: the reference
 
 
 def supported() -> bool:
@@ -23,7 +27,20 @@ def supported() -> bool:
 
 def choices(value: str) -> list[bool]:
     """``on``, ``off`` or ``both`` (off first: the reference)."""
-    return {"on": [True], "off": [False], "both": [False, True]}[value]
+    return MODES[value]
+
+
+def mode_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--hedging on|off|both`` (default both), given to the command as ``hedging_mode``
+    and read with ``choices``."""
+    return click.option(
+        "--hedging",
+        "hedging_mode",
+        default="both",
+        show_default=True,
+        type=click.Choice(list(MODES)),
+        help=help_text,
+    )
 
 
 def label(on: bool) -> str:

@@ -347,14 +347,7 @@ def run_straggler(
     type=click.FloatRange(min=0, min_open=True),
     help="how long the slow window lasts",
 )
-@click.option(
-    "--hedging",
-    "hedging_mode",
-    default="both",
-    show_default=True,
-    type=click.Choice(["on", "off", "both"]),
-    help="the straggler runs with hedging on, off, or one of each",
-)
+@hedging.mode_option("the straggler runs with hedging on, off, or one of each")
 @click.option(
     "--healthy/--no-healthy",
     default=True,
