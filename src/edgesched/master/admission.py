@@ -79,14 +79,10 @@ class Admission:
         # a repeated key is found by the journal's insert (one round trip, not two); only a
         # client at its limit is looked up first, so that its retries still get their answers
         if self.inflight[sub.client_id] >= m.max_inflight_per_client:
-            existing = await self.journal.find_key(sub.client_id, sub.idem_key)
-            if existing is not None:
-                return existing, True
-            raise LimitExceededError(
-                f"client {sub.client_id!r} has {self.inflight[sub.client_id]} tasks in flight, "
-                f"the limit is {m.max_inflight_per_client} (master.max_inflight_per_client); "
-                "wait for results"
-            )
+            outcome = await self._over_limit(sub, self.inflight[sub.client_id], m)
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome
         # the place is taken now, before anything awaits: submissions arriving together cannot
         # all pass the check above; _commit gives it back unless the task is admitted
         self.inflight[sub.client_id] += 1
