@@ -17,12 +17,15 @@ $(STAMP): requirements.lock pyproject.toml
 
 deps: $(STAMP)
 
-# Debian packages some tests need (CI runs as root): iproute2 (the partition test) and
-# chromium (the dashboard's browser test). A no-op where they are present.
+# Debian packages some tests need (CI runs as root): iproute2 (the partition test), chromium
+# (the dashboard's browser test) and postgresql (the PostgreSQL journal's and several masters'
+# tests start a throwaway server from its programs, /usr/lib/postgresql/<version>/bin). A no-op
+# where they are present.
 deps-system:
 	@missing=""; \
 	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ "$$(id -u)" = 0 ] && [ -n "$$missing" ]; then \
 	  apt-get update -q && apt-get install -y -q $$missing; fi
 

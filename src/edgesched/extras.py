@@ -21,8 +21,9 @@ EXTRAS: dict[str, tuple[tuple[str, str], ...]] = {
         ("prometheus-client", "prometheus_client"),
     ),
     "onnx": (("onnxruntime", "onnxruntime"),),
+    "postgres": (("asyncpg", "asyncpg"),),
 }
-EXTRAS["all"] = EXTRAS["master"] + EXTRAS["onnx"]
+EXTRAS["all"] = EXTRAS["master"] + EXTRAS["onnx"] + EXTRAS["postgres"]
 
 #: the modules of every extra: none of them may be imported by what a board runs
 EXTRA_MODULES = frozenset(module for _, module in EXTRAS["all"])
