@@ -13,7 +13,9 @@
     ├── ConflictError          the request contradicts the current state (cancel a finished task)
     ├── JournalError           the journal cannot be opened or written
     │   ├── DiskFullError       no space left: nothing was half-written
-    │   └── DamagedJournalError the journal is damaged or incomplete: work may be missing
+    │   ├── DamagedJournalError the journal is damaged or incomplete: work may be missing
+    │   ├── JournalUnavailableError  its database cannot be reached now: try again
+    │   └── FencedError         another master leads: this one's write was refused
     ├── PayloadError           a task's payload cannot be read back (gone, CRC mismatch)
     ├── AuthError              missing or wrong join token / credential / API token
     ├── BackendError           the inference backend failed for reasons other than the input
@@ -87,6 +89,15 @@ class DiskFullError(JournalError):
 
 class DamagedJournalError(JournalError):
     """The journal fails its integrity check or misses work it once held (refused at start)."""
+
+
+class JournalUnavailableError(JournalError):
+    """The journal's database cannot be reached now (restarting, failing over): try again."""
+
+
+class FencedError(JournalError):
+    """This master's write carried a lease token that is no longer the database's: another
+    master leads now, and this one's write was refused (never applied)."""
 
 
 class PayloadError(EdgeschedError):

@@ -34,6 +34,17 @@ from edgesched.logs import setup_logging
 @click.option("--strategy", default=None, help="load or roundrobin [load]")
 @click.option("--durability", type=click.Choice(["normal", "full"]), default=None)
 @click.option(
+    "--journal",
+    default=None,
+    help="postgresql://user@host:port/db: a PostgreSQL journal several masters share, one "
+    "leading [SQLite in --data-dir]",
+)
+@click.option(
+    "--advertise",
+    default=None,
+    help="the host other masters send clients and agents to when this one leads [--bind]",
+)
+@click.option(
     "--keep-upload", is_flag=True, default=None, help="keep seed upload files after tasks end"
 )
 @click.option(

@@ -58,6 +58,15 @@ class MasterSettings:
     #: space kept in <data_dir>/reserve for the journal and the master's own files; released
     #: when the disk fills, so that what is running can still be journaled (0 = none)
     reserve_mb: float = 16.0
+    #: where tasks are journaled: "" = SQLite in data_dir (one master); "postgresql://..." = a
+    #: PostgreSQL database that several masters share, one of them the leader (docs/operations.md
+    #: "High availability"); the password belongs in PGPASSWORD or ~/.pgpass, not here
+    journal: str = ""
+    #: the host other masters tell clients and agents to reach this one at when it leads; "" =
+    #: ``bind`` when that is not a wildcard address
+    advertise: str = ""
+    lease_s: float = 5.0  #: with PostgreSQL: the leader's lease; a standby takes over past it
+    lease_renew_s: float = 1.0  #: the leader renews its lease, and standbys try, this often
 
 
 @dataclass

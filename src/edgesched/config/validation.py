@@ -121,6 +121,20 @@ def validate(settings: Settings) -> None:
     for key in ("max_slots_per_device", "cpu_slots_per_core", "max_agents", "max_joins_per_minute"):
         if getattr(m, key) < 1:
             raise ConfigError(f"master.{key} must be at least 1, not {getattr(m, key)}")
+    if m.journal and not m.journal.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(
+            f"master.journal must be empty (SQLite in data_dir) or a postgresql:// URL, "
+            f"not {m.journal.split('@')[-1]!r}"
+        )
+    for key in ("lease_s", "lease_renew_s"):
+        value = getattr(m, key)
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"master.{key} must be a positive number, not {value!r}")
+    if m.lease_renew_s * 2 > m.lease_s:
+        raise ConfigError(
+            f"master.lease_renew_s ({m.lease_renew_s}) must be at most half of master.lease_s "
+            f"({m.lease_s}): the leader renews at least twice per lease"
+        )
     if not (math.isfinite(m.forget_dead_after_s) and m.forget_dead_after_s >= 0):
         raise ConfigError("master.forget_dead_after_s must be a number ≥ 0 (0 = never)")
     for key in ("interval_s", "filedrop_timeout_s"):
