@@ -25,6 +25,9 @@ class Ledger:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.acked: dict[str, str] = {}  #: picture name → seed file name (`127.0.0.1_<n>.png`)
+        #: picture name → every other seed file it was acknowledged as: a picture accepted as
+        #: two tasks (a resend after a failover that the masters did not recognise)
+        self.twice: dict[str, set[str]] = {}
         self.refused: dict[str, str] = {}  #: picture name → why it was never acknowledged
         self.received: list[Reception] = []  #: every result handed over, repeats included
         self.resends = 0  #: uploads sent again after an error (a crashed or restarting master)
@@ -51,7 +54,10 @@ class Ledger:
 
     def ack(self, picture: Picture, seed_file: str) -> None:
         with self._lock:
-            self.acked[picture.name] = seed_file
+            first = self.acked.setdefault(picture.name, seed_file)
+            if first != seed_file:
+                self.twice.setdefault(picture.name, set()).add(seed_file)
+                return
             self._good_acked += not picture.bad
 
     def resent(self) -> None:

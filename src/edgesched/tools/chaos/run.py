@@ -176,7 +176,7 @@ def run(cfg: RunConfig, root: Path) -> dict[str, Any]:
         chaos = start_cluster(root, receiver, cfg)
         chaos.started = started
         kills = kill_schedule(rng, cfg.master_kills, cfg.agent_kills, sorted(chaos.agents))
-        start_uploads(chaos.cluster.grpc_target, pictures, ledger, deadline)
+        start_uploads([chaos.cluster.grpc_target], pictures, ledger, deadline)
         drive(chaos, ledger, cfg, kills, deadline)
         dead = dead_pictures(chaos.cluster.http_url)
     finally:

@@ -1,5 +1,7 @@
 """The seed-protocol client of a chaos run: threads uploading pictures over gRPC, retrying with
-the same req_id across master crashes, with a bounded window of unanswered tasks."""
+the same req_id across master crashes (with several masters: to the leader a standby names, or
+the next address, as a virtual IP in front of them would), with a bounded window of unanswered
+tasks."""
 
 from __future__ import annotations
 
@@ -32,20 +34,76 @@ def _body(picture: Picture) -> bytes:
     return json.dumps(body).encode("utf-8")
 
 
-def _upload_one(call: Any, picture: Picture, ledger: Ledger, deadline: float) -> None:
+def leader_hint(exc: Any) -> str:
+    """The leader's gRPC address a standby master named in its answer ("" when none)."""
+    try:
+        for key, value in exc.trailing_metadata() or ():
+            if key == "edgesched-leader":
+                return str(value)
+    except Exception:  # a connection error carries no metadata
+        return ""
+    return ""
+
+
+class Targets:
+    """The masters' addresses as one seed client sees them behind a virtual IP: the current one,
+    the leader a standby names, else the next in turn (one channel each, kept)."""
+
+    def __init__(self, addresses: list[str]) -> None:
+        import grpc
+
+        self.addresses = list(addresses)
+        self.current = self.addresses[0]
+        # reconnect quickly after a master restart instead of gRPC's default backoff (≤ 120 s)
+        options = [
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+        ]
+        self._channels: dict[str, grpc.Channel] = {}
+        self._options = options
+
+    def call(self) -> Any:
+        import grpc
+
+        channel = self._channels.get(self.current)
+        if channel is None:
+            channel = self._channels[self.current] = grpc.insecure_channel(
+                self.current, options=self._options
+            )
+        return channel.unary_unary("/ImageUpload/UploadImage")
+
+    def failed(self, exc: Any) -> None:
+        """After a retryable error: the named leader, else the next address."""
+        hint = leader_hint(exc)
+        if hint and hint != self.current:
+            self.current = hint
+        elif len(self.addresses) > 1:
+            at = self.addresses.index(self.current) if self.current in self.addresses else -1
+            self.current = self.addresses[(at + 1) % len(self.addresses)]
+
+    def close(self) -> None:
+        for channel in self._channels.values():
+            channel.close()
+
+
+def _upload_one(targets: Targets, picture: Picture, ledger: Ledger, deadline: float) -> None:
     """Sends one picture until it is acknowledged, refused for good, or time runs out."""
     import grpc
 
     delay = 0.1
+    several = len(targets.addresses) > 1
     while time.monotonic() < deadline:
         try:
             with ledger.sending():
-                reply = call(_body(picture), timeout=10, wait_for_ready=True)
+                # one master: wait for it to come back; several: a dead one is skipped at once
+                reply = targets.call()(_body(picture), timeout=10, wait_for_ready=not several)
         except grpc.RpcError as exc:
             code = exc.code()
             if code is None or code.name not in RETRYABLE:
                 ledger.refuse(picture.name, f"{code}: {exc.details()}")
                 return
+            targets.failed(exc)
         else:
             ledger.ack(picture, json.loads(reply)["filename"])
             return
@@ -57,7 +115,7 @@ def _upload_one(call: Any, picture: Picture, ledger: Ledger, deadline: float) ->
 
 @dataclass
 class Uploads:
-    target: str  #: the master's gRPC address (the same across restarts)
+    targets: list[str]  #: the masters' gRPC addresses (each the same across restarts)
     queue: list[Picture]  #: still to send, popped from the end
     ledger: Ledger
     window: int
@@ -71,26 +129,20 @@ class Uploads:
 
 
 def _upload_worker(uploads: Uploads) -> None:
-    import grpc
-
-    # reconnect quickly after a master restart instead of gRPC's default backoff (up to 120 s)
-    options = [
-        ("grpc.initial_reconnect_backoff_ms", 100),
-        ("grpc.min_reconnect_backoff_ms", 100),
-        ("grpc.max_reconnect_backoff_ms", 1000),
-    ]
-    with grpc.insecure_channel(uploads.target, options=options) as channel:
-        call = channel.unary_unary("/ImageUpload/UploadImage")
+    targets = Targets(uploads.targets)
+    try:
         while (picture := uploads.next()) is not None:
-            _upload_one(call, picture, uploads.ledger, uploads.deadline)
+            _upload_one(targets, picture, uploads.ledger, uploads.deadline)
+    finally:
+        targets.close()
 
 
 def start_uploads(
-    target: str, pictures: list[Picture], ledger: Ledger, deadline: float
+    targets: list[str], pictures: list[Picture], ledger: Ledger, deadline: float
 ) -> list[threading.Thread]:
     low, high = UPLOAD_WINDOW
     window = max(low, min(high, len(pictures) // 20))
-    uploads = Uploads(target, list(reversed(pictures)), ledger, window, deadline)
+    uploads = Uploads(targets, list(reversed(pictures)), ledger, window, deadline)
     threads = [
         threading.Thread(target=_upload_worker, args=(uploads,), daemon=True)
         for _ in range(UPLOAD_THREADS)
