@@ -85,9 +85,7 @@ async def test_live_but_silent_leader_keeps_the_lease_until_it_expires(
             assert not await b.take()
         # the database's clock moves past the lease (a frozen leader renewed no more)
         database = pg_dsn.rsplit("/", 1)[1]
-        pg_server.psql(
-            database, "UPDATE lease SET expires_at = now() - interval '1 second'"
-        )
+        pg_server.psql(database, "UPDATE lease SET expires_at = now() - interval '1 second'")
         assert await b.take()
         assert (await b.read()).holder == "b"
         assert not await a.renew()

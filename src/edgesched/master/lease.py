@@ -60,10 +60,10 @@ CREATE TABLE IF NOT EXISTS secrets (
 #: connection is gone and it renewed since the database started (a SIGKILLed leader)
 TAKE = """
 UPDATE lease SET token = token + 1, holder = $1, address = $2, backend_pid = pg_backend_pid(),
-    renewed_at = now(), expires_at = now() + $3::float8 * interval '1 second'
+    renewed_at = now(), expires_at = now() + make_interval(secs => $3)
 WHERE name = 'leader' AND (
     holder = ''
-    OR (expires_at < now() AND now() > pg_postmaster_start_time() + $3::float8 * interval '1 second')
+    OR (expires_at < now() AND now() > pg_postmaster_start_time() + make_interval(secs => $3))
     OR (renewed_at > pg_postmaster_start_time()
         AND NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = lease.backend_pid))
 )
@@ -71,7 +71,7 @@ RETURNING token
 """
 
 RENEW = """
-UPDATE lease SET renewed_at = now(), expires_at = now() + $2::float8 * interval '1 second',
+UPDATE lease SET renewed_at = now(), expires_at = now() + make_interval(secs => $2),
     backend_pid = pg_backend_pid()
 WHERE name = 'leader' AND token = $1
 RETURNING token
