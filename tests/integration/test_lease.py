@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pytest
@@ -173,7 +174,7 @@ async def test_postgres_restart_gives_the_leader_a_lease_to_come_back(
         server.close()
 
 
-async def _retrying(call) -> bool:  # type: ignore[no-untyped-def]
+async def _retrying(call: Callable[[], Awaitable[bool]]) -> bool:
     """The call once the database takes connections again (bounded)."""
     for _ in range(TRIES):
         try:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -102,7 +103,7 @@ async def test_standby_grpc_answers_every_service_with_the_leader(standby) -> No
         request = tasks.submit_request(
             client_id="c", idempotency_key="k", task_type="layout", filename="a.png", payload=b"x"
         )
-        calls = {
+        calls: dict[str, Callable[[], Awaitable[Any]]] = {
             "client API": lambda: task_stub(channel).Submit(request, timeout=10),
             "agent link": lambda: _first(
                 agent_pb2_grpc.AgentLinkStub(channel).Connect(
@@ -137,7 +138,7 @@ async def test_standby_grpc_answers_every_service_with_the_leader(standby) -> No
         assert LEADER_KEY not in dict(refused.value.trailing_metadata() or ())
 
 
-async def _first(stream) -> object:  # type: ignore[no-untyped-def]
+async def _first(stream: Any) -> object:
     async for message in stream:
         return message
     return None
