@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -318,3 +318,65 @@ async def test_tokens_are_shared_through_the_database(tmp_path: Path, pg_dsn: st
         assert read_token(tmp_path / "a", kind) == read_token(tmp_path / "b", kind)
         assert read_token(tmp_path / "b", kind)
     await b.close()
+
+
+# ---- the database going away -------------------------------------------------------------
+
+
+@pytest.fixture
+def own_pg(pg_server: PgServer) -> Iterator[PgServer]:
+    """A server of the test's own (stopped and restarted: not the session's shared one)."""
+    server = PgServer(durable=False)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+async def test_postgres_restart_keeps_the_leader(tmp_path: Path, own_pg: PgServer, start) -> None:
+    dsn = own_pg.create_database("ha")
+    # a long lease: the grace after the restart outlasts any slowness of this machine
+    many = {"lease_s": 60.0, "lease_renew_s": 0.1}
+    leader = Roles(settings_for(tmp_path / "a", dsn, **many), open_journal=shared_sqlite(tmp_path))
+    start(leader)
+    await asyncio.wait_for(leader.elected.wait(), LIMIT_S)
+    token = leader.lease.token
+    standby = Roles(
+        settings_for(tmp_path / "b", dsn, "127.0.0.2", **many),
+        open_journal=shared_sqlite(tmp_path),
+    )
+    start(standby)
+    await until(lambda: standby.holder is not None, "b standby")
+    await asyncio.to_thread(own_pg.restart)
+    renewed = await _renewed_after_restart(own_pg, "ha")
+    assert renewed
+    assert leader.role == "leader" and leader.terms == 1 and leader.lease.token == token
+    assert standby.role == "standby" and standby.terms == 0
+    assert (await health(leader)).status_code == 200
+
+
+async def _renewed_after_restart(server: PgServer, database: str) -> bool:
+    """Whether the lease was renewed since the server's last start (bounded polls)."""
+    query = "SELECT renewed_at > pg_postmaster_start_time() FROM lease WHERE name = 'leader'"
+    for _ in range(LIMIT_S * 10):
+        with contextlib.suppress(Exception):
+            if (await asyncio.to_thread(server.psql, database, query)).strip() == "t":
+                return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def test_a_master_started_while_the_database_is_down_waits_then_leads(
+    tmp_path: Path, own_pg: PgServer, start
+) -> None:
+    dsn = own_pg.create_database("later")
+    await asyncio.to_thread(own_pg.stop)
+    roles = Roles(settings_for(tmp_path / "a", dsn), open_journal=shared_sqlite(tmp_path))
+    start(roles)
+    await until(lambda: roles.role == "standby" and roles.standby is not None, "standby")
+    answer = await health(roles)
+    assert answer.status_code == 503 and "no leader is elected yet" in answer.json()["error"]
+    await asyncio.to_thread(own_pg.start)
+    await asyncio.wait_for(roles.elected.wait(), LIMIT_S)
+    assert (await health(roles)).json()["role"] == "leader"

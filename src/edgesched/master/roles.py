@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from edgesched.config import Settings
-from edgesched.errors import JournalUnavailableError
+from edgesched.errors import FencedError, JournalUnavailableError
 from edgesched.journal.files import private_dir
 from edgesched.journal.sqlite import SQLiteJournal
 from edgesched.master.lease import Holder, Lease
@@ -39,6 +39,8 @@ log = logging.getLogger("edgesched.master")
 WILDCARDS = ("", "0.0.0.0", "::", "[::]")
 FENCED = "EF001"  #: the SQLSTATE of edgesched_fence's refusal
 JITTER = 0.2  #: standbys spread their tries over ±20 % of lease_renew_s
+BIND_TRIES = 50
+BIND_PAUSE_S = 0.2
 
 #: (settings, fencing token, on_fenced) → the leader's journal (None: SQLite in data_dir)
 JournalFactory = Callable[[Settings, int, Callable[[str], None]], SQLiteJournal | None]
@@ -146,8 +148,9 @@ class Roles:
     async def _serve_as_standby(self, stop: asyncio.Event) -> bool:
         """Answers as a standby until elected (True) or stopped (False)."""
         self.role = "standby"
-        self.standby = StandbyServers(self.settings, lambda: self.holder)
-        await self.standby.start()
+        self.standby = await self._bind_standby(stop)
+        if self.standby is None:
+            return False
         m = self.settings.master
         # port 0 is bound once: the leader's servers and later terms use the same ports
         m.port, m.http_port = self.standby.grpc_port, self.standby.http_port
@@ -183,6 +186,23 @@ class Roles:
         finally:
             await self._stop_standby()
 
+    async def _bind_standby(self, stop: asyncio.Event) -> StandbyServers | None:
+        """The standby's servers on the master's ports. The leader's servers, just stopped,
+        may hold a port a moment longer: tried a bounded number of times (None: stopped)."""
+        for attempt in range(BIND_TRIES):
+            servers = StandbyServers(self.settings, lambda: self.holder)
+            try:
+                await servers.start()
+                return servers
+            except (OSError, RuntimeError) as exc:  # grpc says RuntimeError("Failed to bind")
+                await servers.stop()
+                if attempt == BIND_TRIES - 1:
+                    raise
+                log.warning("standby: cannot bind yet (%s); trying again", exc)
+            if await _pause((stop,), BIND_PAUSE_S):
+                return None
+        return None
+
     async def _stop_standby(self) -> None:
         standby, self.standby = self.standby, None
         if standby is not None:
@@ -214,6 +234,14 @@ class Roles:
         self.server = server
         try:
             await server.start()
+        except (JournalUnavailableError, FencedError) as exc:
+            # the database went away (or another master took over) while this one started:
+            # a standby again, it tries anew; anything else ends the process as for one master
+            log.warning("elected, but the master could not start: %s; stepping down", exc)
+            await self._stop_server()
+            await self._give_up()
+            await _pause((stop,), m.lease_renew_s)
+            return
         except BaseException:
             await self._stop_server()
             await self._give_up()
