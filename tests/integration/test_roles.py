@@ -337,13 +337,15 @@ def own_pg(pg_server: PgServer) -> Iterator[PgServer]:
 async def test_postgres_restart_keeps_the_leader(tmp_path: Path, own_pg: PgServer, start) -> None:
     dsn = own_pg.create_database("ha")
     # a long lease: the grace after the restart outlasts any slowness of this machine
-    many: dict[str, object] = {"lease_s": 60.0, "lease_renew_s": 0.1}
-    leader = Roles(settings_for(tmp_path / "a", dsn, **many), open_journal=shared_sqlite(tmp_path))
+    leader = Roles(
+        settings_for(tmp_path / "a", dsn, lease_s=60.0, lease_renew_s=0.1),
+        open_journal=shared_sqlite(tmp_path),
+    )
     start(leader)
     await asyncio.wait_for(leader.elected.wait(), LIMIT_S)
     token = leader.lease.token
     standby = Roles(
-        settings_for(tmp_path / "b", dsn, "127.0.0.2", **many),
+        settings_for(tmp_path / "b", dsn, "127.0.0.2", lease_s=60.0, lease_renew_s=0.1),
         open_journal=shared_sqlite(tmp_path),
     )
     start(standby)
