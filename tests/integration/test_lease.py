@@ -190,3 +190,34 @@ def test_leader_address_parsing() -> None:
     assert Leader.parse("{") is None
     assert Leader.parse('{"host": ""}') is None
     assert Leader.parse('{"host": "h", "grpc_port": "x"}') is None
+
+
+async def test_a_takeover_waits_for_the_leaders_running_write(
+    pg_dsn: str, pg_server: PgServer
+) -> None:
+    """A write is either before the takeover (committed, the new leader sees it) or refused."""
+    a, b = await lease(pg_dsn, "a"), await lease(pg_dsn, "b", lease_s=0.01)
+    writer = await asyncpg.connect(pg_dsn)
+    try:
+        await writer.execute("CREATE TABLE sample (v INTEGER)")
+        assert await a.take()
+        database = pg_dsn.rsplit("/", 1)[1]
+        pg_server.psql(database, "UPDATE lease SET expires_at = now() - interval '1 second'")
+        running = writer.transaction()
+        await running.start()
+        await writer.execute("SELECT edgesched_fence($1)", a.token)
+        await writer.execute("INSERT INTO sample VALUES (1)")
+        taking = asyncio.create_task(b.take())
+        await asyncio.sleep(0.3)
+        assert not taking.done()  # held by the write's share lock on the lease row
+        await running.commit()
+        assert await asyncio.wait_for(taking, 30)
+        assert [r["v"] for r in await writer.fetch("SELECT v FROM sample")] == [1]
+        with pytest.raises(asyncpg.PostgresError) as refused:
+            async with writer.transaction():
+                await writer.execute("SELECT edgesched_fence($1)", a.token)
+        assert refused.value.sqlstate == "EF001"
+    finally:
+        await writer.close()
+        await a.close()
+        await b.close()
