@@ -56,3 +56,25 @@ def test_a_stopped_leader_hands_over(tmp_path: Path, pg_dsn: str) -> None:
         first = cluster.start_masters(2, pg_dsn, timeout=LIMIT_S)
         cluster.kill_master(first, signal.SIGTERM)  # steps down: the other takes over
         assert cluster.wait_for_leader(LIMIT_S, other_than=first) == 1 - first
+
+
+def test_a_frozen_leader_is_replaced_after_its_lease_and_steps_down_when_thawed(
+    tmp_path: Path, pg_dsn: str, monkeypatch
+) -> None:
+    monkeypatch.setenv("EDGESCHED_MASTER_LEASE_S", "2")
+    monkeypatch.setenv("EDGESCHED_MASTER_LEASE_RENEW_S", "0.5")
+    with LocalCluster(root=tmp_path / "c", log_level="info") as cluster:
+        first = cluster.start_masters(2, pg_dsn, timeout=LIMIT_S)
+        frozen = cluster.procs[cluster.master_name(first)]
+        frozen.send_signal(signal.SIGSTOP)  # alive, its connection open, silent
+        try:
+            second = cluster.wait_for_leader(LIMIT_S, other_than=first)
+        finally:
+            frozen.send_signal(signal.SIGCONT)
+        assert second == 1 - first
+        for _ in range(int(LIMIT_S * 10)):  # thawed, it finds its lease taken
+            if cluster.master_role(first) == "standby":
+                break
+            time.sleep(0.1)
+        assert cluster.master_role(first) == "standby"
+        assert cluster.master_role(second) == "leader"
