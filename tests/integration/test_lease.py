@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 import pytest
 
-from edgesched.errors import JournalUnavailableError
+from edgesched.errors import JournalError, JournalUnavailableError
 from edgesched.master.lease import Leader, Lease
 from edgesched.tools.testing.pgserver import PgServer
 
@@ -221,3 +221,16 @@ async def test_a_takeover_waits_for_the_leaders_running_write(
         await writer.close()
         await a.close()
         await b.close()
+
+
+async def test_a_lease_table_of_another_shape_is_a_clear_error(
+    pg_dsn: str, pg_server: PgServer
+) -> None:
+    pg_server.psql(pg_dsn.rsplit("/", 1)[1], "CREATE TABLE lease (x INTEGER)")
+    held = Lease(pg_dsn, "a", ADDRESS, 5.0)
+    try:
+        with pytest.raises(JournalError, match="cannot create the lease") as refused:
+            await held.prepare()
+        assert not isinstance(refused.value, JournalUnavailableError)  # not "try again"
+    finally:
+        await held.close()

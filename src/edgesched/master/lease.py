@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from edgesched.errors import JournalUnavailableError
+from edgesched.errors import JournalError, JournalUnavailableError
 
 if TYPE_CHECKING:
     import asyncpg
@@ -165,12 +165,16 @@ class Lease:
         return self._conn
 
     async def _run(self, sql: str, *args: Any) -> list[Any]:
+        import asyncpg
+
         conn = await self._connection()
         try:
             return list(await conn.fetch(sql, *args))
         except away_errors() as exc:
             await self._drop()
             raise _unavailable(exc) from exc
+        except asyncpg.PostgresError as exc:  # refused: rights, a table changed by hand
+            raise JournalError(f"the lease in the journal's database: {exc}") from exc
 
     async def _drop(self) -> None:
         conn, self._conn = self._conn, None
@@ -180,6 +184,8 @@ class Lease:
     async def prepare(self) -> None:
         """Creates the lease's table, row and fence function (and the shared secrets' table)
         if missing, under the schema's advisory lock (masters may start together)."""
+        import asyncpg
+
         conn = await self._connection()
         try:
             async with conn.transaction():
@@ -188,6 +194,10 @@ class Lease:
         except away_errors() as exc:
             await self._drop()
             raise _unavailable(exc) from exc
+        except asyncpg.PostgresError as exc:
+            raise JournalError(
+                f"cannot create the lease's table and function in the journal's database: {exc}"
+            ) from exc
 
     async def take(self) -> bool:
         """Tries to become the leader; True when this master now holds the lease."""

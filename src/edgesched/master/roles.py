@@ -148,6 +148,7 @@ class Roles:
     async def _serve_as_standby(self, stop: asyncio.Event) -> bool:
         """Answers as a standby until elected (True) or stopped (False)."""
         self.role = "standby"
+        self.holder = None  #: not itself, after a term: read again below
         self.standby = await self._bind_standby(stop)
         if self.standby is None:
             return False
