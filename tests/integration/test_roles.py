@@ -2,8 +2,9 @@
 the client API, the agent link and the seed's upload; HTTP 503 JSON, /healthz too), the
 standby → leader → standby cycle on the real PostgreSQL lease, deposition.
 
-The leader's journal comes from the roles' journal factory: here SQLite in a data directory
-the masters share (only the leader writes it), since the point is the roles, not the journal.
+Until the PostgreSQL journal is in this build the leader journals in SQLite in its data
+directory: where tasks must move with the lead, the masters share one data directory (only the
+leader writes it), since the point here is the roles, not the journal.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import pytest
 
 from edgesched.client.send import task_stub
 from edgesched.config import Settings
-from edgesched.journal.sqlite import SQLiteJournal
 from edgesched.master.lease import Holder, Leader, Lease
-from edgesched.master.roles import Roles, advertised
+from edgesched.master.roles import Roles, advertised, leader_server
+from edgesched.master.server import MasterServer
 from edgesched.master.standby import LEADER_HTTP_KEY, LEADER_KEY, StandbyServers
 from edgesched.master.token import read_token
 from edgesched.tools.testing.pgserver import PgServer
@@ -180,15 +181,6 @@ def test_advertised_address() -> None:
 # ---- the role cycle on the real lease ----------------------------------------------------
 
 
-def shared_sqlite(folder: Path) -> Callable[..., SQLiteJournal]:
-    """The roles' journal factory, filled with SQLite in one folder the masters share."""
-
-    def open_journal(settings: Settings, fence: int, on_fenced: Callable[[str], None]):
-        return SQLiteJournal(folder / "edgesched.db")
-
-    return open_journal
-
-
 async def health(roles: Roles) -> httpx.Response:
     host = roles.settings.master.bind
     async with httpx.AsyncClient(timeout=10) as client:
@@ -199,10 +191,10 @@ async def test_two_masters_one_leads_then_the_other_restores_its_tasks(
     tmp_path: Path, pg_dsn: str, start
 ) -> None:
     shared = tmp_path / "shared"  # one data directory: journal and payloads move with the lead
-    first = Roles(settings_for(shared, pg_dsn, "127.0.0.1"), open_journal=shared_sqlite(shared))
+    first = Roles(settings_for(shared, pg_dsn, "127.0.0.1"))
     a = start(first)
     await asyncio.wait_for(first.elected.wait(), LIMIT_S)
-    second = Roles(settings_for(shared, pg_dsn, "127.0.0.2"), open_journal=shared_sqlite(shared))
+    second = Roles(settings_for(shared, pg_dsn, "127.0.0.2"))
     b = start(second)
     await until(lambda: second.role == "standby" and second.holder is not None, "b standby")
 
@@ -245,7 +237,7 @@ async def test_two_masters_one_leads_then_the_other_restores_its_tasks(
 async def test_a_leader_whose_lease_is_taken_steps_down_and_answers_as_standby(
     tmp_path: Path, pg_dsn: str, pg_server: PgServer, start
 ) -> None:
-    roles = Roles(settings_for(tmp_path / "m", pg_dsn), open_journal=shared_sqlite(tmp_path))
+    roles = Roles(settings_for(tmp_path / "m", pg_dsn))
     start(roles)
     await asyncio.wait_for(roles.elected.wait(), LIMIT_S)
     grpc_port, http_port = roles.grpc_port, roles.http_port
@@ -275,15 +267,17 @@ async def test_a_fenced_journal_write_makes_the_leader_step_down(
     fenced: list[Callable[[str], None]] = []
     tokens: list[int] = []
 
-    def open_journal(settings: Settings, fence: int, on_fenced: Callable[[str], None]):
+    def make_server(
+        settings: Settings, fence: int, on_fenced: Callable[[str], None]
+    ) -> MasterServer:
         fenced.append(on_fenced)
         tokens.append(fence)
-        return SQLiteJournal(tmp_path / "edgesched.db")
+        return leader_server(settings, fence, on_fenced)
 
     # renewals are far apart: the step down below is the journal's doing, not the renewal's
     roles = Roles(
         settings_for(tmp_path / "m", pg_dsn, lease_s=600.0, lease_renew_s=300.0),
-        open_journal=open_journal,
+        make_server=make_server,
     )
     start(roles)
     await asyncio.wait_for(roles.elected.wait(), LIMIT_S)
@@ -304,12 +298,10 @@ async def test_a_fenced_journal_write_makes_the_leader_step_down(
 
 
 async def test_tokens_are_shared_through_the_database(tmp_path: Path, pg_dsn: str, start) -> None:
-    first = Roles(settings_for(tmp_path / "a", pg_dsn), open_journal=shared_sqlite(tmp_path))
+    first = Roles(settings_for(tmp_path / "a", pg_dsn))
     a = start(first)
     await asyncio.wait_for(first.elected.wait(), LIMIT_S)
-    second = Roles(
-        settings_for(tmp_path / "b", pg_dsn, "127.0.0.2"), open_journal=shared_sqlite(tmp_path)
-    )
+    second = Roles(settings_for(tmp_path / "b", pg_dsn, "127.0.0.2"))
     b = start(second)
     await until(lambda: second.holder is not None, "b standby")
     await a.close()
@@ -339,14 +331,12 @@ async def test_postgres_restart_keeps_the_leader(tmp_path: Path, own_pg: PgServe
     # a long lease: the grace after the restart outlasts any slowness of this machine
     leader = Roles(
         settings_for(tmp_path / "a", dsn, lease_s=60.0, lease_renew_s=0.1),
-        open_journal=shared_sqlite(tmp_path),
     )
     start(leader)
     await asyncio.wait_for(leader.elected.wait(), LIMIT_S)
     token = leader.lease.token
     standby = Roles(
         settings_for(tmp_path / "b", dsn, "127.0.0.2", lease_s=60.0, lease_renew_s=0.1),
-        open_journal=shared_sqlite(tmp_path),
     )
     start(standby)
     await until(lambda: standby.holder is not None, "b standby")
@@ -374,7 +364,7 @@ async def test_a_master_started_while_the_database_is_down_waits_then_leads(
 ) -> None:
     dsn = own_pg.create_database("later")
     await asyncio.to_thread(own_pg.stop)
-    roles = Roles(settings_for(tmp_path / "a", dsn), open_journal=shared_sqlite(tmp_path))
+    roles = Roles(settings_for(tmp_path / "a", dsn))
     start(roles)
     await until(lambda: roles.role == "standby" and roles.standby is not None, "standby")
     answer = await health(roles)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import importlib
 import json
 import logging
 import os
@@ -24,11 +23,11 @@ import random
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from edgesched.config import Settings
 from edgesched.errors import FencedError, JournalUnavailableError
 from edgesched.journal.files import private_dir
-from edgesched.journal.sqlite import SQLiteJournal
 from edgesched.master.lease import Holder, Lease
 from edgesched.master.server import MasterServer
 from edgesched.master.sharedtokens import SharedTokens
@@ -42,35 +41,33 @@ JITTER = 0.2  #: standbys spread their tries over ±20 % of lease_renew_s
 BIND_TRIES = 50
 BIND_PAUSE_S = 0.2
 
-#: (settings, fencing token, on_fenced) → the leader's journal (None: SQLite in data_dir)
-JournalFactory = Callable[[Settings, int, Callable[[str], None]], SQLiteJournal | None]
+#: (settings, fencing token, on_fenced) → the leader's MasterServer, not started yet
+ServerFactory = Callable[[Settings, int, Callable[[str], None]], MasterServer]
 
 
 def is_postgres(settings: Settings) -> bool:
     return settings.master.journal.startswith(("postgresql://", "postgres://"))
 
 
-def postgres_journal(
-    settings: Settings, fence: int, on_fenced: Callable[[str], None]
-) -> SQLiteJournal | None:
-    """The one place where a leader's PostgreSQL journal is opened and given its fencing token
-    (every write transaction then starts with ``SELECT edgesched_fence(token)``) and told whom
-    to call when a write is refused (``on_fenced``: the leader steps down)."""
-    try:
-        module = importlib.import_module("edgesched.journal.postgres")
-    except ModuleNotFoundError:
-        # issue 18 part A brings the PostgreSQL journal; until it is merged each leader
-        # journals in SQLite in its own data_dir, and unfinished tasks do not move with the lead
+def leader_server(settings: Settings, fence: int, on_fenced: Callable[[str], None]) -> MasterServer:
+    """The leader's master, and the one place its PostgreSQL journal is given the lease's
+    token as its fence (every write transaction then starts with ``SELECT
+    edgesched_fence(token)``) and told whom to call when a write is refused (``on_fenced``:
+    the leader steps down)."""
+    server = MasterServer(settings)
+    journal: Any = server.journal
+    if hasattr(journal, "on_fenced"):  # the PostgreSQL journal (edgesched.journal.postgres)
+        journal.fence = fence
+        journal.on_fenced = on_fenced
+    else:
+        # the PostgreSQL journal (issue 18 part A) is not in this build: the leader journals
+        # in SQLite in its own data_dir, and unfinished tasks do not move with the lead
         log.error(
             "this build has no PostgreSQL journal: the leader journals in SQLite in %s "
             "(tasks do not move to the next leader)",
             settings.master.data_dir,
         )
-        return None
-    journal = module.PostgresJournal(settings.master.journal)
-    journal.fence = fence
-    journal.on_fenced = on_fenced
-    return journal  # type: ignore[no-any-return]
+    return server
 
 
 def instance_id(rng: random.Random) -> str:
@@ -94,19 +91,19 @@ class Roles:
     servers while it is a standby and the ``MasterServer`` while it leads; ``run`` returns
     when ``stop`` is set, with all of them stopped and the lease given up.
 
-    ``open_journal`` makes the leader's journal (``postgres_journal``; tests pass SQLite);
+    ``make_server`` makes the leader's master with its fenced journal (``leader_server``);
     ``on_elected`` is called with the started ``MasterServer`` and whether this master made
     the join token; ``rng`` spreads the standbys' tries and names the instance."""
 
     def __init__(
         self,
         settings: Settings,
-        open_journal: JournalFactory = postgres_journal,
+        make_server: ServerFactory = leader_server,
         rng: random.Random | None = None,
         on_elected: Callable[[MasterServer, bool], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = copy.deepcopy(settings)  #: its ports become the bound ones (port 0)
-        self.open_journal = open_journal
+        self.make_server = make_server
         self.rng = rng or random.Random()
         self.on_elected = on_elected
         self.instance = instance_id(self.rng)
@@ -231,7 +228,7 @@ class Roles:
             log.warning("elected, but the shared tokens cannot be read: %s; stepping down", exc)
             await self._give_up()
             return
-        server = MasterServer(self.settings, self.open_journal(self.settings, token, on_fenced))
+        server = self.make_server(self.settings, token, on_fenced)
         self.server = server
         try:
             await server.start()

@@ -126,16 +126,12 @@ class MasterServer:
     servers, the sockets, the background tasks and the journal's lifetime. It may not change
     a task or a device itself: everything goes through ``Master``."""
 
-    def __init__(self, settings: Settings, journal: SQLiteJournal | None = None) -> None:
-        """``journal``: one opened elsewhere (a leader's, with its fencing token:
-        ``edgesched.master.roles``); None = SQLite in the data directory."""
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         m = settings.master
         data_dir = Path(m.data_dir)
         self.guard = DiskGuard(data_dir, m.min_free_mb, m.reserve_mb)
-        self.journal = journal or SQLiteJournal(
-            data_dir / "edgesched.db", m.durability, self.guard.release
-        )
+        self.journal = SQLiteJournal(data_dir / "edgesched.db", m.durability, self.guard.release)
         self.plog = PayloadLog(data_dir, m.payload_segment_mb, m.durability == "full")
         self.master: Master | None = None
         self.grpc_server: grpc.aio.Server | None = None
