@@ -372,3 +372,16 @@ async def test_a_master_started_while_the_database_is_down_waits_then_leads(
     await asyncio.to_thread(own_pg.start)
     await asyncio.wait_for(roles.elected.wait(), LIMIT_S)
     assert (await health(roles)).json()["role"] == "leader"
+
+
+def test_repair_is_refused_with_a_postgresql_journal(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from edgesched.cli.master import master
+
+    result = CliRunner().invoke(
+        master,
+        ["--journal", "postgresql://u@127.0.0.1:1/db", "--data-dir", str(tmp_path), "--repair"],
+    )
+    assert result.exit_code == 2
+    assert "--repair mends a SQLite journal" in result.output
