@@ -25,7 +25,7 @@ from edgesched.master.lease import Holder, Leader, Lease
 from edgesched.master.roles import Roles, advertised, leader_server
 from edgesched.master.server import MasterServer
 from edgesched.master.standby import LEADER_HTTP_KEY, LEADER_KEY, StandbyServers
-from edgesched.master.token import read_token
+from edgesched.master.token import read_token, write_token
 from edgesched.tools.testing.pgserver import PgServer
 from edgesched.tools.testing.pictures import png_bytes
 from edgesched.v1 import agent_pb2, agent_pb2_grpc
@@ -297,18 +297,26 @@ async def test_a_fenced_journal_write_makes_the_leader_step_down(
         await other.close()
 
 
-async def test_tokens_are_shared_through_the_database(tmp_path: Path, pg_dsn: str, start) -> None:
+async def test_tokens_are_shared_through_the_database(
+    tmp_path: Path, pg_dsn: str, pg_server: PgServer, start
+) -> None:
     first = Roles(settings_for(tmp_path / "a", pg_dsn))
     a = start(first)
     await asyncio.wait_for(first.elected.wait(), LIMIT_S)
     second = Roles(settings_for(tmp_path / "b", pg_dsn, "127.0.0.2"))
     b = start(second)
     await until(lambda: second.holder is not None, "b standby")
+    assert read_token(tmp_path / "b", "join") is None  # a standby has no tokens of its own
+    rotated = write_token(tmp_path / "a", "api")  # `edgesched token rotate --api` on the leader
+    database = pg_dsn.rsplit("/", 1)[1]
+    query = "SELECT value FROM secrets WHERE name = 'api-token'"
+    await until(lambda: pg_server.psql(database, query).strip() == rotated, "rotation shared")
     await a.close()
     await asyncio.wait_for(second.elected.wait(), LIMIT_S)
     for kind in ("join", "api"):
         assert read_token(tmp_path / "a", kind) == read_token(tmp_path / "b", kind)
         assert read_token(tmp_path / "b", kind)
+    assert read_token(tmp_path / "b", "api") == rotated
     await b.close()
 
 
