@@ -393,3 +393,46 @@ def test_repair_is_refused_with_a_postgresql_journal(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "--repair mends a SQLite journal" in result.output
+
+
+async def test_a_deposed_leaders_late_write_is_refused_by_the_database(
+    tmp_path: Path, pg_dsn: str, pg_server: PgServer, start
+) -> None:
+    """Fencing end to end: the lease is taken while the leader runs (as when it froze past its
+    lease); its next journal write is refused by the database, it steps down, and nothing of
+    that write is in the database. Needs the PostgreSQL journal (issue 18 part A)."""
+    pytest.importorskip("edgesched.journal.postgres")
+    # renewals far apart: the refused write, not a renewal, is what tells the leader
+    roles = Roles(settings_for(tmp_path / "m", pg_dsn, lease_s=600.0, lease_renew_s=300.0))
+    start(roles)
+    await asyncio.wait_for(roles.elected.wait(), LIMIT_S)
+    token = read_token(tmp_path / "m", "api")
+    database = pg_dsn.rsplit("/", 1)[1]
+    auth = (("authorization", f"Bearer {token}"),)
+
+    def request(key: str) -> tasks.SubmitRequest:
+        return tasks.submit_request(
+            client_id="c",
+            idempotency_key=key,
+            task_type="layout",
+            filename="a.png",
+            payload=png_bytes(),
+        )
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{roles.grpc_port}") as channel:
+        await task_stub(channel).Submit(request("before"), timeout=10, metadata=auth)
+        pg_server.psql(database, "UPDATE lease SET expires_at = now() - interval '1 second'")
+        other = Lease(pg_dsn, "other", "", 0.01)
+        try:
+            assert await other.take()
+            other.lease_s = 3600.0
+            assert await other.renew()
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await task_stub(channel).Submit(request("late"), timeout=10, metadata=auth)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            await until(lambda: roles.role == "standby" and roles.server is None, "stepped down")
+        finally:
+            await other.close()
+    keys = pg_server.psql(database, "SELECT idem_key FROM tasks ORDER BY idem_key").split()
+    assert keys == ["before"]
+    assert pg_server.psql(database, "SELECT count(*) FROM payloads").strip() == "1"
