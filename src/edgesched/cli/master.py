@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -21,6 +21,10 @@ from edgesched.cli.options import (
 )
 from edgesched.errors import EdgeschedError
 from edgesched.logs import setup_logging
+
+if TYPE_CHECKING:
+    from edgesched.config import Settings
+    from edgesched.master.server import MasterServer
 
 
 @click.command()
@@ -81,6 +85,14 @@ def _serve_master(config: str | None, flags: dict[str, Any], role: str) -> None:
     except EdgeschedError as exc:
         raise click.UsageError(str(exc)) from exc
 
+    from edgesched.master.roles import is_postgres
+
+    if is_postgres(settings):
+        if repair:
+            raise click.UsageError("--repair mends a SQLite journal; it has no use with --journal")
+        _serve_roles(settings, role)
+        return
+
     async def run(stop: asyncio.Event) -> None:
         from edgesched.master.server import MasterServer
 
@@ -110,6 +122,40 @@ def _serve_master(config: str | None, flags: dict[str, Any], role: str) -> None:
             await stop.wait()
         finally:
             await server.stop()
+
+    run_until_signal(run)
+
+
+def _serve_roles(settings: Settings, role: str) -> None:
+    """One of several masters on a PostgreSQL journal: a standby until elected, then the
+    leader (docs/operations.md "High availability")."""
+
+    async def elected(server: MasterServer, created: bool) -> None:
+        bind = settings.master.bind
+        click.echo(
+            f"edgesched {role} {__version__}: elected leader: gRPC {bind}:{server.grpc_port}, "
+            f"HTTP http://{bind}:{server.http_port}, data {settings.master.data_dir}"
+        )
+        if created and server.master is not None:
+            if sys.stdout.isatty():
+                click.echo(f"join token (shown once): {server.master.token}")
+            click.echo(
+                "join token and API token created, shared with the other masters through the "
+                "database: `edgesched token show [--api]`"
+            )
+        sys.stdout.flush()
+
+    async def run(stop: asyncio.Event) -> None:
+        from edgesched.master.roles import Roles
+
+        roles = Roles(settings, on_elected=elected)
+        database = settings.master.journal.rsplit("@", 1)[-1]  # never a password
+        click.echo(
+            f"edgesched {role} {__version__}: one of the masters sharing {database}; a standby "
+            "until elected"
+        )
+        sys.stdout.flush()
+        await roles.run(stop)
 
     run_until_signal(run)
 

@@ -39,6 +39,8 @@ class Health(BaseModel):
     devices_online: int
     tasks_pending: int
     reason: str = ""
+    #: "leader": this master serves (a standby answers 503 with "role": "standby" instead)
+    role: str = "leader"
 
 
 class LinkInfo(BaseModel):
@@ -206,6 +208,7 @@ def make_http_app(master: Master, link_port: int, intake: SeedIntake | None = No
             "devices_online": online,
             "tasks_pending": len(master.core.tasks),
             "reason": problem,
+            "role": "leader",
         }
 
     @app.get(

@@ -87,7 +87,31 @@ def grpc_options(max_message_bytes: int) -> list[tuple[str, Any]]:
     ]
 
 
-class _QuietServer(uvicorn.Server):
+def http_socket(s: MasterSettings) -> socket.socket:
+    """The gateway's listening socket (SO_REUSEADDR: a standby's and then the leader's server
+    bind the same port one after the other)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in s.bind else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((s.bind, s.http_port))
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def http_tls(s: MasterSettings) -> dict[str, Any]:
+    """uvicorn's TLS options from the master's settings (none without a certificate)."""
+    tls: dict[str, Any] = {}
+    if s.tls_cert:
+        tls = {"ssl_certfile": s.tls_cert, "ssl_keyfile": s.tls_key}
+        if s.tls_ca:
+            tls["ssl_ca_certs"] = s.tls_ca
+            tls["ssl_cert_reqs"] = (
+                ssl.CERT_REQUIRED if s.tls_require_client_cert else (ssl.CERT_OPTIONAL)
+            )
+    return tls
+
+
+class QuietServer(uvicorn.Server):
     """uvicorn without its own signal handling: the master decides when to stop."""
 
     @contextlib.contextmanager
@@ -112,7 +136,7 @@ class MasterServer:
         self.master: Master | None = None
         self.grpc_server: grpc.aio.Server | None = None
         self.pusher: ResultPusher | None = None
-        self.http_server: _QuietServer | None = None
+        self.http_server: QuietServer | None = None
         self.grpc_port = 0
         self.http_port = 0
         self._tasks: list[asyncio.Task[None]] = []
@@ -159,31 +183,21 @@ class MasterServer:
             return name, reply_path(row)
 
         server.add_generic_rpc_handlers((image_upload_handler(upload),))
-        address = f"{_host(s.bind)}:{s.port}"
+        address = f"{grpc_host(s.bind)}:{s.port}"
         if s.tls_cert:
             self.grpc_port = server.add_secure_port(address, server_credentials(s))
         else:
             self.grpc_port = server.add_insecure_port(address)
         await server.start()
         self.grpc_server = server
-        sock = socket.socket(socket.AF_INET6 if ":" in s.bind else socket.AF_INET)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((s.bind, s.http_port))
-        sock.listen(128)
-        sock.setblocking(False)
+        sock = http_socket(s)
         self.http_port = sock.getsockname()[1]
         self._http_sock = sock
         app = make_http_app(master, self.grpc_port, intake)
-        tls: dict[str, Any] = {}
-        if s.tls_cert:
-            tls = {"ssl_certfile": s.tls_cert, "ssl_keyfile": s.tls_key}
-            if s.tls_ca:
-                tls["ssl_ca_certs"] = s.tls_ca
-                tls["ssl_cert_reqs"] = (
-                    ssl.CERT_REQUIRED if s.tls_require_client_cert else (ssl.CERT_OPTIONAL)
-                )
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False, **tls)
-        self.http_server = _QuietServer(config)
+        config = uvicorn.Config(
+            app, log_level="warning", lifespan="off", access_log=False, **http_tls(s)
+        )
+        self.http_server = QuietServer(config)
         self._http_task = asyncio.create_task(self.http_server.serve(sockets=[sock]))
         self._tasks.append(asyncio.create_task(self._ticker()))
         self._write_endpoints()
@@ -250,19 +264,7 @@ class MasterServer:
                 master.ends.release_after_commit(task_id)
 
     def _write_endpoints(self) -> None:
-        """Writes the ports actually bound (useful with port 0) next to the journal."""
-        path = Path(self.settings.master.data_dir) / "endpoints.json"
-        data = {"grpc_port": self.grpc_port, "http_port": self.http_port}
-        tmp = path.with_suffix(".tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="ascii") as handle:
-                handle.write(json.dumps(data))
-            tmp.replace(path)
-        except OSError as exc:  # the master runs on; its ports are in its first output line
-            log.error("cannot write %s: %s", path, exc)
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+        write_endpoints(self.settings.master.data_dir, self.grpc_port, self.http_port)
 
     async def _ticker(self) -> None:
         assert self.master is not None
@@ -343,5 +345,21 @@ def _remove_files(paths: list[str]) -> None:
             Path(path).unlink()
 
 
-def _host(bind: str) -> str:
+def grpc_host(bind: str) -> str:
     return f"[{bind}]" if ":" in bind else bind
+
+
+def write_endpoints(data_dir: str, grpc_port: int, http_port: int) -> None:
+    """Writes the ports actually bound (useful with port 0) next to the journal."""
+    path = Path(data_dir) / "endpoints.json"
+    data = {"grpc_port": grpc_port, "http_port": http_port}
+    tmp = path.with_suffix(".tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(json.dumps(data))
+        tmp.replace(path)
+    except OSError as exc:  # the master runs on; its ports are in its first output line
+        log.error("cannot write %s: %s", path, exc)
+        with contextlib.suppress(OSError):
+            tmp.unlink()

@@ -28,9 +28,13 @@ def read_token(data_dir: str | Path, kind: str = "join") -> str | None:
 
 def write_token(data_dir: str | Path, kind: str = "join") -> str:
     """A new random token, written atomically with mode 0600."""
+    return store_token(data_dir, kind, PREFIXES[kind] + secrets.token_urlsafe(24))
+
+
+def store_token(data_dir: str | Path, kind: str, token: str) -> str:
+    """Writes ``token`` (one made elsewhere: the masters' shared one) atomically, mode 0600."""
     path = token_path(data_dir, kind)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    token = PREFIXES[kind] + secrets.token_urlsafe(24)
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as handle:

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -44,6 +45,12 @@ class LocalCluster:
     #: agents; the master's certificate, also a client one, for the cluster's own calls)
     tls_dir: Path | None = None
     agents_started: int = 0
+    #: several masters (:meth:`start_masters`): master i is ``master-i``, bound to 127.0.0.{i+1}
+    #: with the same ports as the others, its data in ``root/master-i``, all on ``journal``
+    masters: int = 0
+    journal: str = ""
+    #: the master the cluster's own calls go to: the leader, once :meth:`wait_for_leader` saw it
+    host: str = "127.0.0.1"
 
     @property
     def master_dir(self) -> Path:
@@ -51,8 +58,11 @@ class LocalCluster:
 
     @property
     def http_url(self) -> str:
+        return self.master_url(self.host)
+
+    def master_url(self, host: str) -> str:
         scheme = "https" if self.tls_dir else "http"
-        return f"{scheme}://127.0.0.1:{self.http_port}"
+        return f"{scheme}://{host}:{self.http_port}"
 
     def tls_args(self, cert: str) -> list[str]:
         if self.tls_dir is None:
@@ -80,7 +90,7 @@ class LocalCluster:
 
     @property
     def grpc_target(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
+        return f"{self.host}:{self.grpc_port}"
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
         log_path = self.root / "logs" / f"{name}.log"
@@ -134,6 +144,114 @@ class LocalCluster:
         self.token = (self.master_dir / "join-token").read_text().strip()
         self.api_token = (self.master_dir / "api-token").read_text().strip()
 
+    # ---- several masters on one PostgreSQL journal -------------------------------------
+
+    @staticmethod
+    def master_host(index: int) -> str:
+        return f"127.0.0.{index + 1}"
+
+    def master_name(self, index: int) -> str:
+        return f"master-{index}"
+
+    @property
+    def master_ips(self) -> str:
+        """What clients and agents are given: ``127.0.0.1,127.0.0.2,...`` (one port for all)."""
+        return ",".join(self.master_host(i) for i in range(self.masters))
+
+    def start_masters(self, count: int, journal: str, timeout: float = 60.0) -> int:
+        """Starts ``count`` masters sharing ``journal`` (a postgresql:// URL), each a standby
+        until elected; waits for their ports and for a leader. Returns the leader's index."""
+        self.masters, self.journal = count, journal
+        hosts = [self.master_host(i) for i in range(count)]
+        if not self.grpc_port:
+            self.grpc_port = _free_port_on(hosts)
+        while not self.http_port or self.http_port == self.grpc_port:
+            self.http_port = _free_port_on(hosts)
+        for index in range(count):
+            self.start_one_master(index, timeout)
+        return self.wait_for_leader(timeout)
+
+    def start_one_master(self, index: int, timeout: float = 60.0) -> None:
+        """Starts (or restarts) master ``index``; waits until it serves its ports (as a
+        standby or as the leader)."""
+        name, host = self.master_name(index), self.master_host(index)
+        data = self.root / name
+        endpoints = data / "endpoints.json"
+        with contextlib.suppress(FileNotFoundError):
+            endpoints.unlink()
+        self._spawn(
+            name,
+            [
+                "master",
+                "--bind",
+                host,
+                "--advertise",
+                host,
+                "--port",
+                str(self.grpc_port),
+                "--http-port",
+                str(self.http_port),
+                "--data-dir",
+                str(data),
+                "--journal",
+                self.journal,
+                "--strategy",
+                self.strategy,
+                "--log-level",
+                self.log_level,
+                *self.extra_master_args,
+                *self.tls_args("master"),
+                *(["--tls-require-client-cert"] if self.tls_dir else []),
+            ],
+        )
+        deadline = time.monotonic() + timeout
+        while not endpoints.exists():
+            self._check_alive(name)
+            if time.monotonic() > deadline:
+                raise TransportError(f"{name} did not start in time")
+            time.sleep(0.05)
+
+    def master_role(self, index: int) -> str:
+        """ "leader", "standby", or "down" (not running, or not answering its health check)."""
+        proc = self.procs.get(self.master_name(index))
+        if proc is None or proc.poll() is not None:
+            return "down"
+        try:
+            response = httpx.get(
+                f"{self.master_url(self.master_host(index))}/healthz",
+                timeout=2,
+                verify=self.http_verify(),
+            )
+            return str(response.json().get("role", "down"))
+        except (httpx.HTTPError, ValueError):
+            return "down"
+
+    def leader(self) -> int | None:
+        """The index of the master whose health check says it leads (None: none now)."""
+        for index in range(self.masters):
+            if self.master_role(index) == "leader":
+                return index
+        return None
+
+    def wait_for_leader(self, timeout: float = 60.0, other_than: int | None = None) -> int:
+        """Waits until a master (not ``other_than``) leads; the cluster's own calls and the
+        tokens then come from it. Returns its index."""
+        deadline = time.monotonic() + timeout
+        while True:
+            index = self.leader()
+            if index is not None and index != other_than:
+                self.host = self.master_host(index)
+                data = self.root / self.master_name(index)
+                self.token = (data / "join-token").read_text().strip()
+                self.api_token = (data / "api-token").read_text().strip()
+                return index
+            if time.monotonic() > deadline:
+                raise TransportError(f"no master led within {timeout} s")
+            time.sleep(0.1)
+
+    def kill_master(self, index: int, sig: int = signal.SIGKILL) -> None:
+        self.kill(self.master_name(index), sig)
+
     def start_task_manager(self, timeout: float = 30.0) -> int:
         """Starts a split ``edgesched task-manager`` forwarding to this cluster's gateway."""
         self._spawn(
@@ -173,7 +291,7 @@ class LocalCluster:
             [
                 "agent",
                 "--master-ip",
-                "127.0.0.1",
+                self.host,
                 "--master-port",
                 str(self.http_port),
                 "--data-dir",
@@ -204,7 +322,8 @@ class LocalCluster:
         deadline = time.monotonic() + timeout
         while True:
             for name in self.procs:
-                self._check_alive(name)
+                if not name.startswith("master-"):  # one of several masters may be down
+                    self._check_alive(name)
             online = [d for d in self.devices() if d["state"] == "online"]
             if len(online) >= count:
                 return online
@@ -220,9 +339,8 @@ class LocalCluster:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM everything (agents first), SIGKILL what is still there after ``timeout``."""
-        order = [n for n in self.procs if n != "master"] + (
-            ["master"] if "master" in self.procs else []
-        )
+        masters = [n for n in self.procs if n == "master" or n.startswith("master-")]
+        order = [n for n in self.procs if n not in masters] + masters
         for name in order:
             proc = self.procs[name]
             if proc.poll() is None:
@@ -243,3 +361,19 @@ class LocalCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _free_port_on(hosts: list[str]) -> int:
+    """A port free on every one of ``hosts`` (the masters share their port numbers)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as first:
+            first.bind((hosts[0], 0))
+            port = int(first.getsockname()[1])
+            try:
+                for host in hosts[1:]:
+                    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as other:
+                        other.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise TransportError(f"no port free on all of {', '.join(hosts)}")
