@@ -426,7 +426,9 @@ def failover_command(
     deadline = Deadline.after(timeout_s)
     started = time.monotonic()
     if of_master:
-        _master_command(journal, deadline, profile, tasks, poll_s, rounds, workdir, keep, as_json)
+        _master_command(
+            journal, deadline, profile, time_scale, tasks, poll_s, rounds, workdir, keep, as_json
+        )
         return
     runs = []
     try:
@@ -471,6 +473,7 @@ def _master_command(
     journal: str,
     deadline: Deadline,
     profile: str,
+    time_scale: float,
     tasks: int,
     poll_s: float,
     rounds: int,
@@ -487,7 +490,7 @@ def _master_command(
         with work_dir(workdir, keep) as root:
             progress(f"failover --master: {rounds} rounds")
             result = master_failover.master_failover(
-                root, journal, deadline, profile, 50.0, tasks or 6, poll_s, rounds
+                root, journal, deadline, profile, time_scale, tasks or 6, poll_s, rounds
             )
             if keep or workdir is not None:
                 result["workdir"] = str(root)

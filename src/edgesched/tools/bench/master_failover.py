@@ -8,7 +8,7 @@ then watches, every ``--poll-s``: when another master says it leads (``/healthz`
 accepts a new task (a ``Submit`` through the client API), when both agents are linked to it
 again, and when each task that was running at the kill has its result there (``done``). A task
 still running on its board cannot report before it finishes (``--time-scale`` sets how long a
-task runs: rk3588's 40 ms × 50 = 2 s). The default settings are in force (``lease_s`` 5,
+task runs: rk3588's 40 ms × 100 = 4 s). The default settings are in force (``lease_s`` 5,
 ``lease_renew_s`` 1): a killed leader's database connection ends with it, and a standby takes the
 lease at its next try.
 """
