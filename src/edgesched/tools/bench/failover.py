@@ -11,6 +11,8 @@ grace, ``scheduling.dead_grace_s`` (30 s), plus up to one tick of the master (0.
 that hangs or loses power behind a NAT, so the master must notice the silence first (no
 heartbeat for ``heartbeat_interval_s × suspect_after_beats``) before the grace starts.
 
+``--master`` kills the leading master of three on PostgreSQL instead (``master_failover``).
+
 ``--grace-s``, ``--heartbeat-s`` and ``--suspect-after-beats`` set the master's
 ``EDGESCHED_SCHEDULING_*`` environment variables (the master has no flags for them).
 
@@ -378,6 +380,27 @@ def _wait_done(
     show_default=True,
     help="wait for the moved tasks to finish on B",
 )
+@click.option(
+    "--master",
+    "of_master",
+    is_flag=True,
+    help="kill the leading master instead (three masters on PostgreSQL): how long until a "
+    "standby accepts new tasks and the running tasks' results",
+)
+@click.option(
+    "--journal",
+    default="postgresql",
+    show_default=True,
+    help="with --master: the masters' postgresql:// journal, or 'postgresql' for a throwaway "
+    "server",
+)
+@click.option(
+    "--rounds",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="with --master: rounds, each on a fresh cluster",
+)
 @run_options(timeout_s=300.0)
 def failover_command(
     profile: str,
@@ -390,15 +413,23 @@ def failover_command(
     suspect_after_beats: int | None,
     poll_s: float,
     wait_done: bool,
+    of_master: bool,
+    journal: str,
+    rounds: int,
     timeout_s: float,
     workdir: Path | None,
     keep: bool,
     as_json: bool,
 ) -> None:
     """Kill (SIGKILL) or freeze (SIGSTOP) an agent that runs tasks, with hedging off and on:
-    how long until they run on the other one."""
+    how long until they run on the other one. With --master: kill the leading master."""
     deadline = Deadline.after(timeout_s)
     started = time.monotonic()
+    if of_master:
+        _master_command(
+            journal, deadline, profile, time_scale, tasks, poll_s, rounds, workdir, keep, as_json
+        )
+        return
     runs = []
     try:
         with work_dir(workdir, keep) as root:
@@ -436,6 +467,37 @@ def failover_command(
         raise click.ClickException(str(exc)) from exc
     result["runtime_s"] = round(time.monotonic() - started, 2)
     emit(result, as_json, _summary)
+
+
+def _master_command(
+    journal: str,
+    deadline: Deadline,
+    profile: str,
+    time_scale: float,
+    tasks: int,
+    poll_s: float,
+    rounds: int,
+    workdir: Path | None,
+    keep: bool,
+    as_json: bool,
+) -> None:
+    from edgesched.tools.bench import master_failover
+
+    if journal != "postgresql" and not journal.startswith("postgresql://"):
+        raise click.BadParameter("--journal is 'postgresql' or a postgresql:// URL")
+    started = time.monotonic()
+    try:
+        with work_dir(workdir, keep) as root:
+            progress(f"failover --master: {rounds} rounds")
+            result = master_failover.master_failover(
+                root, journal, deadline, profile, time_scale, tasks or 6, poll_s, rounds
+            )
+            if keep or workdir is not None:
+                result["workdir"] = str(root)
+    except (BenchError, EdgeschedError, grpc.RpcError, httpx.HTTPError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    result["runtime_s"] = round(time.monotonic() - started, 2)
+    emit(result, as_json, master_failover.summary)
 
 
 def _row(run: dict[str, Any]) -> dict[str, Any]:

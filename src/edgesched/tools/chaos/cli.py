@@ -28,6 +28,27 @@ from edgesched.tools.chaos.run import RunConfig, fast_health, run
 @click.option("--tasks", default=2000, show_default=True, help="Pictures to upload.")
 @click.option("--agents", default=3, show_default=True, help="Emulated boards.")
 @click.option("--master-kills", default=2, show_default=True, help="SIGKILLs of the master.")
+@click.option(
+    "--masters",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 9),
+    help="Masters on one PostgreSQL journal (more than 1 needs --journal); a master kill "
+    "SIGKILLs the leader of the moment.",
+)
+@click.option(
+    "--journal",
+    default="",
+    help="postgresql://... or 'postgresql' (a throwaway server for the run, restarted as a "
+    "crash --postgres-restarts times) [SQLite]",
+)
+@click.option(
+    "--postgres-restarts",
+    default=1,
+    show_default=True,
+    type=click.IntRange(0, 10),
+    help="With --journal postgresql: crashes and restarts of the database.",
+)
 @click.option("--agent-kills", default=5, show_default=True, help="SIGKILLs of random agents.")
 @click.option("--bad", default=20, show_default=True, help="Truncated pictures among the tasks.")
 @click.option("--seed", default=1, show_default=True, help="Seeds pictures and the kill schedule.")
@@ -44,6 +65,9 @@ def chaos_command(
     tasks: int,
     agents: int,
     master_kills: int,
+    masters: int,
+    journal: str,
+    postgres_restarts: int,
     agent_kills: int,
     bad: int,
     seed: int,
@@ -53,11 +77,30 @@ def chaos_command(
     timeout: float,
 ) -> None:
     """Kills masters and agents at random (seeded) under load, then grades the run by an
-    independent ledger. Prints one JSON object; exits 0 when every picture was acknowledged,
-    nothing was lost, done + dead == accepted and dead == bad."""
+    independent ledger. Prints one JSON object; exits 0 when every picture was acknowledged
+    once (one task each), nothing was lost, done + dead == accepted and dead == bad.
+
+    With --masters 3 --journal postgresql: three masters share a throwaway PostgreSQL, a master
+    kill hits the leader of the moment, and the database is crashed and restarted too."""
     if tasks < 1 or agents < 1 or not 0 <= bad <= tasks or min(master_kills, agent_kills) < 0:
         raise click.BadParameter("need tasks ≥ 1, agents ≥ 1, 0 ≤ bad ≤ tasks, kills ≥ 0")
-    cfg = RunConfig(tasks, agents, master_kills, agent_kills, bad, seed, time_scale, timeout)
+    if masters > 1 and not journal:
+        raise click.BadParameter("several masters share a PostgreSQL journal: give --journal")
+    if journal and journal != "postgresql" and not journal.startswith("postgresql://"):
+        raise click.BadParameter("--journal is 'postgresql' or a postgresql:// URL")
+    cfg = RunConfig(
+        tasks,
+        agents,
+        master_kills,
+        agent_kills,
+        bad,
+        seed,
+        time_scale,
+        timeout,
+        masters=masters,
+        journal=journal,
+        pg_restarts=postgres_restarts,
+    )
     root = workspace or Path(tempfile.mkdtemp(prefix="edgesched-chaos-"))
     root.mkdir(parents=True, exist_ok=True)
     try:
@@ -70,4 +113,5 @@ def chaos_command(
             note(f"workspace kept at {root}")
     click.echo(json.dumps(summary))
     ok = summary["lost"] == 0 and summary["done"] + summary["dead"] == summary["accepted"]
+    ok = ok and summary["accepted_twice"] == 0 and summary["tasks_journaled"] == tasks
     sys.exit(0 if ok and summary["dead"] == bad and summary["accepted"] == tasks else 1)

@@ -63,13 +63,19 @@ class Kill:
 
 
 def kill_schedule(
-    rng: random.Random, master_kills: int, agent_kills: int, agents: list[str]
+    rng: random.Random,
+    master_kills: int,
+    agent_kills: int,
+    agents: list[str],
+    pg_restarts: int = 0,
 ) -> list[Kill]:
     """Seeded kills spread over the run: one in each of equal slices of the kill window (so they
-    do not bunch up), the order of master and agent kills shuffled. Agents stay down for up to
-    5 s: some come back within the master's dead grace (3 s, reconciled), some after it (their
-    tasks were queued again)."""
+    do not bunch up), the order of master, agent and PostgreSQL kills shuffled. Agents stay down
+    for up to 5 s: some come back within the master's dead grace (3 s, reconciled), some after
+    it (their tasks were queued again). "master" is the leader when there are several;
+    "postgres" is the database they share, down for 1–3 s."""
     targets = ["master"] * master_kills + [rng.choice(agents) for _ in range(agent_kills)]
+    targets += ["postgres"] * pg_restarts
     rng.shuffle(targets)
     low, high = KILL_WINDOW
     width = (high - low) / max(1, len(targets))
@@ -77,7 +83,11 @@ def kill_schedule(
         Kill(
             low + width * (i + rng.random()),
             target,
-            rng.uniform(0.3, 2.0) if target == "master" else rng.uniform(0.5, 5.0),
+            rng.uniform(0.3, 2.0)
+            if target == "master"
+            else rng.uniform(1.0, 3.0)
+            if target == "postgres"
+            else rng.uniform(0.5, 5.0),
         )
         for i, target in enumerate(targets)
     ]

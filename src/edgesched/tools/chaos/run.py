@@ -22,6 +22,7 @@ from edgesched.tools.chaos.receiver import Receiver
 from edgesched.tools.chaos.uploads import start_uploads
 
 if TYPE_CHECKING:
+    from edgesched.tools.testing.pgserver import PgServer
     from edgesched.tools.testing.process_cluster import LocalCluster
 
 #: Short health settings so a killed agent is noticed in seconds, not the default ~36 s.
@@ -52,28 +53,56 @@ class Chaos:
     #: joined, or a master before it restored its journal, tests little
     calm_until: dict[str, float] = field(default_factory=dict)
     master_killed_at: list[float] = field(default_factory=list)  #: monotonic times
+    #: with several masters: the throwaway PostgreSQL server they share (restarted by a kill)
+    pg: PgServer | None = None
+    pg_restarts: int = 0
+
+    @property
+    def several(self) -> bool:
+        return self.cluster.masters > 1
+
+    def _victim(self, target: str) -> str:
+        """The process a kill hits: with several masters "master" is the leader of the moment
+        ("" while none leads: a failover is under way, the kill waits)."""
+        if target != "master" or not self.several:
+            return target
+        leader = self.cluster.leader()
+        return "" if leader is None else self.cluster.master_name(leader)
 
     def fire(self, kill: Kill) -> bool:
         """SIGKILLs the kill's target; False (try later) while that target is still down."""
         import signal
 
-        if kill.target in self.down or time.monotonic() < self.calm_until.get(kill.target, 0):
+        victim = self._victim(kill.target)
+        if not victim or victim in self.down or time.monotonic() < self.calm_until.get(victim, 0):
             return False
+        if (
+            self.several
+            and kill.target == "master"
+            and any(t.startswith("master-") for t in self.down)
+        ):
+            return False  # one leader kill at a time: the killed one comes back as a standby
         # a master killed in the middle of an upload is the case req_id exists for: wait a
         # little for one (uploads pause while the client waits for results)
-        busy = kill.target == "master" and self.ledger.wait_for_upload(1.0)
+        busy = kill.target in ("master", "postgres") and self.ledger.wait_for_upload(1.0)
         when = time.monotonic() - self.started
         during = " during an upload" if busy else ""
         acked, results = self.ledger.counts()
+        what = "the leader, " if victim != kill.target else ""
+        how = "stop -m immediate" if victim == "postgres" else "SIGKILL"
         note(
-            f"t={when:.1f}s ({acked} acknowledged, {results} results) SIGKILL {kill.target}"
+            f"t={when:.1f}s ({acked} acknowledged, {results} results) {how} {what}{victim}"
             f"{during}, restart after {kill.pause:.1f}s"
         )
-        self.cluster.kill(kill.target, signal.SIGKILL)
+        if victim == "postgres":
+            assert self.pg is not None
+            self.pg.stop("immediate")  # as a crash: recovery from its WAL at the restart
+        else:
+            self.cluster.kill(victim, signal.SIGKILL)
         if kill.target == "master":  # once it is gone: a push just before counts as before
             self.master_killed_at.append(time.monotonic())
-        self.down[kill.target] = time.monotonic() + kill.pause
-        self.agent_kills += kill.target != "master"
+        self.down[victim] = time.monotonic() + kill.pause
+        self.agent_kills += kill.target not in ("master", "postgres")
         return True
 
     def restart_due(self) -> None:
@@ -84,6 +113,13 @@ class Chaos:
             if target == "master":
                 self.restart_master()
                 self.master_restarts += 1
+            elif target.startswith("master-"):  # a killed leader comes back as a standby
+                self.cluster.start_one_master(int(target.rsplit("-", 1)[1]))
+                self.master_restarts += 1
+            elif target == "postgres":
+                assert self.pg is not None
+                self.pg.start()
+                self.pg_restarts += 1
             else:
                 self.cluster.start_agent(target, self.agents[target])
 
@@ -102,8 +138,21 @@ class Chaos:
                 note(f"master restart {attempt} failed, trying again: {str(exc)[-200:]}")
                 time.sleep(1.0)
 
+    # ---- grading ----------------------------------------------------------------------------
 
-# ---- grading ----------------------------------------------------------------------------
+    def api_url(self) -> str:
+        """The leader's HTTP address (with several masters: found again after a failover)."""
+        if self.several:
+            with contextlib.suppress(Exception):
+                self.cluster.wait_for_leader(timeout=10)
+        return self.cluster.http_url
+
+    def grpc_targets(self) -> list[str]:
+        """Where the seed client uploads: every master (a virtual IP would move to the leader)."""
+        if not self.several:
+            return [self.cluster.grpc_target]
+        port = self.cluster.grpc_port
+        return [f"{self.cluster.master_host(i)}:{port}" for i in range(self.cluster.masters)]
 
 
 @dataclass
@@ -116,16 +165,24 @@ class RunConfig:
     seed: int
     time_scale: float
     timeout: float
+    masters: int = 1
+    #: "" = SQLite; "postgresql" = a throwaway PostgreSQL server for the run; or a URL
+    journal: str = ""
+    pg_restarts: int = 0
 
 
-def start_cluster(root: Path, receiver: Receiver, cfg: RunConfig) -> Chaos:
+def start_cluster(root: Path, receiver: Receiver, cfg: RunConfig, pg: PgServer | None) -> Chaos:
     from edgesched.tools.testing.process_cluster import LocalCluster
 
     cluster = LocalCluster(
         root=root, log_level="info", extra_master_args=["--result-port", str(receiver.port)]
     )
-    chaos = Chaos(cluster, {}, receiver.ledger)
-    cluster.start_master()
+    chaos = Chaos(cluster, {}, receiver.ledger, pg=pg)
+    journal = pg.create_database("chaos") if pg is not None else cfg.journal
+    if journal:
+        cluster.start_masters(cfg.masters, journal)
+    else:
+        cluster.start_master()
     for i in range(cfg.agents):
         name = f"agent-{i + 1}"
         chaos.agents[name] = agent_args(i, cfg.seed, cfg.time_scale)
@@ -149,7 +206,7 @@ def drive(chaos: Chaos, ledger: Ledger, cfg: RunConfig, kills: list[Kill], deadl
         quiet = not pending and not chaos.down
         if quiet and ledger.settled() == cfg.tasks and now - last_check >= 1.0:
             last_check = now
-            if unaccounted(ledger, chaos.cluster.http_url) == 0:
+            if unaccounted(ledger, chaos.api_url()) == 0:
                 return
         time.sleep(0.05)
     note(f"timed out; {len(pending)} kills never fired, {sorted(chaos.down)} still down")
@@ -172,17 +229,32 @@ def run(cfg: RunConfig, root: Path) -> dict[str, Any]:
     started = time.monotonic()
     deadline = started + cfg.timeout
     chaos: Chaos | None = None
+    pg = None
+    if cfg.journal == "postgresql":  # a throwaway server, durable: it is restarted as a crash
+        from edgesched.tools.testing.pgserver import PgServer
+
+        pg = PgServer(root / "postgres", durable=True).start()
     try:
-        chaos = start_cluster(root, receiver, cfg)
+        chaos = start_cluster(root, receiver, cfg, pg)
         chaos.started = started
-        kills = kill_schedule(rng, cfg.master_kills, cfg.agent_kills, sorted(chaos.agents))
-        start_uploads([chaos.cluster.grpc_target], pictures, ledger, deadline)
+        kills = kill_schedule(
+            rng,
+            cfg.master_kills,
+            cfg.agent_kills,
+            sorted(chaos.agents),
+            cfg.pg_restarts if pg is not None else 0,
+        )
+        start_uploads(chaos.grpc_targets(), pictures, ledger, deadline)
         drive(chaos, ledger, cfg, kills, deadline)
-        dead = dead_pictures(chaos.cluster.http_url)
+        url = chaos.api_url()
+        dead = dead_pictures(url)
+        journaled = tasks_journaled(url, chaos.cluster.api_token)
     finally:
         if chaos is not None:
             chaos.cluster.stop()  # before counting: a push still in flight is a delivery too
         receiver.close()
+        if pg is not None:
+            pg.close()
     acked, received = ledger.snapshot()
     write_records(root, ledger)
     explain(ledger, pictures, dead, chaos.master_killed_at)
@@ -195,9 +267,28 @@ def run(cfg: RunConfig, root: Path) -> dict[str, Any]:
         "duplicates_delivered": verdict.duplicates_delivered,
         "master_restarts": chaos.master_restarts,
         "agent_kills": chaos.agent_kills,
+        "masters": cfg.masters,
+        "postgres_restarts": chaos.pg_restarts,
+        #: pictures acknowledged as more than one task (by the ledger: a second seed file
+        #: name), and the tasks the masters' journal holds against the pictures accepted
+        "accepted_twice": len(ledger.twice),
+        "tasks_journaled": journaled,
         "seconds": round(time.monotonic() - started, 1),
         "bad": cfg.bad,
     }
+
+
+def tasks_journaled(http_url: str, api_token: str) -> int:
+    """How many tasks the master's journal holds, in any state (each accepted picture once)."""
+    import httpx
+
+    response = httpx.get(
+        f"{http_url}/api/v1/summary",
+        headers={"authorization": f"Bearer {api_token}"} if api_token else {},
+        timeout=10,
+    )
+    response.raise_for_status()
+    return int(sum(response.json()["tasks"].values()))
 
 
 @contextlib.contextmanager
