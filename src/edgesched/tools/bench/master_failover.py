@@ -82,9 +82,8 @@ def run_master_failover(
     agent_args = ["--backend", "sleep", "--emulate", profile, "--time-scale", repr(time_scale)]
     with local_cluster(root) as cluster, contextlib.ExitStack() as stack:
         first = cluster.start_masters(MASTERS, journal, timeout=deadline.cap(60, "masters"))
-        everyone = ["--master-ip", cluster.master_ips]
-        cluster.start_agent("agent-a", [*agent_args, *everyone])
-        cluster.start_agent("agent-b", [*agent_args, *everyone])
+        cluster.start_agent("agent-a", agent_args)  # given every master's address
+        cluster.start_agent("agent-b", agent_args)
         cluster.wait_for_devices(2, deadline.cap(60, "waiting for the agents"))
         leader_host = cluster.master_host(first)
         api = stack.enter_context(_api(cluster, leader_host))

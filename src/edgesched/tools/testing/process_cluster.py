@@ -291,7 +291,7 @@ class LocalCluster:
             [
                 "agent",
                 "--master-ip",
-                self.host,
+                self.master_ips if self.masters > 1 else self.host,  # it follows the leader
                 "--master-port",
                 str(self.http_port),
                 "--data-dir",
