@@ -98,7 +98,7 @@ def parse_masters(
     default_port: int,
     what: str = "master",
 ) -> list[Address]:
-    """"a,b,c" (or a list of entries, each of which may itself be such a list) → addresses,
+    """ "a,b,c" (or a list of entries, each of which may itself be such a list) → addresses,
     in order, duplicates dropped. Raises ConfigError for an empty list or a bad entry."""
     entries = [masters] if isinstance(masters, str) else list(masters)
     found: list[Address] = []
@@ -133,9 +133,12 @@ def leader_from_metadata(
             http_address = _leader_field(text)
     if grpc_address is None and http_address is None:
         return None
-    if grpc_address is not None and http_address is not None:
-        if grpc_address.host != http_address.host:
-            http_address = None  # two hosts for one leader: trust the gRPC one
+    if (
+        grpc_address is not None
+        and http_address is not None
+        and grpc_address.host != http_address.host
+    ):
+        http_address = None  # two hosts for one leader: trust the gRPC one
     host = (grpc_address or http_address or Address("", 0)).host
     return Leader(
         host,
@@ -187,11 +190,11 @@ def from_json(body: Union[bytes, str, Mapping[str, Any]]) -> StandbyAnswer:  # n
     leader = data.get("leader")
     if not isinstance(leader, Mapping) or not isinstance(leader.get("host"), str):
         return StandbyAnswer(True)
-    ports = []
+    ports: list[int] = []
     for key in ("grpc_port", "http_port"):
         value = leader.get(key)
         ok = isinstance(value, int) and not isinstance(value, bool) and 0 < value <= 65535
-        ports.append(int(value) if ok else 0)
+        ports.append(value if ok and isinstance(value, int) else 0)
     if not leader["host"] or ports == [0, 0]:
         return StandbyAnswer(True)
     return StandbyAnswer(True, Leader(leader["host"], ports[0], ports[1]))

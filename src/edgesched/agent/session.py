@@ -15,6 +15,7 @@ from typing import Optional
 
 import grpc
 
+from edgesched import masters
 from edgesched.agent.heartbeat import Heartbeats
 from edgesched.agent.identity import Identity
 from edgesched.agent.link import (
@@ -31,7 +32,6 @@ from edgesched.agent.outbox import Outbox
 from edgesched.agent.pacing import Pacer
 from edgesched.agent.receiver import Receiver
 from edgesched.agent.runner import Runner
-from edgesched import masters
 from edgesched.config import AgentSettings
 from edgesched.errors import TransportError
 from edgesched.wire import link as wire
