@@ -322,3 +322,61 @@ async def test_a_failover_to_another_address_is_followed_by_agent_and_client(
     finally:
         await cluster.close()
         await second.stop()
+
+
+async def test_the_operators_cli_asks_the_leader(make_cluster, standbys, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from edgesched.cli.ops import status
+
+    cluster: InProcessCluster = await make_cluster()
+    await cluster.add_agent("a1")
+    gateway = await StandbyHttp("127.0.0.2", leader=leader_of(cluster)).start()
+    nobody = await StandbyHttp("127.0.0.3").start()  # a standby that knows no leader yet
+    standbys.extend([gateway, nobody])
+    down = f"http://127.0.0.1:{free_port('127.0.0.1')}"
+
+    def run(masters: str) -> Any:
+        # in a thread: the CLI's calls are synchronous, the masters run on this event loop
+        return CliRunner().invoke(status, ["--master", masters, "--json"])
+
+    # the standby's hint leads to a leader that is not even listed; a dead one is skipped
+    for masters in (f"http://127.0.0.2:{gateway.port}", f"{down},{cluster.http}"):
+        result = await asyncio.to_thread(run, masters)
+        assert result.exit_code == 0, result.output
+        assert len(json.loads(result.output)["device_list"]) == 1
+    result = await asyncio.to_thread(run, f"http://127.0.0.3:{nobody.port},{down}")
+    assert result.exit_code == 1
+    assert "a standby master (leader: none yet)" in result.output
+    assert "cannot reach" in result.output
+    result = await asyncio.to_thread(run, f"{cluster.http},")
+    assert result.exit_code == 2 and "empty URL" in result.output
+
+
+async def test_client_send_takes_several_masters_on_one_port(
+    make_cluster, standbys, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from edgesched.cli.client import client_send
+
+    cluster: InProcessCluster = await make_cluster()
+    await cluster.add_agent("a1")
+    port = cluster.server.grpc_port
+    standby = await StandbyGrpc("127.0.0.2", port, leader_of(cluster)).start()
+    standbys.append(standby)
+    pictures(tmp_path / "in", 5)
+    args = [
+        "-H", "127.0.0.2, 127.0.0.1", "--port", str(port), "-D", str(tmp_path / "in"),
+        "--out", str(tmp_path / "out"), "--json", "--api-token", api_token(cluster),
+    ]  # fmt: skip
+    result = await asyncio.to_thread(CliRunner().invoke, client_send, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["sent"] == summary["done"] == 5
+    assert standby.calls >= 1
+    assert len(list((tmp_path / "out").glob("*.txt"))) == 5
+    legacy = await asyncio.to_thread(CliRunner().invoke, client_send, [*args, "--legacy"])
+    assert legacy.exit_code == 2 and "virtual IP" in legacy.output
+    bad = await asyncio.to_thread(CliRunner().invoke, client_send, [*args[:1], "a,,b", *args[2:]])
+    assert bad.exit_code == 2 and "empty entry" in bad.output

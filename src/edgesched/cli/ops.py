@@ -66,7 +66,7 @@ def call(method: str, master_url: str, path: str, **params: Any) -> Any:
         except httpx.HTTPError as exc:
             failures.append(f"cannot reach {url}: {exc}")
             continue
-        if answer.status_code == 503 and len(listed) > 1:
+        if answer.status_code == 503:
             standby = from_json(answer.content)
             if standby.standby:
                 leader = standby.leader.http() if standby.leader is not None else None
