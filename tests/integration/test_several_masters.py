@@ -59,7 +59,7 @@ class StandbyGrpc:
             )
             yield b""  # never reached: makes this an async generator (a streaming handler)
 
-        class Handler(grpc.GenericRpcHandler):
+        class Handler(grpc.GenericRpcHandler):  # type: ignore[misc]
             def service(self, details: Any) -> Any:
                 return grpc.stream_stream_rpc_method_handler(answer)
 
@@ -152,7 +152,7 @@ def api_token(cluster: InProcessCluster) -> str:
 async def test_an_agent_given_a_standby_first_asks_it_and_links_to_the_leader(
     make_cluster, standbys, listed: bool
 ) -> None:
-    cluster: InProcessCluster = await make_cluster()
+    cluster = await make_cluster()
     gateway = await StandbyHttp("127.0.0.2", leader=leader_of(cluster)).start()
     standbys.append(gateway)
     leader_http = cluster.server.http_port
@@ -169,7 +169,7 @@ async def test_an_agent_given_a_standby_first_asks_it_and_links_to_the_leader(
 async def test_an_agent_dialling_a_standbys_link_follows_its_hint(
     make_cluster, standbys, listed: bool
 ) -> None:
-    cluster: InProcessCluster = await make_cluster()
+    cluster = await make_cluster()
     port = cluster.server.grpc_port
     # the configured link port is the same on every master: the standby's link is on it too
     link = await StandbyGrpc("127.0.0.2", port, leader_of(cluster)).start()
@@ -185,7 +185,7 @@ async def test_an_agent_dialling_a_standbys_link_follows_its_hint(
 async def test_a_client_given_a_standby_first_gets_every_result_once(
     make_cluster, standbys, tmp_path: Path, listed: bool
 ) -> None:
-    cluster: InProcessCluster = await make_cluster()
+    cluster = await make_cluster()
     await cluster.add_agent("a1")
     standby = await StandbyGrpc("127.0.0.2", leader=leader_of(cluster)).start()
     standbys.append(standby)
@@ -261,7 +261,7 @@ async def test_a_failover_to_another_address_is_followed_by_agent_and_client(
 ) -> None:
     """The master stops mid-run and another starts on another address on the same journal:
     the agent and a running sender follow it; each picture gets one task and its result."""
-    cluster: InProcessCluster = await make_cluster(heartbeat_interval_s=0.2)
+    cluster = await make_cluster(heartbeat_interval_s=0.2)
     grpc_port, http_port = cluster.server.grpc_port, cluster.server.http_port
     # the first master moves onto fixed ports (the same on both addresses, as in production)
     await cluster.channel.close()
@@ -329,7 +329,7 @@ async def test_the_operators_cli_asks_the_leader(make_cluster, standbys, tmp_pat
 
     from edgesched.cli.ops import status
 
-    cluster: InProcessCluster = await make_cluster()
+    cluster = await make_cluster()
     await cluster.add_agent("a1")
     gateway = await StandbyHttp("127.0.0.2", leader=leader_of(cluster)).start()
     nobody = await StandbyHttp("127.0.0.3").start()  # a standby that knows no leader yet
@@ -360,7 +360,7 @@ async def test_client_send_takes_several_masters_on_one_port(
 
     from edgesched.cli.client import client_send
 
-    cluster: InProcessCluster = await make_cluster()
+    cluster = await make_cluster()
     await cluster.add_agent("a1")
     port = cluster.server.grpc_port
     standby = await StandbyGrpc("127.0.0.2", port, leader_of(cluster)).start()

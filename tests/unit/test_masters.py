@@ -49,7 +49,7 @@ def test_ipv6_literals_bare_and_bracketed() -> None:
      "[::1]x", "1:2:3:zz", "a b", "http://a"],
 )  # fmt: skip
 def test_a_malformed_list_is_a_clear_config_error(text: str) -> None:
-    with pytest.raises(ConfigError, match="agent.master_ip"):
+    with pytest.raises(ConfigError, match=r"agent\.master_ip"):
         parse_masters(text, 6666, "agent.master_ip")
 
 
