@@ -49,6 +49,10 @@ DEFAULT_PORT = 9999
 CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", 128 * 1024 * 1024),
     ("grpc.max_receive_message_length", 128 * 1024 * 1024),
+    # a channel to a master that was down fails calls at once until its next reconnect try:
+    # grpc's own cap (120 s) would keep a new leader there unseen for minutes; the sender's
+    # backoff cap
+    ("grpc.max_reconnect_backoff_ms", 5000),
 ]
 
 
