@@ -113,10 +113,16 @@ def parse_masters(
 
 
 def _leader_field(value: str) -> Optional[Address]:  # noqa: UP045
+    """"host:port" of a hint; an IPv6 host may come bracketed or bare ("::1:9999")."""
+    text = value.strip()
+    if text.count(":") > 1 and not text.startswith("["):
+        host, _, port = text.rpartition(":")
+        text = f"[{host}]:{port}"
     try:
-        return parse_address(value, 0, "leader hint")
+        address = parse_address(text, 0, "leader hint")
     except ConfigError:
         return None
+    return address if address.port else None
 
 
 def leader_from_metadata(

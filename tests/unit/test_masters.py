@@ -60,6 +60,9 @@ def test_leader_from_metadata() -> None:
     assert leader_from_metadata((("other", "x"),)) is None
     assert leader_from_metadata(None) is None
     assert leader_from_metadata((("edgesched-leader", "garbage:port"),)) is None
+    assert leader_from_metadata((("edgesched-leader", "10.0.0.1"),)) is None  # no port
+    v6 = (("edgesched-leader", "::1:9999"), ("edgesched-leader-http", "[::1]:6666"))
+    assert leader_from_metadata(v6) == Leader("::1", 9999, 6666)
     # two hosts for one leader: the gRPC one is trusted, the HTTP one dropped
     mixed = (("edgesched-leader", "10.0.0.1:1"), ("edgesched-leader-http", "10.0.0.9:2"))
     assert leader_from_metadata(mixed) == Leader("10.0.0.1", 1, 0)
