@@ -113,7 +113,7 @@ def parse_masters(
 
 
 def _leader_field(value: str) -> Optional[Address]:  # noqa: UP045
-    """"host:port" of a hint; an IPv6 host may come bracketed or bare ("::1:9999")."""
+    """A hint's "host:port"; an IPv6 host may come bracketed or bare ("::1:9999")."""
     text = value.strip()
     if text.count(":") > 1 and not text.startswith("["):
         host, _, port = text.rpartition(":")
