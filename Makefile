@@ -40,7 +40,8 @@ lint: $(STAMP)
 AGENT_MODULES := src/edgesched/agent src/edgesched/inference src/edgesched/cli/probe.py \
 	src/edgesched/boards.py src/edgesched/config \
 	src/edgesched/errors.py src/edgesched/extras.py src/edgesched/filenames.py src/edgesched/logs.py \
-	src/edgesched/clock.py src/edgesched/failpoints.py src/edgesched/kinds.py src/edgesched/wire
+	src/edgesched/clock.py src/edgesched/failpoints.py src/edgesched/kinds.py src/edgesched/wire \
+	src/edgesched/masters.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

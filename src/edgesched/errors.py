@@ -114,3 +114,16 @@ class BackendError(EdgeschedError):
 
 class TransportError(EdgeschedError):
     """A link or a connection failed."""
+
+
+class StandbyMasterError(TransportError):
+    """A standby master answered (several masters, one leader): ``host`` and its ports say
+    where the leader is, "" and 0 where the standby did not know (edgesched.masters)."""
+
+    def __init__(
+        self, message: str, host: str = "", grpc_port: int = 0, http_port: int = 0
+    ) -> None:
+        super().__init__(message)
+        self.host = host
+        self.grpc_port = grpc_port
+        self.http_port = http_port

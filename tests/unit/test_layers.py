@@ -209,6 +209,7 @@ AGENT_SIDE = (
     "edgesched.logs",
     "edgesched.clock",
     "edgesched.failpoints",
+    "edgesched.masters",
     "edgesched.stages",
     "edgesched.stats",
 )

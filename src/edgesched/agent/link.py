@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any, Optional
 
 import grpc
 
+from edgesched import masters
 from edgesched.config import AgentSettings
 from edgesched.errors import TransportError
 from edgesched.v1 import agent_pb2_grpc
@@ -58,24 +60,50 @@ def discover_link_port(
 ) -> int:
     """Asks the gateway which port the link runs on; the agent dials the host it was given.
 
-    With TLS the question goes over the same TLS, verified against the cluster's CA.
+    With TLS the question goes over the same TLS, verified against the cluster's CA. A standby
+    master's 503 raises StandbyMasterError with its hint (where the leader is).
     """
     scheme = "https" if context is not None else "http"
-    url = f"{scheme}://{host}:{http_port}/api/v1/link"
+    url = f"{scheme}://{masters.Address(host, http_port)}/api/v1/link"
     try:
         with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
             return int(json.loads(response.read())["link_port"])
+    except urllib.error.HTTPError as exc:
+        answer = masters.from_json(exc.read()) if exc.code == 503 else masters.NO_ANSWER
+        if answer.standby:
+            raise masters.standby_error(f"{url}: a standby master answered", answer) from exc
+        raise TransportError(f"cannot reach the gateway at {url}: {exc}") from exc
     except (OSError, ValueError, KeyError) as exc:
         raise TransportError(f"cannot reach the gateway at {url}: {exc}") from exc
 
 
-async def link_target(a: AgentSettings) -> str:
-    """``host:port`` of the master's link: the configured port, or the gateway's answer."""
+def gateways(a: AgentSettings) -> masters.Rotation:
+    """The masters ``agent.master_ip`` lists ("a,b,c"), their gateways on ``master_port``."""
+    return masters.Rotation(masters.parse_masters(a.master_ip, a.master_port, "agent.master_ip"))
+
+
+async def link_target(a: AgentSettings, rotation: Optional[masters.Rotation] = None) -> str:  # noqa: UP045
+    """``host:port`` of the link of the master to try: the hinted leader's, else the list's
+    next; the configured port (the same on every master), or the gateway's answer. Records in
+    ``rotation.asked`` which address it asked or dials (a hint naming it is a loop)."""
+    rotation = rotation or gateways(a)
+    leader = rotation.leader
+    if leader is not None and (a.link_port or leader.grpc_port):
+        target = masters.Address(leader.host, a.link_port or leader.grpc_port)
+        rotation.asked = target
+        return str(target)
+    if leader is None:
+        gateway = rotation.current
+    else:  # a hint without the gRPC port: ask the leader's gateway
+        gateway = leader.http() or masters.Address(leader.host, a.master_port)
+    rotation.asked = gateway
+    if a.link_port:
+        return str(masters.Address(gateway.host, a.link_port))
     context = tls_context(a.tls_ca, a.tls_cert, a.tls_key) if a.tls_ca else None
-    port = a.link_port or await asyncio.to_thread(
-        discover_link_port, a.master_ip, a.master_port, 3.0, context
-    )
-    return f"{a.master_ip}:{port}"
+    port = await asyncio.to_thread(discover_link_port, gateway.host, gateway.port, 3.0, context)
+    target = masters.Address(gateway.host, port)
+    rotation.asked = target
+    return str(target)
 
 
 def open_channel(a: AgentSettings, target: str) -> grpc.aio.Channel:

@@ -15,11 +15,13 @@ from typing import Optional
 
 import grpc
 
+from edgesched import masters
 from edgesched.agent.heartbeat import Heartbeats
 from edgesched.agent.identity import Identity
 from edgesched.agent.link import (
     Refused,
     SendQueue,
+    gateways,
     link_stub,
     link_target,
     open_channel,
@@ -73,6 +75,9 @@ class Session:
         self.outbox = outbox
         self.pacer = pacer
         self.rng = rng
+        #: the masters ``master_ip`` lists, and which to try next (the leader when hinted)
+        self.masters = gateways(a)
+        self.linked_to = ""  #: the link's master (host:port), for the log
         #: outbox files sent on this link, removed once a later heartbeat is acknowledged
         self._unconfirmed: list[tuple[int, list[Path]]] = []
         #: results sent on this link and not yet covered by an acknowledged heartbeat: if the
@@ -105,25 +110,34 @@ class Session:
             if stop.is_set() and not self.connected.is_set() and not self.runner.running:
                 break  # stopping with nothing to hand over: results are in the outbox
             started = time.monotonic()
+            answer = masters.NO_ANSWER
             try:
                 await self.link(stop)
             except Refused:
                 raise
             except (TransportError, grpc.aio.AioRpcError, OSError) as exc:
+                answer = masters.from_rpc_error(exc)
                 log.warning("link to master failed: %s", short(exc))
             self.connected.clear()
             if self._leave.is_set():
                 break
             if time.monotonic() - started > 10:
                 delay = BACKOFF_MIN_S  # the link had been up: start the backoff again
-            wait = self.rng.uniform(delay / 2, delay)
+            if answer.leader is not None and self.masters.follow(answer.leader):
+                # a standby named the leader: dial it now, the long backoff is for failures
+                log.info("a standby master says the leader is %s", answer.leader.host)
+                wait = masters.HINT_PAUSE_S
+            else:
+                self.masters.next()  # down, or a standby without a hint: the list's next
+                wait = self.rng.uniform(delay / 2, delay)
+                delay = min(BACKOFF_MAX_S, delay * 2)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._leave.wait(), wait)
-            delay = min(BACKOFF_MAX_S, delay * 2)
 
     async def link(self, stop: asyncio.Event) -> None:
         """One link, from dialling to its end (an error, the master closing it, or leaving)."""
-        target = await link_target(self.a)
+        target = await link_target(self.a, self.masters)
+        self.linked_to = target
         self.session_no += 1
         async with open_channel(self.a, target) as channel:
             stub = link_stub(channel)
@@ -194,7 +208,13 @@ class Session:
         self.master_batches = wire.batched(reply.protocol)
         for task_id in reply.drop_task_ids:
             self.runner.cancel(task_id, "the master moved it elsewhere", report=False)
-        log.info("joined the master as %s (%d slots)", reply.agent_id, self.runner.slots)
+        self.masters.settled()
+        log.info(
+            "joined the master at %s as %s (%d slots)",
+            self.linked_to,
+            reply.agent_id,
+            self.runner.slots,
+        )
         self._unconfirmed.clear()
         items = self.outbox.items()
         for _, message in items:

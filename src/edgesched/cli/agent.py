@@ -22,8 +22,14 @@ from edgesched.logs import setup_logging
 
 @click.command()
 @click.option("--config", "config", default=None, help=CONFIG_HELP)
-@click.option("--master-ip", default=None, help="the master's address [127.0.0.1]")
-@click.option("--master-port", type=PORT, default=None, help="the master's HTTP port [6666]")
+@click.option(
+    "--master-ip",
+    default=None,
+    help="the master's address [127.0.0.1]; several masters: a,b,c (it follows their leader)",
+)
+@click.option(
+    "--master-port", type=PORT, default=None, help="the masters' HTTP port, the same on each [6666]"
+)
 @click.option(
     "--link-port", type=LISTEN_PORT, default=None, help="the master's gRPC port; 0 asks it"
 )

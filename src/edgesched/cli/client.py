@@ -21,8 +21,16 @@ def client() -> None:
 
 
 @client.command("send")
-@click.option("-H", "--host", default="127.0.0.1", show_default=True)
-@click.option("-P", "--port", type=PORT, default=9999, show_default=True)
+@click.option(
+    "-H",
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="the master; several masters: a,b,c (it follows their leader; not with --legacy)",
+)
+@click.option(
+    "-P", "--port", type=PORT, default=9999, show_default=True, help="their gRPC port (each's)"
+)
 @click.option("-D", "--dir", "directory", required=True, type=click.Path(exists=True))
 @click.option("-n", "--max", "limit", type=int, default=None, help="send at most N files")
 @click.option("-w", "--workers", type=int, default=8, show_default=True)
@@ -75,20 +83,31 @@ def client_send(
     """Send every picture of a folder, wait for all results, write <stem>.txt label files.
 
     With --legacy it speaks the seed's protocol instead: results then arrive at the client's
-    /recv_rst receiver (`edgesched client recv`).
+    /recv_rst receiver (`edgesched client recv`); it talks to one address (with several
+    masters: a virtual IP or a DNS name in front of them).
     """
     from edgesched.client.files import list_pictures
     from edgesched.client.report import print_report
     from edgesched.client.send import Sender, TlsFiles, write_labels
+    from edgesched.errors import ConfigError
     from edgesched.master.token import read_token
+    from edgesched.masters import parse_masters
 
+    try:
+        targets = [str(a) for a in parse_masters(host, port, "--host")]
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--host") from None
+    if legacy and len(targets) > 1:
+        raise click.UsageError(
+            "--legacy talks to one address: put a virtual IP or a DNS name in front of the masters"
+        )
     paths = list_pictures(Path(directory), limit)
     if not paths:
         raise click.UsageError(f"no files in {directory}")
     if legacy:
         from edgesched.client.compat.sender import send_legacy, send_legacy_batch
 
-        target = f"{host}:{port}"
+        (target,) = targets
         if batch:
             legacy_report = send_legacy_batch(target, paths, tasktype)
         else:
@@ -113,7 +132,7 @@ def client_send(
 
         token = api_token or (read_token(LOCAL_MASTER_DIR, "api") or "")
         tls = TlsFiles(tls_ca, tls_cert, tls_key) if tls_ca else None
-        sender = Sender(f"{host}:{port}", tasktype, client_id, workers, timeout, tick, token, tls)
+        sender = Sender(targets, tasktype, client_id, workers, timeout, tick, token, tls)
         if progress is not None:
             with progress:
                 return await sender.run(paths)

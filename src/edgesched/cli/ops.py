@@ -6,17 +6,22 @@ import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import click
 
 from edgesched.cli.options import CONFIG_HELP, LOCAL_MASTER_DIR, settings_from
 from edgesched.config import render_toml
 from edgesched.errors import EdgeschedError
+from edgesched.masters import from_json
 
 if TYPE_CHECKING:
     from rich.table import Table
 
-MASTER_HELP = "the gateway's URL (or EDGESCHED_MASTER_URL)"
+MASTER_HELP = (
+    "the gateway's URL (or EDGESCHED_MASTER_URL); several masters: URLs comma-separated, "
+    "their leader answers"
+)
 
 
 def master_option(func: Any) -> Any:
@@ -37,7 +42,9 @@ def json_option(func: Any) -> Any:
 def call(method: str, master_url: str, path: str, **params: Any) -> Any:
     """One REST call; errors become a one-line message and exit status 1.
 
-    Changing calls carry the API token (EDGESCHED_API_TOKEN, or the local master's file).
+    ``master_url`` may list several masters ("http://a:6666,http://b:6666"): the call goes to
+    their leader, the one a standby's 503 names, else the next that answers. Changing calls
+    carry the API token (EDGESCHED_API_TOKEN, or the local master's file).
     """
     import httpx  # the master's extra: an agent-only install has no httpx
 
@@ -45,15 +52,37 @@ def call(method: str, master_url: str, path: str, **params: Any) -> Any:
 
     token = os.environ.get("EDGESCHED_API_TOKEN") or read_token(LOCAL_MASTER_DIR, "api") or ""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    try:
-        response = httpx.request(
-            method, master_url.rstrip("/") + path, params=params, timeout=10, headers=headers
-        )
-    except httpx.HTTPError as exc:
-        raise click.ClickException(f"cannot reach {master_url}: {exc}") from exc
+    listed = [url.strip().rstrip("/") for url in master_url.split(",")]
+    if not all(listed):
+        raise click.UsageError(f"--master: an empty URL in {master_url!r}")
+    to_try, asked, failures = list(listed), set(), []
+    response = None
+    # bounded: each listed URL once, and each leader a standby names once
+    while to_try and response is None:
+        url = to_try.pop(0)
+        asked.add(url)
+        try:
+            answer = httpx.request(method, url + path, params=params, timeout=10, headers=headers)
+        except httpx.HTTPError as exc:
+            failures.append(f"cannot reach {url}: {exc}")
+            continue
+        if answer.status_code == 503:
+            standby = from_json(answer.content)
+            if standby.standby:
+                leader = standby.leader.http() if standby.leader is not None else None
+                scheme = urlsplit(url).scheme or "http"
+                hinted = f"{scheme}://{leader}" if leader is not None else ""
+                failures.append(f"{url}: a standby master (leader: {hinted or 'none yet'})")
+                if hinted and hinted not in asked:
+                    to_try.insert(0, hinted)
+                continue
+        response = answer
+    if response is None:
+        raise click.ClickException("; ".join(failures))
     if response.status_code >= 400:
         try:
-            msg = response.json().get("msg") or response.json().get("detail")
+            body = response.json()
+            msg = body.get("msg") or body.get("detail") or body.get("error")
         except ValueError:
             msg = response.text
         raise click.ClickException(f"{response.status_code}: {msg}")

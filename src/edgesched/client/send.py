@@ -7,6 +7,12 @@ answers with the first submission's task id, and finished results come back at o
 Submissions go on one ``SubmitBatches`` stream: every picture read by the time the stream gets to
 it travels in one message (``client.batches``); results come back on result watches of task ids
 (``WatchResultBatches``). A master without them gets ``SubmitStream`` and ``WatchResults``.
+
+Several masters ("a:9999,b:9999"; one leader, the others standbys): every call goes to the
+leader. A standby's UNAVAILABLE names it (``edgesched.masters``): the sender moves there at once;
+a master that does not answer: the next of the list, after the backoff. What was not answered
+is submitted again there (the same keys: nothing is accepted twice) and the result watches
+resume there.
 """
 
 from __future__ import annotations
@@ -17,12 +23,13 @@ import random
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 
+from edgesched import masters
 from edgesched.client.batches import BatchSubmitter, ResultWatch
 from edgesched.errors import TransportError
 from edgesched.filenames import stem
@@ -37,6 +44,16 @@ RETRYABLE_NAMES = {code.name for code in RETRYABLE}
 WATCH_BATCH = 64
 #: payload bytes read and not yet answered: reading stops there until replies come back
 MAX_HELD_BYTES = 64 * 1024 * 1024
+#: the client API's port where an address of the list names none
+DEFAULT_PORT = 9999
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", 128 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 128 * 1024 * 1024),
+    # a channel to a master that was down fails calls at once until its next reconnect try:
+    # grpc's own cap (120 s) would keep a new leader there unseen for minutes; the sender's
+    # backoff cap
+    ("grpc.max_reconnect_backoff_ms", 5000),
+]
 
 
 @dataclass
@@ -171,9 +188,12 @@ def default_client_id() -> str:
 
 
 class Sender:
+    """Submits pictures and follows their results; ``target``: "host:port", a list of them or
+    "a:p,b:p" (several masters: it follows their leader)."""
+
     def __init__(
         self,
-        target: str,
+        target: str | Sequence[str],
         task_type: str,
         client_id: str = "",
         workers: int = 8,
@@ -182,7 +202,12 @@ class Sender:
         api_token: str = "",
         tls: TlsFiles | None = None,
     ) -> None:
-        self.target = target
+        self.masters = masters.Rotation(masters.parse_masters(target, DEFAULT_PORT, "client"))
+        self._channels: dict[masters.Address, grpc.aio.Channel] = {}
+        #: moves from one master to another so far: a call that failed on an older one
+        #: does not move on again (the others' failures on the same master are one failure)
+        self._generation = 0
+        self._hinted = False  #: the last move followed a standby's hint
         self.metadata = (("authorization", f"Bearer {api_token}"),) if api_token else ()
         self.tls = tls
         self.task_type = task_type
@@ -208,12 +233,8 @@ class Sender:
         self._sent: deque[Outcome] = deque()  #: put on the submitter, in order, not answered
         self._held = 0
         self._room = asyncio.Event()
-        options = [
-            ("grpc.max_send_message_length", 128 * 1024 * 1024),
-            ("grpc.max_receive_message_length", 128 * 1024 * 1024),
-        ]
-        async with open_channel(self.target, options, self.tls) as channel:
-            stub = self._stub = task_stub(channel)
+        try:
+            stub, _ = self._connect()
             submitter = BatchSubmitter(stub, self._on_reply, metadata=self.metadata)
             queue: asyncio.Queue[Outcome] = asyncio.Queue()
             for outcome in outcomes:
@@ -222,7 +243,7 @@ class Sender:
                 asyncio.create_task(self._reader(queue, submitter)) for _ in range(self.workers)
             ]
             sender = asyncio.create_task(self._send(submitter, outcomes))
-            flusher = asyncio.create_task(self._flush_batches(stub))
+            flusher = asyncio.create_task(self._flush_batches())
             try:
                 await self._all_settled.wait()
             finally:
@@ -231,10 +252,14 @@ class Sender:
                     task.cancel()
                 await asyncio.gather(*readers, *self._retries, return_exceptions=True)
                 await asyncio.gather(sender, return_exceptions=True)
-            self._start_watch(stub)
+            self._start_watch()
             flusher.cancel()
             while self._watchers:
                 await self._watchers.pop()
+        finally:
+            for channel in self._channels.values():
+                await channel.close()
+            self._channels.clear()
         report = SendReport(outcomes, time.monotonic() - started, self.duplicates)
         for o in outcomes:
             if o.result and tasks.state_of(o.result) is TaskState.DONE:
@@ -300,8 +325,9 @@ class Sender:
             self.duplicates += 1
         self._pending[reply.task_id] = outcome
         self._batch.append(reply.task_id)
+        self.masters.settled()  # the leader answered: hints count from zero again
         if len(self._batch) >= WATCH_BATCH:
-            self._start_watch(self._stub)
+            self._start_watch()
         self._settle()
 
     async def _retry(self, outcome: Outcome, request: tasks.SubmitRequest) -> None:
@@ -316,6 +342,7 @@ class Sender:
         delay = 0.2
         while True:
             submitter.timeout = self._call_timeout(3600.0)
+            submitter.stub, generation = self._connect()
             try:
                 await submitter.run()
                 return
@@ -326,6 +353,10 @@ class Sender:
                     code, why = grpc.StatusCode.UNAVAILABLE, str(exc)
                 if code not in RETRYABLE or time.monotonic() > self._deadline:
                     break
+                hinted = self._move_on(exc, generation)
+            if hinted:
+                await asyncio.sleep(masters.HINT_PAUSE_S)
+                continue
             await asyncio.sleep(self.rng.uniform(delay / 2, delay))
             delay = min(5.0, delay * 2)
         submitter.drop()
@@ -334,25 +365,61 @@ class Sender:
             if not outcome.task_id and not outcome.refused:
                 self._refuse(outcome, why)
 
+    @property
+    def target(self) -> str:
+        """The master calls go to now: the hinted leader, else the list's current one."""
+        return str(self._address())
+
+    def _address(self) -> masters.Address:
+        leader = self.masters.leader
+        hinted = leader.grpc() if leader is not None else None
+        return hinted or self.masters.current
+
+    def _connect(self) -> tuple[TaskStub, int]:
+        """The stub for the master to call now (one channel per master, kept for the run),
+        and the number of moves so far (handed back to ``_move_on`` when the call fails)."""
+        address = self._address()
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = open_channel(str(address), CHANNEL_OPTIONS, self.tls)
+            self._channels[address] = channel
+        self.masters.asked = address
+        return task_stub(channel), self._generation
+
+    def _move_on(self, exc: BaseException, generation: int) -> bool:
+        """A call on the master of move ``generation`` failed (retryably): to the leader a
+        standby named, else to the next master. True: the leader is known, call again after
+        a short pause; False: back off first."""
+        if generation != self._generation:
+            return self._hinted  # another call has moved on already: follow it
+        answer = masters.from_rpc_error(exc)
+        self._generation += 1
+        self._hinted = answer.leader is not None and self.masters.follow(answer.leader)
+        if not self._hinted:
+            self.masters.next()
+        return self._hinted
+
     def _call_timeout(self, most: float) -> float:
         """A call's deadline: never past the run's own (--timeout), at least a moment."""
         return max(0.1, min(most, self._deadline - time.monotonic()))
 
-    async def _flush_batches(self, stub: TaskStub) -> None:
+    async def _flush_batches(self) -> None:
         while True:
             await asyncio.sleep(0.2)
-            self._start_watch(stub)
+            self._start_watch()
 
-    def _start_watch(self, stub: TaskStub) -> None:
+    def _start_watch(self) -> None:
         if self._batch:
             ids, self._batch = self._batch, []
-            self._watchers.append(asyncio.create_task(self._watch(stub, ids)))
+            self._watchers.append(asyncio.create_task(self._watch(ids)))
 
-    async def _watch(self, stub: TaskStub, ids: list[str]) -> None:
-        """Follows these tasks to their end; reconnects (with backoff) when the master restarts."""
+    async def _watch(self, ids: list[str]) -> None:
+        """Follows these tasks to their end; reconnects (with backoff) when the master restarts,
+        to the leader when another master leads now."""
         remaining = set(ids)
         delay = 0.2
         while remaining and time.monotonic() < self._deadline:
+            stub, generation = self._connect()
             try:
                 request = tasks.watch_request(self.client_id, sorted(remaining))
                 # the stream ends at the run's deadline: a task that stays queued cannot keep
@@ -365,6 +432,7 @@ class Sender:
                         if result.task_id not in remaining:
                             continue  # a duplicate delivery: results are deduplicated by id
                         remaining.discard(result.task_id)
+                        self.masters.settled()
                         outcome = self._pending[result.task_id]
                         outcome.result = result
                         if self.on_result is not None:
@@ -375,6 +443,9 @@ class Sender:
                     return  # out of time: what is left is reported as not finished
                 if exc.code() not in RETRYABLE:
                     raise
+                if self._move_on(exc, generation):
+                    await asyncio.sleep(masters.HINT_PAUSE_S)
+                    continue
                 await asyncio.sleep(self.rng.uniform(delay / 2, delay))
                 delay = min(5.0, delay * 2)
 

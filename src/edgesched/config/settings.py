@@ -112,8 +112,11 @@ class SchedulingSettings:
 
 @dataclass
 class AgentSettings:
-    master_ip: str = "127.0.0.1"  #: the master's address, as the agent can reach it
-    master_port: int = 6666  #: the master's HTTP gateway port (the link port is discovered)
+    #: the master's address, as the agent can reach it; several masters: "a,b,c" (each may
+    #: carry its own ":port"), the agent links to their leader and follows it
+    master_ip: str = "127.0.0.1"
+    #: the masters' HTTP gateway port (the link port is discovered), the same on each
+    master_port: int = 6666
     link_port: int = 0  #: the master's gRPC link port; 0 asks the gateway
     token: str = ""  #: join token (also EDGESCHED_TOKEN)
     data_dir: str = "workspace/slave"  #: agent id, outbox

@@ -13,6 +13,7 @@ from edgesched.config.settings import (
     Settings,
 )
 from edgesched.errors import ConfigError
+from edgesched.masters import parse_masters
 
 AUTH_READ_VALUES = {
     "auto": "auto",
@@ -74,6 +75,8 @@ def validate(settings: Settings) -> None:
     ):
         if not 0 < port <= 65535:  # a larger value wraps around (65599 is port 63)
             raise ConfigError(f"{name} must be in 1..65535, not {port}")
+    # "a,b,c": several masters, one leader (the same master_port on each)
+    parse_masters(settings.agent.master_ip, settings.agent.master_port, "agent.master_ip")
     for key in (
         "heartbeat_interval_s",
         "dead_grace_s",
