@@ -24,8 +24,9 @@ from edgesched.config import Settings
 from edgesched.master.lease import Holder, Leader, Lease
 from edgesched.master.roles import Roles, advertised, leader_server
 from edgesched.master.server import MasterServer
-from edgesched.master.standby import LEADER_HTTP_KEY, LEADER_KEY, StandbyServers
+from edgesched.master.standby import StandbyServers
 from edgesched.master.token import read_token, write_token
+from edgesched.masters import LEADER_HTTP_KEY, LEADER_KEY
 from edgesched.tools.testing.pgserver import PgServer
 from edgesched.tools.testing.pictures import png_bytes
 from edgesched.v1 import agent_pb2, agent_pb2_grpc

@@ -34,11 +34,10 @@ from edgesched.master.server import (
     server_credentials,
     write_endpoints,
 )
+from edgesched.masters import LEADER_HTTP_KEY, LEADER_KEY
 
 log = logging.getLogger("edgesched.master")
 
-LEADER_KEY = "edgesched-leader"
-LEADER_HTTP_KEY = "edgesched-leader-http"
 RETRY_AFTER_S = 1  #: what the HTTP answer suggests: a standby tries the lease this often
 
 #: what a standby knows of the leader (None: it has not read the lease yet)
