@@ -36,13 +36,11 @@ def _body(picture: Picture) -> bytes:
 
 def leader_hint(exc: Any) -> str:
     """The leader's gRPC address a standby master named in its answer ("" when none)."""
-    try:
-        for key, value in exc.trailing_metadata() or ():
-            if key == "edgesched-leader":
-                return str(value)
-    except Exception:  # a connection error carries no metadata
-        return ""
-    return ""
+    from edgesched.masters import from_rpc_error
+
+    leader = from_rpc_error(exc).leader
+    grpc_address = leader.grpc() if leader is not None else None
+    return str(grpc_address) if grpc_address is not None else ""
 
 
 class Targets:
