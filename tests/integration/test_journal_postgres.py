@@ -1,0 +1,139 @@
+"""What only the PostgreSQL journal does, against a real throwaway server: fencing, the
+database going away and coming back, migrations (several masters at once, a newer schema)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+import pytest
+
+from edgesched.errors import FencedError, JournalError, JournalUnavailableError
+from edgesched.journal import TaskRow
+from edgesched.journal.postgres import PostgresJournal, redact
+from edgesched.tools.testing.pgserver import PgServer
+
+
+def row(task_id: str, key: str) -> TaskRow:
+    return TaskRow(
+        id=task_id,
+        client_id="c",
+        idem_key=key,
+        task_type="layout",
+        filename="a.png",
+        payload_path="/tmp/x",
+        payload_size=3,
+        submitted_ms=1,
+    )
+
+
+async def until(check: Any, limit: int = 400) -> None:
+    """Polls ``check`` (bounded in count: 400 × 50 ms)."""
+    for _ in range(limit):
+        if check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met")
+
+
+async def test_a_write_with_a_token_that_is_no_longer_the_lease_is_refused(pg_dsn: str) -> None:
+    journal = PostgresJournal(pg_dsn)
+    await journal.start()
+    told: list[str] = []
+    journal.on_fenced = told.append
+    try:
+        journal.fence = 0  # the lease's token as migration 1 leaves it
+        await journal.insert(row("t1", "k1"))
+        other = await asyncpg.connect(pg_dsn)
+        try:
+            await other.execute("UPDATE lease SET token = token + 1 WHERE name = 'leader'")
+        finally:
+            await other.close()
+        ran: list[str] = []
+        journal.update("t1", {"state": "done"})
+        journal.after_commit(lambda: ran.append("after"))
+        with pytest.raises(FencedError, match="fenced"):
+            await journal.insert(row("t2", "k2"))
+        with pytest.raises(FencedError):  # refused at once from now on
+            await journal.insert(row("t3", "k3"))
+        journal.update("t1", {"state": "dead"})  # dropped: never retried
+        assert len(told) == 1 and "is not the lease's" in told[0]
+        assert ran == []
+        stored = await journal.get("t1")  # reads still answer
+        assert stored is not None and stored.state == "queued"
+        assert await journal.task_ids() == {"t1"}
+        journal.fence = 1  # a new term with the lease's token: writes go again
+        await journal.insert(row("t4", "k4"))
+        await journal.flush()
+        assert await journal.task_ids() == {"t1", "t4"}
+        stored = await journal.get("t1")
+        assert stored is not None and stored.state == "queued"
+    finally:
+        await journal.close()
+
+
+async def test_the_database_going_away_holds_updates_and_refuses_new_work(
+    pg_server: PgServer, pg_dsn: str
+) -> None:
+    journal = PostgresJournal(pg_dsn)
+    await journal.start()
+    try:
+        await journal.insert(row("t1", "k1"))
+        pg_server.stop()
+        ran: list[str] = []
+        journal.update("t1", {"state": "done", "label": "x"})
+        journal.after_commit(lambda: ran.append("after"))
+        flushed = asyncio.ensure_future(journal.flush())
+        await until(lambda: journal.fault)
+        assert journal.fault.startswith("database unavailable")
+        with pytest.raises(JournalUnavailableError, match="database unavailable"):
+            await journal.insert(row("t2", "k2"))
+        with pytest.raises(JournalUnavailableError):
+            await journal.get("t1")
+        assert ran == [] and not flushed.done()
+        pg_server.start()
+        await asyncio.wait_for(flushed, 30)
+        assert journal.fault == "" and ran == ["after"]
+        stored = await journal.get("t1")
+        assert stored is not None and stored.state == "done" and stored.label == "x"
+        await journal.insert(row("t2", "k2"))
+    finally:
+        if not pg_server._running():
+            pg_server.start()
+        await journal.close()
+
+
+async def test_masters_starting_together_migrate_once(pg_dsn: str) -> None:
+    journals = [PostgresJournal(pg_dsn) for _ in range(4)]
+    await asyncio.gather(*(j.start() for j in journals))
+    try:
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM schema_version") == 1
+            assert await conn.fetchval("SELECT count(*) FROM lease") == 1
+        finally:
+            await conn.close()
+    finally:
+        for j in journals:
+            await j.close()
+
+
+async def test_a_database_of_a_newer_edgesched_is_refused(pg_dsn: str) -> None:
+    first = PostgresJournal(pg_dsn)
+    await first.start()
+    await first.close()
+    conn = await asyncpg.connect(pg_dsn)
+    await conn.execute("INSERT INTO schema_version (version) VALUES (99)")
+    await conn.close()
+    with pytest.raises(JournalError, match="newer"):
+        await PostgresJournal(pg_dsn).start()
+
+
+async def test_an_unreachable_database_fails_the_start_clearly_without_the_password() -> None:
+    dsn = "postgresql://user:secret@127.0.0.1:1/db"
+    with pytest.raises(JournalUnavailableError) as caught:
+        await PostgresJournal(dsn).start()
+    assert "secret" not in str(caught.value) and "user:***@127.0.0.1:1" in str(caught.value)
+    assert redact("postgresql://u:p@h/db") == "postgresql://u:***@h/db"
+    assert redact("postgresql://h/db") == "postgresql://h/db"
