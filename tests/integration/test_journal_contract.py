@@ -106,7 +106,7 @@ async def test_a_row_not_inserted_has_its_staging_undone(journal: Any) -> None:
 
 async def test_find_key_and_keys_are_per_client(journal: Any) -> None:
     await journal.insert(row("t1", "k", client="a"))
-    stored, duplicate = await journal.insert(row("t2", "k", client="b"))
+    _, duplicate = await journal.insert(row("t2", "k", client="b"))
     assert not duplicate
     found = await journal.find_key("b", "k")
     assert found is not None and found.id == "t2"

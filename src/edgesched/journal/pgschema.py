@@ -142,9 +142,7 @@ async def migrate(conn: Any, where: str) -> None:
     newer one. ``conn``: an asyncpg connection."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
-        )
+        await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         found = await conn.fetchval("SELECT max(version) FROM schema_version")
         version = int(found or 0)
         if version > SCHEMA_VERSION:

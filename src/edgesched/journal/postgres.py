@@ -521,7 +521,7 @@ class PostgresJournal:
                 if writes and self._fence is not None:
                     await conn.execute("SELECT edgesched_fence($1)", self._fence)
                 results = await self._operations(conn, batch, isolated)
-                for hook in self.hooks:
+                for hook in self.hooks if writes else []:  # a read-only turn writes nothing
                     write_staged = getattr(hook, "write_staged", None)
                     if write_staged is not None:
                         await write_staged(conn)
@@ -706,7 +706,7 @@ async def _insert_rows(
     outcomes: list[Any] = [None] * len(rows)
     undos: list[Callable[[], None] | None] = [None] * len(rows)
     todo: list[int] = []
-    for i, (row, before) in enumerate(rows):
+    for i, (_, before) in enumerate(rows):
         try:
             undos[i] = before() if before is not None else None
         except Exception as exc:

@@ -24,7 +24,7 @@ from edgesched.errors import (
 )
 from edgesched.filenames import display_name
 from edgesched.journal.base import Journal, TaskRow
-from edgesched.master.payloadlog import PayloadLog
+from edgesched.master.payloadstore import PayloadStore
 from edgesched.master.storage import DiskGuard
 from edgesched.master.submission import Submission, check_picture, check_size, check_task_type
 
@@ -42,7 +42,7 @@ class Admission:
         clock: Clock,
         guard: DiskGuard,
         data_dir: Path,
-        plog: PayloadLog,
+        plog: PayloadStore,
         admitted: Callable[[list[tuple[TaskRow, Submission]]], None],
         stopping: Callable[[], bool],
     ) -> None:
@@ -300,7 +300,9 @@ class Admission:
         """What runs in the journal's thread just before ``row``'s INSERT: its payload log
         entry staged (the payload's bytes, or none for a seed upload whose file holds them);
         it returns the undo for a row that is not inserted."""
-        data = None if sub.payload_path else sub.payload
+        # a seed upload's file holds its bytes; the database store keeps them too (any master
+        # can then dispatch it)
+        data = sub.payload if not sub.payload_path or self.plog.stores_uploads else None
         unstage = functools.partial(self.plog.unstage, row.id)
 
         def store() -> Callable[[], None]:
