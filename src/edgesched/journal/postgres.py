@@ -41,7 +41,7 @@ from typing import Any, Protocol
 import asyncpg
 
 from edgesched.errors import FencedError, JournalError, JournalUnavailableError
-from edgesched.journal.base import Before, CommitHook, TaskRow
+from edgesched.journal.base import UNAVAILABLE, Before, CommitHook, TaskRow
 from edgesched.journal.pgschema import (
     BY_KEYS,
     COLUMNS,
@@ -163,7 +163,7 @@ class PostgresJournal:
             self.conn = await self._connect()
         except Exception as exc:
             raise JournalUnavailableError(
-                f"database unavailable: cannot reach journal {self.where}: {exc}"
+                f"{UNAVAILABLE}: cannot reach journal {self.where}: {exc}"
             ) from exc
         try:
             await migrate(self.conn, self.where)
@@ -585,7 +585,7 @@ class PostgresJournal:
     def _unavailable(self, batch: list[_Item], exc: BaseException) -> list[_Item]:
         """The database went away: writes' and reads' callers get ``JournalUnavailableError``;
         updates, flushes and after-commit actions are kept, in order, for the reconnect."""
-        message = f"database unavailable: {exc or type(exc).__name__}"
+        message = f"{UNAVAILABLE}: {exc or type(exc).__name__}"
         if not self.fault:
             log.error("journal %s: %s; holding updates until it returns", self.where, message)
         self.fault = message
