@@ -10,6 +10,7 @@ never queries into them, and JSONB would parse every value on every write.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import fields
 from typing import Any
 
@@ -108,6 +109,11 @@ INSERT_ONE = (
     f"({', '.join(f'${i + 1}' for i in range(len(COLUMNS)))}) "
     "ON CONFLICT (client_id, idem_key) DO NOTHING RETURNING id"
 )
+
+
+def redact(dsn: str) -> str:
+    """The DSN without its password (what logs and messages may show)."""
+    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", dsn)
 
 
 def encode_row(row: TaskRow) -> list[Any]:

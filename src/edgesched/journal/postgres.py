@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ from edgesched.journal.pgschema import (
     encode_row,
     encode_values,
     migrate,
+    redact,
 )
 from edgesched.journal.schema import FINAL
 
@@ -66,11 +66,6 @@ RECONNECT_CAP_S = 2.0
 CONNECT_TIMEOUT_S = 5.0
 #: a statement that takes longer than this is a database gone away (a black-holed network)
 COMMAND_TIMEOUT_S = 30.0
-
-
-def redact(dsn: str) -> str:
-    """The DSN without its password (what logs and messages may show)."""
-    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", dsn)
 
 
 def is_unavailable(exc: BaseException) -> bool:
