@@ -137,3 +137,58 @@ async def test_an_unreachable_database_fails_the_start_clearly_without_the_passw
     assert "secret" not in str(caught.value) and "user:***@127.0.0.1:1" in str(caught.value)
     assert redact("postgresql://u:p@h/db") == "postgresql://u:***@h/db"
     assert redact("postgresql://h/db") == "postgresql://h/db"
+
+
+async def test_payloads_go_in_with_their_rows_and_leave_when_released_or_pruned(
+    pg_dsn: str, tmp_path: Any
+) -> None:
+    from edgesched.errors import PayloadError
+    from edgesched.master.payloadstore import DbPayloadStore
+
+    journal = PostgresJournal(pg_dsn)
+    store = DbPayloadStore(journal)
+    journal.add_hook(store)
+    await journal.start()
+
+    def stage(r: TaskRow, data: bytes) -> Any:
+        def before() -> Any:
+            store.stage_task(r, data, journal.sequence + 1)
+            return lambda: store.unstage(r.id)
+
+        return before
+
+    async def count() -> int:
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            return int(await conn.fetchval("SELECT count(*) FROM payloads"))
+        finally:
+            await conn.close()
+
+    try:
+        native = row("t1", "k1")
+        native.payload_path = ""
+        await journal.insert(native, stage(native, b"native bytes"))
+        assert native.payload_path == "db:t1"
+        upload = tmp_path / "upload.png"
+        upload.write_bytes(b"file bytes")
+        seed = row("t2", "k2")
+        seed.payload_path = str(upload)  # a seed upload keeps its file's path
+        await journal.insert(seed, stage(seed, b"seed bytes"))
+        again = row("t3", "k1")
+        again.payload_path = ""
+        _, duplicate = await journal.insert(again, stage(again, b"never stored"))
+        assert duplicate and await count() == 2
+        assert await store.aread(native) == b"native bytes"
+        assert await store.aread(seed) == b"seed bytes"  # any master: from the database
+        assert await asyncio.to_thread(store.read, "db:t1") == b"native bytes"
+        with pytest.raises(PayloadError, match="aread"):
+            store.read("db:t1")  # the loop's own thread would wait on itself
+        store.release(["t1"])
+        await journal.flush()
+        assert not await store.apresent(native) and await count() == 1
+        journal.update("t2", {"state": "done", "finished_ms": 5})
+        await journal.flush()
+        assert [t for t, _ in await journal.prune(before_ms=10, keep_rows=100)] == ["t2"]
+        assert await count() == 0
+    finally:
+        await journal.close()

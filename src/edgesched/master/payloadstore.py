@@ -101,6 +101,7 @@ class DbPayloadStore:
         self._staged: dict[str, bytes] = {}
         self._released: list[str] = []
         self._taken = 0  #: released ids the transaction in progress deletes
+        self._nudged = False  #: a write turn is queued that will delete the released ids
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def open(self) -> Mapping[str, Any]:
@@ -131,6 +132,7 @@ class DbPayloadStore:
                 list(self._staged),
                 list(self._staged.values()),
             )
+        self._nudged = False
         self._taken = len(self._released)
         if self._taken:
             await conn.execute(
@@ -154,7 +156,9 @@ class DbPayloadStore:
         if not task_ids:
             return
         self._released.extend(task_ids)
-        self.journal.execute_later("SELECT 1", ())  # a write turn deletes them soon
+        if not self._nudged:  # one write turn deletes every id released until it runs
+            self._nudged = True
+            self.journal.execute_later("SELECT 1", ())
 
     # ---- reading ------------------------------------------------------------------------
 
