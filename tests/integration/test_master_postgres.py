@@ -123,3 +123,19 @@ def test_repair_is_refused_for_a_postgresql_journal(tmp_path: Path) -> None:
     settings = master_settings(tmp_path, journal="postgresql://u:pw@127.0.0.1:1/db")
     with pytest.raises(ConfigError, match="SQLite"):
         asyncio.run(repair(settings))
+
+
+def test_a_missing_driver_is_named_with_the_extra_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgesched import extras
+    from edgesched.errors import ConfigError
+    from edgesched.journal.sqlite import SQLiteJournal
+    from edgesched.master.payloadlog import PayloadLog
+    from edgesched.master.stores import open_stores
+
+    journal, store = open_stores(master_settings(tmp_path))  # the default: SQLite
+    assert isinstance(journal, SQLiteJournal) and isinstance(store, PayloadLog)
+    monkeypatch.setattr(extras, "missing", lambda extra: ["asyncpg"])
+    with pytest.raises(ConfigError, match=r"pip install 'edgesched\[postgres\]'"):
+        open_stores(master_settings(tmp_path, journal="postgresql://127.0.0.1:1/db"))
