@@ -192,3 +192,19 @@ async def test_payloads_go_in_with_their_rows_and_leave_when_released_or_pruned(
         assert await count() == 0
     finally:
         await journal.close()
+
+
+async def test_a_restart_while_idle_costs_no_submission(pg_server: PgServer, pg_dsn: str) -> None:
+    """The connection broke while nothing was written: the next write reconnects at once."""
+    journal = PostgresJournal(pg_dsn)
+    await journal.start()
+    try:
+        await journal.insert(row("t1", "k1"))
+        pg_server.restart()
+        stored, duplicate = await journal.insert(row("t2", "k2"))
+        assert not duplicate and stored.id == "t2" and journal.fault == ""
+        assert await journal.task_ids() == {"t1", "t2"}
+    finally:
+        if not pg_server._running():
+            pg_server.start()
+        await journal.close()

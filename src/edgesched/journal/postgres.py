@@ -465,16 +465,20 @@ class PostgresJournal:
 
     async def _commit(self, batch: list[_Item]) -> list[_Item]:
         """Runs ``batch`` in one transaction; returns what is held for the next try."""
-        conn = self.conn
         writes = any(item.kind in ("write", "insert", "update") for item in batch)
         try:
             try:
-                results = await self._transaction(conn, batch, writes, isolated=False)
-            except (_Unavailable, _Fenced):
-                raise
-            except Exception:  # one bad operation must not sink the batch: one by one
+                results = await self._attempt(batch, writes)
+            except _Unavailable:
+                if self.fault:
+                    raise
+                # a connection that broke while idle (the server restarted a while ago): one
+                # fresh connection before anyone is told the database is away. Redoing is
+                # safe: updates set values, and a row that did commit is found as its own
                 self._discard()
-                results = await self._transaction(conn, batch, writes, isolated=True)
+                self._drop_connection()
+                self.conn = await self._connect_or_unavailable()
+                results = await self._attempt(batch, writes)
         except _Fenced as exc:
             self._discard()
             return self._refused(batch, str(exc.__cause__ or exc))
@@ -503,6 +507,28 @@ class PostgresJournal:
                 log.error("journal update failed: %s", value)
             _resolve(item.future, value, failed)
         return []
+
+    async def _attempt(self, batch: list[_Item], writes: bool) -> list[tuple[Any, bool]]:
+        """The batch in one transaction; a failed operation makes it redo each in its own
+        savepoint. Raises ``_Unavailable``, ``_Fenced`` or what the hooks or COMMIT met."""
+        try:
+            return await self._transaction(self.conn, batch, writes, isolated=False)
+        except (_Unavailable, _Fenced):
+            raise
+        except Exception:  # one bad operation must not sink the batch: one by one
+            self._discard()
+            return await self._transaction(self.conn, batch, writes, isolated=True)
+
+    async def _connect_or_unavailable(self) -> Any:
+        try:
+            return await self._connect()
+        except Exception as exc:
+            raise _Unavailable(str(exc)) from exc
+
+    def _drop_connection(self) -> None:
+        if self.conn is not None:
+            self.conn.terminate()
+            self.conn = None
 
     async def _transaction(
         self, conn: Any, batch: list[_Item], writes: bool, isolated: bool
@@ -580,13 +606,14 @@ class PostgresJournal:
     def _unavailable(self, batch: list[_Item], exc: BaseException) -> list[_Item]:
         """The database went away: writes' and reads' callers get ``JournalUnavailableError``;
         updates, flushes and after-commit actions are kept, in order, for the reconnect."""
-        message = f"{UNAVAILABLE}: {exc or type(exc).__name__}"
+        reason = str(exc) or type(exc).__name__
+        if isinstance(exc, (asyncpg.InterfaceError, OSError, asyncio.TimeoutError)):
+            reason = f"lost the connection to {self.where} ({reason})"
+        message = f"{UNAVAILABLE}: {reason}"
         if not self.fault:
             log.error("journal %s: %s; holding updates until it returns", self.where, message)
         self.fault = message
-        if self.conn is not None:
-            self.conn.terminate()
-            self.conn = None
+        self._drop_connection()
         error = JournalUnavailableError(message)
         keep: list[_Item] = []
         for item in batch:
@@ -733,6 +760,8 @@ async def _insert_rows(
             outcomes[i] = (row, False)
         else:
             missing.append(i)
+    # (a key held by this very row: a redo after a commit whose outcome was unknown found it
+    # committed; it is the caller's own row, not a duplicate)
     if missing:
         for i in reversed(missing):  # the latest staged first (the payload log's order)
             undo = undos[i]
@@ -749,6 +778,8 @@ async def _insert_rows(
             existing = found.get((row.client_id, row.idem_key))
             if existing is None:  # cannot happen: a skipped row's key is held by another
                 outcomes[i] = JournalError(f"task {row.id}: not inserted and its key not found")
+            elif existing.id == row.id:
+                outcomes[i] = (row, False)
             else:
                 outcomes[i] = (existing, True)
     return outcomes
