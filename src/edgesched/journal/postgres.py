@@ -537,10 +537,11 @@ class PostgresJournal:
         hooks, COMMIT. Raises ``_Unavailable``/``_Fenced``, or the first operation's error
         when not isolated (the transaction is rolled back)."""
         try:
-            await conn.execute("BEGIN")
             try:
-                if writes and self._fence is not None:
-                    await conn.execute("SELECT edgesched_fence($1)", self._fence)
+                if writes and self._fence is not None:  # one round trip for both (an int)
+                    await conn.execute(f"BEGIN; SELECT edgesched_fence({int(self._fence)})")
+                else:
+                    await conn.execute("BEGIN")
                 results = await self._operations(conn, batch, isolated)
                 for hook in self.hooks if writes else []:  # a read-only turn writes nothing
                     write_staged = getattr(hook, "write_staged", None)
