@@ -208,3 +208,28 @@ async def test_a_restart_while_idle_costs_no_submission(pg_server: PgServer, pg_
         if not pg_server._running():
             pg_server.start()
         await journal.close()
+
+
+async def test_a_row_postgresql_refuses_fails_alone_in_its_batch(pg_dsn: str) -> None:
+    """A failed statement aborts a PostgreSQL transaction: the batch is redone one item (one
+    row) at a time in savepoints, so only the bad one fails."""
+    journal = PostgresJournal(pg_dsn)
+    await journal.start()
+    try:
+        await journal.insert(row("t0", "k0"))
+        journal.update("t0", {"no_such_column": 1})  # fails inside the batch
+        journal.update("t0", {"state": "running"})
+        bad = row("t2", "k2")
+        bad.filename = "nul\x00byte.png"  # text PostgreSQL refuses
+        out = await journal.insert_many(
+            [(row("t1", "k1"), None), (bad, None), (row("t3", "k3"), None)]
+        )
+        assert out[0][0].id == "t1" and out[2][0].id == "t3"
+        assert isinstance(out[1], Exception)
+        with pytest.raises(Exception, match="0x00|null|NUL"):
+            await journal.insert(bad)
+        assert await journal.task_ids() == {"t0", "t1", "t3"}
+        stored = await journal.get("t0")
+        assert stored is not None and stored.state == "running" and journal.fault == ""
+    finally:
+        await journal.close()

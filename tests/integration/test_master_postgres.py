@@ -96,6 +96,8 @@ async def test_the_database_going_away_mid_run_loses_nothing_acknowledged(
         assert refused > 0
         health = (await cluster.get("/healthz")).json()
         assert health["status"] == "degraded" and "database unavailable" in health["reason"]
+        listed = await cluster.get("/api/v1/tasks?state=done")  # a read that needs it
+        assert listed.status_code == 503 and "database unavailable" in listed.json()["msg"]
         await asyncio.sleep(0.5)
         assert all(a.connected.is_set() for a in agents)
         assert cluster.master.sessions.keys() == sessions.keys()  # the agents stayed linked
@@ -139,3 +141,33 @@ def test_a_missing_driver_is_named_with_the_extra_to_install(
     monkeypatch.setattr(extras, "missing", lambda extra: ["asyncpg"])
     with pytest.raises(ConfigError, match=r"pip install 'edgesched\[postgres\]'"):
         open_stores(master_settings(tmp_path, journal="postgresql://127.0.0.1:1/db"))
+
+
+async def test_a_seed_upload_keeps_its_file_and_its_bytes_go_into_the_database(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    from edgesched.master.submission import Submission
+
+    cluster = InProcessCluster(tmp_path, master_settings(tmp_path, journal=pg_dsn))
+    await cluster.start()
+    try:
+        upload = tmp_path / "up.png"
+        data = png_bytes(16, 16)
+        upload.write_bytes(data)
+        row, duplicate = await cluster.master.submit(
+            Submission(
+                client_id="10.0.0.9",
+                idem_key="seed-upload:up.png",
+                task_type="layout",
+                filename="up.png",
+                payload=data,
+                origin="seed",
+                client_addr="10.0.0.9",
+                payload_path=str(upload),
+            )
+        )
+        assert not duplicate and row.payload_path == str(upload)
+        assert await payload_rows(pg_dsn) == 1
+        assert await cluster.master.read_payload(row) == data
+    finally:
+        await cluster.close()
