@@ -226,7 +226,7 @@ async def test_a_row_postgresql_refuses_fails_alone_in_its_batch(pg_dsn: str) ->
         )
         assert out[0][0].id == "t1" and out[2][0].id == "t3"
         assert isinstance(out[1], Exception)
-        with pytest.raises(Exception, match="0x00|null|NUL"):
+        with pytest.raises(Exception, match=r"0x00|null|NUL"):
             await journal.insert(bad)
         assert await journal.task_ids() == {"t0", "t1", "t3"}
         stored = await journal.get("t0")
