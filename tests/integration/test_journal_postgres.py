@@ -221,7 +221,7 @@ async def test_a_row_postgresql_refuses_fails_alone_in_its_batch(pg_dsn: str) ->
         journal.update("t0", {"state": "running"})
         bad = row("t2", "k2")
         bad.filename = "nul\x00byte.png"  # text PostgreSQL refuses
-        out = await journal.insert_many(
+        out: list[Any] = await journal.insert_many(
             [(row("t1", "k1"), None), (bad, None), (row("t3", "k3"), None)]
         )
         assert out[0][0].id == "t1" and out[2][0].id == "t3"
