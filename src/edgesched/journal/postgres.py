@@ -440,9 +440,9 @@ class PostgresJournal:
                 except Exception as exc:
                     held = self._unavailable(batch, exc)
                 else:
-                    held = await self._commit(batch)
+                    held = await self._guarded(batch)
             else:
-                held = await self._commit(batch) if batch else []
+                held = await self._guarded(batch) if batch else []
             self.held = len(held)
             if not held:
                 backoff = RECONNECT_FIRST_S
@@ -462,6 +462,15 @@ class PostgresJournal:
             error = JournalUnavailableError(self.fault or "journal stopped")
             for item in held:
                 _resolve(item.future, error, True)
+
+    async def _guarded(self, batch: list[_Item]) -> list[_Item]:
+        """``_commit``, and the writer never dies of a surprise: what it did not expect is
+        logged and the batch handled as a failed commit (its updates held)."""
+        try:
+            return await self._commit(batch)
+        except Exception as exc:
+            log.exception("journal: unexpected failure of a commit")
+            return self._failed(batch, exc)
 
     async def _commit(self, batch: list[_Item]) -> list[_Item]:
         """Runs ``batch`` in one transaction; returns what is held for the next try."""
