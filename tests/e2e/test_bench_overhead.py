@@ -75,3 +75,18 @@ def test_makespan_with_a_real_run_compares_it_with_the_simulator(tmp_path: Path)
         assert sum(r["simulated_tasks_per_board_type"].values()) == 12
         assert r["real_makespan_s"] > 0 and r["simulated_makespan_s"] > 0
     assert "simulator_agrees_within_10_percent" in result["gates"]
+
+
+def test_overhead_on_a_postgresql_journal_runs_sqlite_beside(tmp_path: Path, pg_dsn: str) -> None:
+    """`--journal URL`: the master processes run on that database; every task came back."""
+    result = bench(
+        "overhead", "--tasks", "40", "--sequential", "10", "--rounds", "1", "--normal-only",
+        "--journal", pg_dsn, cwd=tmp_path,
+    )  # fmt: skip
+    runs = result["durability"]
+    assert set(runs) == {"normal", "postgresql"}
+    for run in runs.values():
+        assert run["bulk"]["accepted"] == run["bulk"]["done"] == 40
+    assert result["ratio"] == runs["postgresql"]["ratio"]
+    assert result["journal"].startswith("postgresql://")
+    assert isinstance(result["targets"]["postgresql_met"], bool)

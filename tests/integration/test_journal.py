@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,9 +28,14 @@ def row(task_id: str, key: str, submitted: int = 1) -> TaskRow:
     )
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "memory", "postgres"])
 async def journal(request, tmp_path: Path):
-    j = SQLiteJournal(tmp_path / "j.db") if request.param == "sqlite" else MemoryJournal()
+    if request.param == "postgres":
+        from edgesched.journal.postgres import PostgresJournal
+
+        j: Any = PostgresJournal(request.getfixturevalue("pg_dsn"))
+    else:
+        j = SQLiteJournal(tmp_path / "j.db") if request.param == "sqlite" else MemoryJournal()
     await j.start()
     yield j
     await j.close()

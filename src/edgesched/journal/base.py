@@ -61,6 +61,11 @@ def from_json_value(name: str, value: Any) -> Any:
     return value
 
 
+#: how the ``fault`` of a journal whose database cannot be reached begins (PostgreSQL): new
+#: work is refused as unavailable (try again), not as a full disk
+UNAVAILABLE = "database unavailable"
+
+
 #: Fields that change after submission (what an update writes).
 MUTABLE_FIELDS = (
     "state",

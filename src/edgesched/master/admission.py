@@ -19,12 +19,14 @@ from edgesched.errors import (
     BadInputError,
     DiskFullError,
     EdgeschedError,
+    JournalError,
+    JournalUnavailableError,
     LimitExceededError,
     TransportError,
 )
 from edgesched.filenames import display_name
-from edgesched.journal.base import Journal, TaskRow
-from edgesched.master.payloadlog import PayloadLog
+from edgesched.journal.base import UNAVAILABLE, Journal, TaskRow
+from edgesched.master.payloadstore import PayloadStore
 from edgesched.master.storage import DiskGuard
 from edgesched.master.submission import Submission, check_picture, check_size, check_task_type
 
@@ -42,7 +44,7 @@ class Admission:
         clock: Clock,
         guard: DiskGuard,
         data_dir: Path,
-        plog: PayloadLog,
+        plog: PayloadStore,
         admitted: Callable[[list[tuple[TaskRow, Submission]]], None],
         stopping: Callable[[], bool],
     ) -> None:
@@ -65,11 +67,18 @@ class Admission:
         """DiskFullError unless the journal writes and an upload of ``size`` bytes leaves
         ``master.min_free_mb`` free on the disk of ``directory``."""
         if self.journal.fault:
-            raise DiskFullError(
-                f"{self.journal.fault}; no new tasks until it can write again "
-                "(docs/operations.md, full disk)"
-            )
+            raise self._refusal(self.journal.fault)
         self.guard.check_upload(directory, size)
+
+    @staticmethod
+    def _refusal(fault: str) -> JournalError:
+        """New work refused while the journal cannot write: its database away (UNAVAILABLE:
+        try again, another master or the database will be back), or a full disk."""
+        if fault.startswith(UNAVAILABLE):
+            return JournalUnavailableError(f"{fault}; no new tasks until it returns")
+        return DiskFullError(
+            f"{fault}; no new tasks until it can write again (docs/operations.md, full disk)"
+        )
 
     async def submit(self, sub: Submission) -> tuple[TaskRow, bool]:
         """Journals a task (payload first), then hands it to be queued. Durable when it
@@ -174,7 +183,7 @@ class Admission:
             raise TransportError("master is shutting down")
         problem = self.space_problem()
         if problem:
-            raise DiskFullError(problem)
+            raise self._refusal(problem) if self.journal.fault else DiskFullError(problem)
         check_task_type(self.settings, sub.task_type)
         if not sub.idem_key:
             raise BadInputError("idempotency_key is required")
@@ -300,7 +309,9 @@ class Admission:
         """What runs in the journal's thread just before ``row``'s INSERT: its payload log
         entry staged (the payload's bytes, or none for a seed upload whose file holds them);
         it returns the undo for a row that is not inserted."""
-        data = None if sub.payload_path else sub.payload
+        # a seed upload's file holds its bytes; the database store keeps them too (any master
+        # can then dispatch it)
+        data = sub.payload if not sub.payload_path or self.plog.stores_uploads else None
         unstage = functools.partial(self.plog.unstage, row.id)
 
         def store() -> Callable[[], None]:

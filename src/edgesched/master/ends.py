@@ -14,8 +14,8 @@ from edgesched.master.admission import Admission
 from edgesched.master.hub import ResultHub
 from edgesched.master.metrics import MasterMetrics
 from edgesched.master.payloadformat import parse_ref
-from edgesched.master.payloadlog import PayloadLog
 from edgesched.master.payloads import PayloadCache, remove_quietly, write_payload
+from edgesched.master.payloadstore import PayloadStore, is_db_ref
 from edgesched.master.storage import records, remove_record
 
 log = logging.getLogger("edgesched.master")
@@ -40,7 +40,7 @@ class TaskEnds:
         hub: ResultHub,
         metrics: MasterMetrics,
         data_dir: Path,
-        plog: PayloadLog,
+        plog: PayloadStore,
     ) -> None:
         self.settings = settings
         self.journal = journal
@@ -86,6 +86,8 @@ class TaskEnds:
         """A dead task's payload leaves the log for its own file (``<data_dir>/dead/<id>``),
         journaled with its end, so that it does not keep every later segment alive until
         retention prunes the task. Done here, in the loop's thread: a task dies rarely."""
+        if is_db_ref(row.payload_path):  # any master reads it there; retention deletes it
+            return
         if parse_ref(row.payload_path) is None:  # a seed upload, or a retried dead task
             self.release_after_commit(row.id)
             return
@@ -113,7 +115,8 @@ class TaskEnds:
         """Once everything journaled so far, this task's end included, is committed: its log
         entry is released, its file (a seed upload unless ``keep_upload``, a retried dead
         task's copy) removed, and an older master's intake record with it."""
-        path = None if parse_ref(row.payload_path) is not None else Path(row.payload_path)
+        kept = parse_ref(row.payload_path) is not None or is_db_ref(row.payload_path)
+        path = None if kept else Path(row.payload_path)
         if path is not None and self.settings.master.keep_upload and row.origin == "seed":
             path = None
         plog, data_dir, task_id = self.plog, self.data_dir, row.id

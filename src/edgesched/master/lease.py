@@ -17,43 +17,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from edgesched.errors import JournalError, JournalUnavailableError
+from edgesched.journal.pgschema import MIGRATION_LOCK, SHARED
 
 if TYPE_CHECKING:
     import asyncpg
 
-#: the advisory lock held while the shared schema is created (also by the journal's migration)
-SCHEMA_LOCK = 0x65646765_73636864  # "edgeschd"
 CONNECT_TIMEOUT_S = 5.0
 #: a statement that takes longer than this counts as the database being away
 STATEMENT_TIMEOUT_S = 5.0
 
-#: the tables and the function the lease needs, exactly as the journal's migration 1 makes them:
-#: whichever runs first creates them, the other finds them
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS lease (
-    name TEXT PRIMARY KEY,
-    token BIGINT NOT NULL DEFAULT 0,
-    holder TEXT NOT NULL DEFAULT '',
-    address TEXT NOT NULL DEFAULT '',
-    backend_pid INTEGER NOT NULL DEFAULT 0,
-    renewed_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-    expires_at TIMESTAMPTZ NOT NULL DEFAULT '-infinity'
-);
-INSERT INTO lease (name) VALUES ('leader') ON CONFLICT DO NOTHING;
-CREATE OR REPLACE FUNCTION edgesched_fence(t BIGINT) RETURNS void AS $$
-BEGIN
-    PERFORM 1 FROM lease WHERE name = 'leader' AND token = t FOR SHARE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'edgesched: fenced: write token % is not the lease''s', t
-            USING ERRCODE = 'EF001';
-    END IF;
-END;
-$$ LANGUAGE plpgsql;
-CREATE TABLE IF NOT EXISTS secrets (
-    name TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-"""
+#: the tables and the function the lease needs, as the journal's migration 1 makes them,
+#: under the same advisory lock: whichever runs first creates them, the other finds them
+SCHEMA = ";\n".join(SHARED)
 
 #: a standby takes the lease when nobody holds it; when it expired and the database has been up
 #: for a lease (a restart gives the leader that long to come back); or when the holder's
@@ -189,7 +164,7 @@ class Lease:
         conn = await self._connection()
         try:
             async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK)
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
                 await conn.execute(SCHEMA)
         except away_errors() as exc:
             await self._drop()

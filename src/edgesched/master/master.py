@@ -29,6 +29,7 @@ from edgesched.master.metrics import MasterMetrics
 from edgesched.master.operations import Operations
 from edgesched.master.payloadlog import PayloadLog
 from edgesched.master.payloads import PayloadCache
+from edgesched.master.payloadstore import PayloadStore
 from edgesched.master.pump import Pump
 from edgesched.master.registry import AgentRegistry
 from edgesched.master.restore import restore
@@ -62,7 +63,7 @@ class Master:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         guard: DiskGuard | None = None,
-        plog: PayloadLog | None = None,
+        plog: PayloadStore | None = None,
     ) -> None:
         self.settings = settings
         self.journal = journal
@@ -82,7 +83,9 @@ class Master:
         self.rows: dict[str, TaskRow] = {}  #: unfinished tasks, as journaled
         self.payloads = PayloadCache()  #: unfinished tasks' payloads kept in memory
         #: every payload and intake record, written with the journal's commits
-        self.plog = plog or PayloadLog(self.data_dir, m.payload_segment_mb, m.durability == "full")
+        self.plog: PayloadStore = plog or PayloadLog(
+            self.data_dir, m.payload_segment_mb, m.durability == "full"
+        )
         journal.add_hook(self.plog)
         self.registry = AgentRegistry(m, journal, self.clock, lambda: self.token)
         self.hub = ResultHub()
@@ -129,7 +132,7 @@ class Master:
             self.admission.inflight,
             self.pumper,
             self.clock,
-            self.plog.present,
+            self.plog.apresent,
         )
         self.metrics.attach(self)
 
@@ -191,10 +194,10 @@ class Master:
         """The payload of a task submitted to this process and not ended yet, if kept."""
         return self.payloads.get(task_id)
 
-    def read_payload(self, payload_path: str) -> bytes:
-        """A payload not kept in memory, from its file or the payload log (blocking: call it
-        in a worker thread). ``PayloadError`` when it cannot be read back as submitted."""
-        return self.plog.read(payload_path)
+    async def read_payload(self, row: TaskRow) -> bytes:
+        """A payload not kept in memory, from its file, the payload log or the database (never
+        blocking the loop). ``PayloadError`` when it cannot be read back as submitted."""
+        return await self.plog.aread(row)
 
     # ---- commands (the pump's) ---------------------------------------------------------
 

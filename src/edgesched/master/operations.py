@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from edgesched.clock import Clock
 from edgesched.config import Settings
@@ -37,7 +36,7 @@ class Operations:
         inflight: Counter[str],
         pump: Pump,
         clock: Clock,
-        payload_kept: Callable[[str], bool],
+        payload_kept: Callable[[TaskRow], Awaitable[bool]],
     ) -> None:
         self.settings = settings
         self.core = core
@@ -47,7 +46,7 @@ class Operations:
         self.inflight = inflight
         self.pump = pump
         self.clock = clock
-        #: whether a payload_path can still be read back (a file, or a live log entry)
+        #: whether a task's payload can still be read back (a file, a live log entry, a row)
         self.payload_kept = payload_kept
 
     def waiting_note(self, row: TaskRow) -> str:
@@ -103,7 +102,7 @@ class Operations:
         row = await self.get_task(task_id)
         if row.state != TaskState.DEAD.value:
             raise ConflictError(f"task {task_id} is {row.state}; only dead tasks can be retried")
-        if not await asyncio.to_thread(self.payload_kept, row.payload_path):
+        if not await self.payload_kept(row):
             raise ConflictError(f"task {task_id}: its picture is no longer kept; submit it again")
         now = self.clock.monotonic()
         task = task_from_row(row, now, self.clock)

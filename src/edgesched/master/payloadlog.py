@@ -15,6 +15,7 @@ segments, so it is never deleted before the entries it ends.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import json
@@ -58,6 +59,8 @@ class PayloadLog:
     task ids per segment. Called in the journal's writer thread only (or the caller's thread
     before the journal starts and after it stopped); ``read`` may be called from any thread.
     It may not decide whether a task is lost or done: the master does, from the journal."""
+
+    stores_uploads = False  #: a seed upload's file holds its bytes (its entry has none)
 
     def __init__(self, data_dir: Path, segment_mb: float = 64.0, durable: bool = False) -> None:
         self.data_dir = data_dir
@@ -271,6 +274,13 @@ class PayloadLog:
         except PayloadError:
             return False
         return True
+
+    async def aread(self, row: TaskRow) -> bytes:
+        """``read`` in a worker thread (the event loop never waits on the disk)."""
+        return await asyncio.to_thread(self.read, row.payload_path)
+
+    async def apresent(self, row: TaskRow) -> bool:
+        return await asyncio.to_thread(self.present, row.payload_path)
 
     # ---- segments ------------------------------------------------------------------------
 

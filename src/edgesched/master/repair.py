@@ -23,7 +23,7 @@ from typing import Any
 
 from edgesched.config import Settings
 from edgesched.core.state import TaskState
-from edgesched.errors import PayloadError
+from edgesched.errors import ConfigError, PayloadError
 from edgesched.journal.base import TaskRow
 from edgesched.journal.integrity import COMMITS, integrity_problem, read_commit_record
 from edgesched.journal.sqlite import SQLiteJournal
@@ -123,6 +123,11 @@ def queued_again(row: TaskRow) -> TaskRow:
 async def repair(settings: Settings) -> list[str]:
     """Mends the journal of ``settings.master.data_dir``; returns the report, line by line."""
     m = settings.master
+    if m.journal:
+        raise ConfigError(
+            "--repair mends the SQLite journal and its payload log; a PostgreSQL journal is "
+            "mended with PostgreSQL's own tools (backups, point-in-time recovery)"
+        )
     data_dir = Path(m.data_dir)
     db = data_dir / "edgesched.db"
     report: list[str] = []

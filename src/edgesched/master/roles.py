@@ -23,10 +23,9 @@ import random
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 from edgesched.config import Settings
-from edgesched.errors import FencedError, JournalUnavailableError
+from edgesched.errors import ConfigError, FencedError, JournalUnavailableError
 from edgesched.journal.files import private_dir
 from edgesched.master.lease import Holder, Lease
 from edgesched.master.server import MasterServer
@@ -54,19 +53,14 @@ def leader_server(settings: Settings, fence: int, on_fenced: Callable[[str], Non
     token as its fence (every write transaction then starts with ``SELECT
     edgesched_fence(token)``) and told whom to call when a write is refused (``on_fenced``:
     the leader steps down)."""
+    from edgesched.journal.postgres import PostgresJournal
+
     server = MasterServer(settings)
-    journal: Any = server.journal
-    if hasattr(journal, "on_fenced"):  # the PostgreSQL journal (edgesched.journal.postgres)
-        journal.fence = fence
-        journal.on_fenced = on_fenced
-    else:
-        # the PostgreSQL journal (issue 18 part A) is not in this build: the leader journals
-        # in SQLite in its own data_dir, and unfinished tasks do not move with the lead
-        log.error(
-            "this build has no PostgreSQL journal: the leader journals in SQLite in %s "
-            "(tasks do not move to the next leader)",
-            settings.master.data_dir,
-        )
+    journal = server.journal
+    if not isinstance(journal, PostgresJournal):  # Roles runs for a postgresql journal only
+        raise ConfigError(f"several masters need a PostgreSQL journal, not {type(journal)}")
+    journal.fence = fence
+    journal.on_fenced = on_fenced
     return server
 
 

@@ -32,7 +32,9 @@ from edgesched.master.link import AgentLinkServicer
 from edgesched.master.master import Master
 from edgesched.master.payloadformat import parse_ref
 from edgesched.master.payloadlog import Entry, PayloadLog
+from edgesched.master.payloadstore import is_db_ref
 from edgesched.master.storage import DiskGuard, orphans, remove_record
+from edgesched.master.stores import open_stores
 from edgesched.v1 import agent_pb2_grpc, client_pb2_grpc
 
 log = logging.getLogger("edgesched.master")
@@ -131,8 +133,7 @@ class MasterServer:
         m = settings.master
         data_dir = Path(m.data_dir)
         self.guard = DiskGuard(data_dir, m.min_free_mb, m.reserve_mb)
-        self.journal = SQLiteJournal(data_dir / "edgesched.db", m.durability, self.guard.release)
-        self.plog = PayloadLog(data_dir, m.payload_segment_mb, m.durability == "full")
+        self.journal, self.plog = open_stores(settings, self.guard.release)
         self.master: Master | None = None
         self.grpc_server: grpc.aio.Server | None = None
         self.pusher: ResultPusher | None = None
@@ -221,7 +222,11 @@ class MasterServer:
 
         An entry written for the transaction right after the last one recorded (``recorded``
         + 1) belongs to a submission whose commit never happened: the master died in between,
-        nobody was told the task was accepted; it is released, not reported."""
+        nobody was told the task was accepted; it is released, not reported.
+
+        SQLite only: the database store keeps rows and payloads in one transaction."""
+        if not isinstance(self.journal, SQLiteJournal) or not isinstance(self.plog, PayloadLog):
+            return {}
         journaled = await self.journal.task_ids()
         live = await asyncio.to_thread(self.plog.open)
         recorded = self.journal.recorded
@@ -339,7 +344,7 @@ def _remove_files(paths: list[str]) -> None:
     """Pruned tasks' files (a dead task's copy, a kept seed upload); a payload-log entry is
     not a file (released at the task's end)."""
     for path in paths:
-        if parse_ref(path) is not None:
+        if parse_ref(path) is not None or is_db_ref(path):
             continue
         with contextlib.suppress(OSError):
             Path(path).unlink()

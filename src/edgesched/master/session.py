@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,8 +54,9 @@ class AgentSession:
         self.on_unreadable: Any = None  #: called with (task id, attempt, message)
         #: the payload of a task from the master's memory, or None (then it is read from disk)
         self.cached: Callable[[str], bytes | None] | None = None
-        #: reads a payload_path (a file or a payload-log entry); raises PayloadError
-        self.read: Callable[[str], bytes] | None = None
+        #: reads a task's payload (a file, a payload-log entry, the database) without blocking
+        #: the loop; raises PayloadError
+        self.read: Callable[[TaskRow], Awaitable[bytes]] | None = None
         self.inline_payloads = False  #: the agent speaks 1.1: small payloads ride inline
         self.batches = False  #: the agent speaks 1.2: inline assignments go in batches
         #: messages sent on the stream and read from it (the link's figures count them)
@@ -114,8 +115,7 @@ class AgentSession:
         try:
             data = self.cached(row.id) if self.cached is not None else None
             if data is None:  # not kept in memory (restarted master, a large payload)
-                read = self.read or _read_file
-                data = await asyncio.to_thread(read, row.payload_path)
+                data = await (self.read or _read_file)(row)
         except PayloadError as exc:
             if self.on_unreadable is not None:
                 self.on_unreadable(row.id, job.attempt, f"payload unreadable: {exc}")
@@ -203,9 +203,9 @@ async def _nothing() -> AsyncIterator[agent_pb2.MasterMessage]:
     yield  # an async generator that yields nothing (an unreadable payload sends no frame)
 
 
-def _read_file(payload_path: str) -> bytes:
+async def _read_file(row: TaskRow) -> bytes:
     """A payload's file (a session not given the master's reader)."""
     try:
-        return Path(payload_path).read_bytes()
+        return await asyncio.to_thread(Path(row.payload_path).read_bytes)
     except OSError as exc:
-        raise PayloadError(f"payload {payload_path}: {exc.strerror}") from exc
+        raise PayloadError(f"payload {row.payload_path}: {exc.strerror}") from exc

@@ -11,6 +11,11 @@ Both run ``--rounds`` rounds (default 5), each right after a round of the plain 
 (:mod:`edgesched.tools.bench.reference`) with the same sizes and work, and report medians over
 the rounds with the ratios to the plain hop beside: the machine is noisy, the ratios are what the
 issue's gates read.
+
+overhead ``--journal postgresql://...`` runs the master on that PostgreSQL journal (its
+``payloads`` table included), and ``--journal postgresql`` on a throwaway server started for the
+run (``pgserver``, durable: fsync on) on this machine; a SQLite run (durability normal) goes
+first in the same run for comparison, each on a fresh database.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any
 
 import click
 
+from edgesched.journal.pgschema import redact
 from edgesched.tools.bench.makespan import machine
 from edgesched.tools.bench.reference import (
     ReferenceClient,
@@ -41,6 +47,7 @@ TARGET_P50_MS = 1.0
 TARGET_EFFICIENCY = 0.85
 TARGET_THROUGHPUT_RATIO = 1.0  #: × the plain gRPC hop's calls/s, measured in the same run
 TARGET_P50_RATIO = 1.8  #: × the plain hop's sequential p50
+TARGET_PG_TASKS_PER_S = 2000  #: the PostgreSQL journal (the server on the same machine)
 
 
 def run_overhead(
@@ -50,6 +57,7 @@ def run_overhead(
     durabilities: tuple[str, ...] = ("normal", "full"),
     timeout_s: float = 300.0,
     rounds: int = 5,
+    journal: str = "",
 ) -> dict[str, Any]:
     """Each durability's cluster runs ``rounds`` rounds (bulk, then sequential round trips),
     each right after a round of the plain gRPC hop (:mod:`reference`) on the same payload, so
@@ -75,19 +83,43 @@ def run_overhead(
                 done.append({"bulk": bulk, "round_trip_ms": trips, "reference": reference})
         return _medians(done)
 
+    plan: list[tuple[str, list[str]]] = [(d, ["--durability", d]) for d in durabilities]
+    if journal:  # SQLite first for comparison, then PostgreSQL (both durabilities mean one)
+        plan = [("normal", ["--durability", "normal"]), ("postgresql", [])]
+
     async def main() -> None:  # one event loop for every run: gRPC's poller stays with it
         with reference_servers(1) as targets:
             async with ReferenceClient(targets) as plain:
-                for durability in durabilities:
+                for name, args in plan:
+                    if name == "postgresql":
+                        args = ["--journal", await asyncio.to_thread(database)]
                     agents = [["--backend", "noop", "--slots", "8"]] * 2
-                    with running_cluster(agents, ["--durability", durability]) as c:
+                    with running_cluster(agents, args) as c:
                         if not fsync:
                             fsync.update(fsync_ms(c.master_dir))
-                        runs[durability] = await measure(c, plain)
+                        runs[name] = await measure(c, plain)
 
-    asyncio.run(main())
+    server: Any = None
+
+    def database() -> str:
+        """The PostgreSQL journal's URL: the one given, or a fresh database on a throwaway
+        server started now (durable, as a real one)."""
+        nonlocal server
+        if journal != "postgresql":
+            return journal
+        from edgesched.tools.testing.pgserver import PgServer
+
+        server = PgServer(durable=True).start()
+        return str(server.create_database())
+
+    try:
+        asyncio.run(main())
+    finally:
+        if server is not None:
+            server.close()
     normal = runs.get("normal")
-    first = runs[durabilities[0]]
+    first = runs["postgresql" if journal else durabilities[0]]
+    pg = runs.get("postgresql")
     return {
         "scenario": "overhead",
         "tasks": tasks,
@@ -100,7 +132,14 @@ def run_overhead(
         "reference": first["reference"],
         "ratio": first["ratio"],
         "fsync_ms": fsync,
+        "journal": ("throwaway PostgreSQL" if journal == "postgresql" else redact(journal))
+        if journal
+        else "sqlite",
         "targets": {
+            "postgresql_tasks_per_s": TARGET_PG_TASKS_PER_S if journal else None,
+            "postgresql_met": None
+            if pg is None
+            else pg["bulk"]["tasks_per_s"] >= TARGET_PG_TASKS_PER_S,
             "tasks_per_s": TARGET_TASKS_PER_S,
             "round_trip_p50_ms": TARGET_P50_MS,
             "throughput_ratio": TARGET_THROUGHPUT_RATIO,
@@ -168,6 +207,7 @@ def run_payload(
     busy_ms: float = 5.0,
     timeout_s: float = 300.0,
     rounds: int = 5,
+    journal: str = "",
 ) -> dict[str, Any]:
     """``rounds`` bulk runs, each right after one of the plain hop to two busy servers (the
     same payloads, the same work per call); medians over the rounds."""
@@ -266,22 +306,37 @@ ROUNDS = click.option(
 @click.option("--sequential", default=300, show_default=True, type=click.IntRange(min=1))
 @click.option("--size", default=1024, show_default=True, type=click.IntRange(min=1))
 @click.option("--normal-only", is_flag=True, help="skip the --durability full run")
+@click.option(
+    "--journal",
+    default="",
+    help="postgresql://...: the master on that PostgreSQL journal; 'postgresql': on a "
+    "throwaway server started for the run (a SQLite run goes first, for comparison)",
+)
 @ROUNDS
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def overhead_command(
-    tasks: int, sequential: int, size: int, normal_only: bool, rounds: int, as_json: bool
+    tasks: int,
+    sequential: int,
+    size: int,
+    normal_only: bool,
+    journal: str,
+    rounds: int,
+    as_json: bool,
 ) -> None:
     """Master overhead: no-op agents, 1 KB tasks, bulk tasks/s and round-trip latency, beside
     a plain gRPC hop measured in the same run."""
+    if journal and journal != "postgresql" and not journal.startswith("postgres"):
+        raise click.BadParameter("a postgresql:// URL or 'postgresql'", param_hint="--journal")
     durabilities = ("normal",) if normal_only else ("normal", "full")
-    result = run_overhead(tasks, sequential, size, durabilities, rounds=rounds)
+    result = run_overhead(tasks, sequential, size, durabilities, rounds=rounds, journal=journal)
     if as_json:
         click.echo(json.dumps(result))
         return
     for name, run in result["durability"].items():
         trip = run["round_trip_ms"]
+        label = "journal postgresql" if name == "postgresql" else f"durability {name}"
         click.echo(
-            f"durability {name}: {run['bulk']['tasks_per_s']:.0f} tasks/s over {tasks} tasks; "
+            f"{label}: {run['bulk']['tasks_per_s']:.0f} tasks/s over {tasks} tasks; "
             f"round trip p50 {trip['p50']:.3f} ms, p99 {trip['p99']:.3f} ms; "
             f"× plain hop: throughput {run['ratio']['throughput']}, p50 {run['ratio']['p50']}"
         )

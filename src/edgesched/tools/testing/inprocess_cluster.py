@@ -1,5 +1,6 @@
 """An in-process cluster for integration tests: a real master (gRPC + HTTP on port 0, SQLite in
-a temp dir) and real agents, all on one event loop."""
+a temp dir, or a PostgreSQL journal given by ``journal``) and real agents, all on one event
+loop."""
 
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ from edgesched.master.server import MasterServer
 from edgesched.wire import tasks
 
 
-def master_settings(tmp: Path, **scheduling: Any) -> Settings:
+def master_settings(tmp: Path, journal: str = "", **scheduling: Any) -> Settings:
+    """A master on port 0 in ``tmp``; ``journal``: a postgresql:// URL (default SQLite)."""
     settings = Settings()
+    settings.master.journal = journal
     settings.master.bind = "127.0.0.1"
     settings.master.port = 0
     settings.master.http_port = 0
