@@ -59,6 +59,8 @@ def available() -> str:
         return str(exc)
     if os.geteuid() == 0 and _unprivileged() is None:
         return "running as root and no unprivileged user (postgres, nobody) to run PostgreSQL"
+    if os.geteuid() == 0 and shutil.which("setpriv") is None:
+        return "running as root and no setpriv (util-linux) to run PostgreSQL as another user"
     return ""
 
 
@@ -99,17 +101,26 @@ class PgServer:
     # ---- running the server's programs -------------------------------------------------
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        kwargs: dict[str, object] = {}
+        command = list(args)
         if self._user is not None:
-            kwargs = {"user": self._user.pw_uid, "group": self._user.pw_gid, "extra_groups": []}
-        return subprocess.run(  # type: ignore[call-overload, no-any-return]
-            list(args),
+            # setpriv (util-linux) switches the user, not subprocess's user=/group=: those make
+            # Python fork() instead of vfork(), and in a process running gRPC threads (chaos,
+            # the benchmarks) gRPC's fork handlers then abort the child
+            command = [
+                "setpriv",
+                f"--reuid={self._user.pw_uid}",
+                f"--regid={self._user.pw_gid}",
+                "--clear-groups",
+                "--",
+                *command,
+            ]
+        return subprocess.run(
+            command,
             check=check,
             capture_output=True,
             text=True,
             timeout=START_TIMEOUT_S + 30,
             cwd=self.root,
-            **kwargs,
         )
 
     def _prepare(self) -> None:
