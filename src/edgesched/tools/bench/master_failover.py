@@ -157,7 +157,7 @@ def master_failover(
         if journal == "postgresql":
             from edgesched.tools.testing.pgserver import PgServer
 
-            pg = stack.enter_context(PgServer(root / "postgres", durable=True))
+            pg = stack.enter_context(PgServer(durable=True))  # its own folder, in /tmp
         for i in range(rounds):
             dsn = pg.create_database(f"failover{i}") if journal == "postgresql" else journal
             runs.append(

@@ -233,7 +233,7 @@ def run(cfg: RunConfig, root: Path) -> dict[str, Any]:
     if cfg.journal == "postgresql":  # a throwaway server, durable: it is restarted as a crash
         from edgesched.tools.testing.pgserver import PgServer
 
-        pg = PgServer(root / "postgres", durable=True).start()
+        pg = PgServer(durable=True).start()  # its own folder in /tmp: the server user reaches it
     try:
         chaos = start_cluster(root, receiver, cfg, pg)
         chaos.started = started

@@ -82,7 +82,8 @@ class PgServer:
     is how to reach it; ``restart()``, ``stop()`` and ``kill()`` are for failure tests;
     ``create_database()`` gives each test its own database; ``close()`` stops it and removes
     the folder. ``durable=False`` turns fsync off (tests: faster, nothing survives a power
-    cut — which no test makes); benchmarks keep the default (on)."""
+    cut — which no test makes); benchmarks keep the default (on). A ``root`` of one's own must be
+    reachable by the server's user when we are root (not inside a 0700 folder of root's)."""
 
     def __init__(
         self, root: Path | None = None, durable: bool = True, host: str = "127.0.0.1"
