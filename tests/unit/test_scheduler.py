@@ -1006,11 +1006,27 @@ def test_a_restarted_master_adopts_a_restored_task_the_rejoining_device_reports(
     assert accepted(core.done("t1", 1, "d1", 5.0, 2.0), "t1")
 
 
-def test_a_task_sent_again_since_the_restart_is_not_adopted():
+def test_a_task_sent_again_since_the_restart_keeps_the_rejoining_devices_attempt_too():
+    # another master took over and d2 reconnected first: the restored task went out again. d1
+    # comes back still running attempt 1: both run on, the first result wins (as a hedge)
     core = make_core()
     task = Task(id="t1", task_type="layout", size_bytes=1, submitted_at=0.0)
     core.restore(task, 0.0)
     add_device(core, "d2", 0.5)
     core.dispatch(0.5)  # attempt 2 on d2
-    _, reconciled, _ = add_device(core, "d1", 1.0, running=["t1"])
-    assert reconciled.drop == ["t1"] and task.live == {2: "d2"}
+    _, reconciled, commands = add_device(core, "d1", 1.0, running=["t1"])
+    assert reconciled.keep == ["t1"] and reconciled.drop == []
+    assert task.live == {1: "d1", 2: "d2"}
+    assert any(isinstance(c, Persist) and c.task is task for c in commands), "both journaled"
+    out = core.done("t1", 1, "d1", 5.0, 2.0)
+    assert accepted(out, "t1")
+    assert [(c.device_id, c.attempt) for c in out if isinstance(c, CancelAttempt)] == [("d2", 2)]
+    # once only: a second device claiming it is not given it
+    core2 = make_core()
+    again = Task(id="t1", task_type="layout", size_bytes=1, submitted_at=0.0)
+    core2.restore(again, 0.0)
+    add_device(core2, "d2", 0.5)
+    core2.dispatch(0.5)
+    add_device(core2, "d1", 1.0, running=["t1"])
+    _, late, _ = add_device(core2, "d3", 1.5, running=["t1"])
+    assert late.drop == ["t1"] and again.live == {1: "d1", 2: "d2"}

@@ -40,6 +40,7 @@ class Attempts(CoreState):
             # one attempt may have gone out that the journal never heard of (needs_persist):
             # numbering goes on past it, so a late result of it is refused
             task.attempt += 1
+            task.restored_attempt = task.attempt
             self._enqueue(task, now)
             return []
         # a hedged task's row holds each live attempt (``commands.journaled_live``)

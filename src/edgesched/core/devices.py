@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from edgesched.core.commands import Command, Forgotten, Reconciled
+from edgesched.core.commands import Command, Forgotten, Reconciled, needs_persist, persist
 from edgesched.core.hedges import Hedges
 from edgesched.core.state import Device, DeviceState, Metrics, TaskState
 from edgesched.errors import NotFoundError
@@ -60,6 +60,9 @@ class Devices(Hedges):
         for task_id in sorted((running_ids | finished_ids) - {t for t, _ in device.inflight}):
             if self._adopt(device, task_id, now):
                 keep.append(task_id)
+                task = self.tasks[task_id]
+                if needs_persist(task):  # a second live attempt: the journal must hold both
+                    out.append(persist(task))
         known = {task_id for task_id, _ in device.inflight}
         drop = sorted(running_ids - known)
         return [Reconciled(device.id, keep=keep, drop=drop), *out]
@@ -68,8 +71,27 @@ class Devices(Hedges):
         """A restarted master meets a device running (or holding the result of) a task it
         restored as queued: the attempt the journal never heard of (``needs_persist``) was
         this one, numbered one past the journaled attempt — the number the restored task
-        carries. It stays with the device instead of running again."""
+        carries. It stays with the device instead of running again.
+
+        When the restored task went out again before this device came back (another master
+        took over, and another agent reconnected first), the device's attempt becomes a
+        second live one beside the new: both run on, the first result wins and the other is
+        cancelled, as with a hedge — the device may be about to finish, and the new attempt
+        has just begun."""
         task = self.tasks.get(task_id)
+        if (
+            task is not None
+            and task.restored_attempt
+            and task.state in (TaskState.ASSIGNED, TaskState.RUNNING)
+            and task.restored_attempt < task.attempt
+            and task.restored_attempt not in task.live
+            and device.id not in task.live.values()
+        ):
+            attempt, task.restored_attempt = task.restored_attempt, 0  # adopted once at most
+            task.live[attempt] = device.id
+            device.inflight.add((task.id, attempt))
+            self._watch_deadline(task, now)
+            return True
         if (
             task is None
             or task.state is not TaskState.QUEUED

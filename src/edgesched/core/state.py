@@ -81,6 +81,9 @@ class Task:
     attempt: int = 0  #: dispatch epoch: increases with every assignment
     #: the attempt number the journal holds (see ``commands.needs_persist``)
     persisted_attempt: int = 0
+    #: a task restored queued: the attempt number a device may still run unknown to the journal
+    #: (the one after the journaled attempt; ``Devices._adopt``); 0 = none
+    restored_attempt: int = 0
     failures: int = 0  #: failures of the task itself, counted against max_attempts
     device_id: str = ""  #: device of the newest attempt
     live: dict[int, str] = field(default_factory=dict)  #: attempt → device, still outstanding
