@@ -134,7 +134,10 @@ class LocalCluster:
             env=env,
         )
         deadline = time.monotonic() + timeout
-        while not endpoints.exists():
+        # the token files too: a master on a PostgreSQL journal serves as a standby first and
+        # writes them once elected
+        tokens = [self.master_dir / "join-token", self.master_dir / "api-token"]
+        while not endpoints.exists() or not all(t.exists() for t in tokens):
             self._check_alive("master")
             if time.monotonic() > deadline:
                 raise TransportError("the master did not start in time")
