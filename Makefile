@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lint typecheck unit deps deps-system proto proto-tools wheelhouse clean chaos bench
+.PHONY: demo test check lint typecheck unit deps deps-system proto proto-tools wheelhouse clean chaos chaos-ha bench
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -89,6 +89,11 @@ test: lint typecheck unit
 chaos: $(STAMP)
 	$(BIN)/edgesched chaos --tasks 2000 --master-kills 2 --agent-kills 5 --bad 20 --seed 1
 
+# three masters on a throwaway PostgreSQL: leader kills and a database crash (issue 18)
+chaos-ha: $(STAMP)
+	$(BIN)/edgesched chaos --masters 3 --journal postgresql --tasks 2000 --master-kills 3 \
+		--agent-kills 5 --postgres-restarts 1 --bad 20 --seed 1
+
 # every benchmark scenario, one JSON object each (docs/benchmarks.md); run on purpose, never by
 # `make test`. The memory scenario's 10,000 real inferences take the longest (about 25 min here).
 # overhead and payload measure a plain gRPC hop in the same run (medians of 5 rounds, ratios
@@ -101,6 +106,8 @@ bench: $(STAMP)
 	$(BIN)/edgesched bench payload --json > $(BENCH_OUT)/payload.json && cat $(BENCH_OUT)/payload.json
 	$(BIN)/edgesched bench scale --json > $(BENCH_OUT)/scale.json && cat $(BENCH_OUT)/scale.json
 	$(BIN)/edgesched bench failover --json > $(BENCH_OUT)/failover.json && cat $(BENCH_OUT)/failover.json
+	$(BIN)/edgesched bench failover --master --json > $(BENCH_OUT)/failover-master.json && cat $(BENCH_OUT)/failover-master.json
+	$(BIN)/edgesched bench overhead --journal postgresql --normal-only --json > $(BENCH_OUT)/overhead-postgresql.json && cat $(BENCH_OUT)/overhead-postgresql.json
 	$(BIN)/edgesched bench straggler --json > $(BENCH_OUT)/straggler.json && cat $(BENCH_OUT)/straggler.json
 	$(BIN)/edgesched bench straggler --simulate --json > $(BENCH_OUT)/straggler-sim.json && cat $(BENCH_OUT)/straggler-sim.json
 	$(BIN)/edgesched bench memory --json > $(BENCH_OUT)/memory.json && cat $(BENCH_OUT)/memory.json

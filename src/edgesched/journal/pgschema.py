@@ -15,7 +15,7 @@ from dataclasses import fields
 from typing import Any
 
 from edgesched.errors import JournalError
-from edgesched.journal.base import TaskRow, from_json_value, json_value
+from edgesched.journal.base import TaskRow, json_value
 from edgesched.journal.schema import JSON_FIELDS
 
 SCHEMA_VERSION = 1
@@ -134,21 +134,6 @@ def encode_row(row: TaskRow) -> list[Any]:
             value = json.dumps(json_value(name, value), separators=(",", ":"))
         out.append(value)
     return out
-
-
-def decode_row(record: Any) -> TaskRow:
-    values = dict(record.items())
-    for name in JSON_FIELDS:
-        values[name] = from_json_value(name, json.loads(values[name]))
-    return TaskRow(**values)
-
-
-def encode_values(values: dict[str, Any]) -> dict[str, Any]:
-    """Columns to update, the JSON ones encoded."""
-    return {
-        k: json.dumps(json_value(k, v), separators=(",", ":")) if k in JSON_FIELDS else v
-        for k, v in values.items()
-    }
 
 
 async def migrate(conn: Any, where: str) -> None:

@@ -47,13 +47,11 @@ from edgesched.journal.pgschema import (
     FENCED_SQLSTATE,
     INSERT_MANY,
     INSERT_ONE,
-    decode_row,
     encode_row,
-    encode_values,
     migrate,
     redact,
 )
-from edgesched.journal.schema import FINAL
+from edgesched.journal.schema import FINAL, decode_row, encode_values
 
 log = logging.getLogger("edgesched.journal.postgres")
 

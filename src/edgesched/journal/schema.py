@@ -66,8 +66,10 @@ def encode_row(row: TaskRow) -> dict[str, Any]:
     return values
 
 
-def decode_row(record: sqlite3.Row) -> TaskRow:
-    values = dict(record)
+def decode_row(record: Any) -> TaskRow:
+    """A row as read back (a ``sqlite3.Row`` or an asyncpg ``Record``: both map names to
+    values), the JSON columns decoded."""
+    values = dict(record.items()) if hasattr(record, "items") else dict(record)
     for name in JSON_FIELDS:
         values[name] = from_json_value(name, json.loads(values[name]))
     return TaskRow(**values)

@@ -89,6 +89,14 @@ def grpc_options(max_message_bytes: int) -> list[tuple[str, Any]]:
     ]
 
 
+def bind_grpc(server: grpc.aio.Server, s: MasterSettings) -> int:
+    """Adds the master's gRPC port (TLS when it has a certificate); returns the port bound."""
+    address = f"{grpc_host(s.bind)}:{s.port}"
+    if s.tls_cert:
+        return int(server.add_secure_port(address, server_credentials(s)))
+    return int(server.add_insecure_port(address))
+
+
 def http_socket(s: MasterSettings) -> socket.socket:
     """The gateway's listening socket (SO_REUSEADDR: a standby's and then the leader's server
     bind the same port one after the other)."""
@@ -184,11 +192,7 @@ class MasterServer:
             return name, reply_path(row)
 
         server.add_generic_rpc_handlers((image_upload_handler(upload),))
-        address = f"{grpc_host(s.bind)}:{s.port}"
-        if s.tls_cert:
-            self.grpc_port = server.add_secure_port(address, server_credentials(s))
-        else:
-            self.grpc_port = server.add_insecure_port(address)
+        self.grpc_port = bind_grpc(server, s)
         await server.start()
         self.grpc_server = server
         sock = http_socket(s)

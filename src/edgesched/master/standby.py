@@ -27,11 +27,11 @@ from edgesched.config import Settings
 from edgesched.master.lease import Holder
 from edgesched.master.server import (
     QuietServer,
+    bind_grpc,
     grpc_host,
     grpc_options,
     http_socket,
     http_tls,
-    server_credentials,
     write_endpoints,
 )
 from edgesched.masters import LEADER_HTTP_KEY, LEADER_KEY
@@ -129,11 +129,7 @@ class StandbyServers:
         s = self.settings.master
         server = grpc.aio.server(options=grpc_options(s.max_upload_bytes + 1024 * 1024))
         server.add_generic_rpc_handlers((_Refuser(self.view),))
-        address = f"{grpc_host(s.bind)}:{s.port}"
-        if s.tls_cert:
-            self.grpc_port = server.add_secure_port(address, server_credentials(s))
-        else:
-            self.grpc_port = server.add_insecure_port(address)
+        self.grpc_port = bind_grpc(server, s)
         await server.start()
         self._grpc = server
         try:
