@@ -327,7 +327,10 @@ class LocalCluster:
             for name in self.procs:
                 if not name.startswith("master-"):  # one of several masters may be down
                     self._check_alive(name)
-            online = [d for d in self.devices() if d["state"] == "online"]
+            try:
+                online = [d for d in self.devices() if d["state"] == "online"]
+            except httpx.TransportError:  # a master elected a moment ago binds its ports now
+                online = []
             if len(online) >= count:
                 return online
             if time.monotonic() > deadline:
