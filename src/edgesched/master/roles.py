@@ -27,7 +27,7 @@ from pathlib import Path
 from edgesched.config import Settings
 from edgesched.errors import ConfigError, FencedError, JournalUnavailableError
 from edgesched.journal.files import private_dir
-from edgesched.master.lease import Holder, Leader, Lease
+from edgesched.master.lease import Holder, Lease
 from edgesched.master.server import MasterServer
 from edgesched.master.sharedtokens import SharedTokens
 from edgesched.master.standby import StandbyServers
@@ -140,8 +140,7 @@ class Roles:
         """Answers as a standby until elected (True) or stopped (False)."""
         self.role = "standby"
         self.holder = None  #: not itself, after a term: read again below
-        if self.standby is None:  # still up when a term ended before the master served
-            self.standby = await self._bind_standby(stop)
+        self.standby = await self._bind_standby(stop)
         if self.standby is None:
             return False
         m = self.settings.master
@@ -157,7 +156,6 @@ class Roles:
         log.info("standby master %s on gRPC %d, HTTP %d", self.instance, m.port, m.http_port)
         prepared = False
         unreachable = False
-        elected = False
         try:
             while not stop.is_set():
                 try:
@@ -165,11 +163,6 @@ class Roles:
                         await self.lease.prepare()
                         prepared = True
                     if await self.lease.take():
-                        # it answers on, naming itself, until the leader's master binds
-                        elected = True
-                        self.holder = Holder(
-                            self.lease.token, self.instance, Leader.parse(self.lease.address)
-                        )
                         return True
                     self.holder = await self.lease.read()
                     if unreachable:
@@ -183,8 +176,7 @@ class Roles:
                 await _pause((stop,), m.lease_renew_s * spread)
             return False
         finally:
-            if not elected:
-                await self._stop_standby()
+            await self._stop_standby()
 
     async def _bind_standby(self, stop: asyncio.Event) -> StandbyServers | None:
         """The standby's servers on the master's ports. The leader's servers, just stopped,
@@ -233,11 +225,7 @@ class Roles:
         server = self.make_server(self.settings, token, on_fenced)
         self.server = server
         try:
-            # the journal opened and the tasks restored while the standby still answers (it
-            # now names this master as the leader); then the ports change hands
-            await server.prepare()
-            await self._stop_standby()
-            await server.serve()
+            await server.start()
         except (JournalUnavailableError, FencedError) as exc:
             # the database went away (or another master took over) while this one started:
             # a standby again, it tries anew; anything else ends the process as for one master
@@ -272,7 +260,6 @@ class Roles:
                     log.warning("cannot share a rotated token: %s", exc)
         finally:
             self.elected.clear()
-            self.holder = None  # not itself any more: read again as a standby
             self.role = "standby"
             await self._stop_server()
             await self._give_up()  # nothing when it lost the lease: the token is not its own

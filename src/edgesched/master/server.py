@@ -153,12 +153,6 @@ class MasterServer:
         self._http_sock: socket.socket | None = None
 
     async def start(self) -> None:
-        await self.prepare()
-        await self.serve()
-
-    async def prepare(self) -> None:
-        """Opens the journal and restores from it (and resumes the seed pushes): everything up
-        to binding the ports (a standby elected keeps answering on them meanwhile)."""
         s = self.settings.master
         failpoints.arm_from_env(os.environ)
         if s.raise_nofile:
@@ -186,12 +180,6 @@ class MasterServer:
         resumed = await self.pusher.resume()
         if resumed:
             log.info("resumed pushing %d results to seed clients", resumed)
-
-    async def serve(self) -> None:
-        """Binds and serves the gRPC servicers and the HTTP gateway, starts the ticks."""
-        s = self.settings.master
-        master = self.master
-        assert master is not None, "prepare() first"
         intake = SeedIntake(master)
         interceptor = ApiTokenInterceptor(lambda: s.auth, master.api_token.current)
         limit = s.max_link_message_bytes or s.max_upload_bytes + 1024 * 1024
