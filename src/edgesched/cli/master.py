@@ -85,9 +85,9 @@ def _serve_master(config: str | None, flags: dict[str, Any], role: str) -> None:
     except EdgeschedError as exc:
         raise click.UsageError(str(exc)) from exc
 
-    from edgesched.master.roles import is_postgres
+    from edgesched.master.stores import uses_postgres
 
-    if is_postgres(settings):
+    if uses_postgres(settings):
         if repair:
             raise click.UsageError("--repair mends a SQLite journal; it has no use with --journal")
         _serve_roles(settings, role)

@@ -44,10 +44,6 @@ BIND_PAUSE_S = 0.2
 ServerFactory = Callable[[Settings, int, Callable[[str], None]], MasterServer]
 
 
-def is_postgres(settings: Settings) -> bool:
-    return settings.master.journal.startswith(("postgresql://", "postgres://"))
-
-
 def leader_server(settings: Settings, fence: int, on_fenced: Callable[[str], None]) -> MasterServer:
     """The leader's master, and the one place its PostgreSQL journal is given the lease's
     token as its fence (every write transaction then starts with ``SELECT
