@@ -93,3 +93,24 @@ def test_failover_both_signals_with_hedging_on_and_off(tmp_path: Path) -> None:
             assert run["settings"]["hedging"] is (run["hedging_requested"] == "on")
         assert isinstance(run["done_on_b"], int)
     assert not left_running(work)
+
+
+def test_failover_of_the_leading_master_smoke(tmp_path: Path, pg_dsn: str) -> None:
+    # one round on the session's PostgreSQL: every figure is there, nothing is left running;
+    # no assertion on how fast
+    work = tmp_path / "work"
+    args = [
+        *("--master", "--journal", pg_dsn, "--rounds", "1", "--time-scale", "25"),
+        *("--timeout", "120", "--workdir", str(work), "--json"),
+    ]
+    whole = bench_json("failover", *args, timeout=150)
+    assert whole["benchmark"] == "failover --master" and whole["target_s"] == 10.0
+    assert whole["settings"] == {"lease_s": 5.0, "lease_renew_s": 1.0}
+    (only,) = whole["rounds"]
+    assert only["masters"] == 3 and only["tasks_running_at_kill"] >= 1
+    for key in ("elected_s", "accepts_new_s", "results_s"):
+        assert only[key] > 0, key
+    assert only["elected_s"] <= only["accepts_new_s"]
+    assert len(only["results"]) == only["tasks_running_at_kill"]
+    assert isinstance(whole["within_target"], bool)
+    assert left_running(work) == []
