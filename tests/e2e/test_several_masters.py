@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,25 +15,9 @@ from pathlib import Path
 import httpx
 
 from edgesched.tools.testing.pictures import png_bytes
-from edgesched.tools.testing.process_cluster import LocalCluster
+from edgesched.tools.testing.process_cluster import LocalCluster, free_port_on
 
 EDGESCHED = [sys.executable, "-m", "edgesched"]
-
-
-def free_port(*hosts: str) -> int:
-    """A port free on each of ``hosts`` (the masters share their port numbers)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind((hosts[0], 0))
-            port = int(probe.getsockname()[1])
-            try:
-                for host in hosts[1:]:
-                    with socket.socket() as other:
-                        other.bind((host, port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no port free on all of {hosts}")
 
 
 def done_tasks(url: str) -> int:
@@ -48,8 +31,8 @@ def done_tasks(url: str) -> int:
 def test_a_leader_killed_mid_run_is_followed_by_the_agent_and_client_send(
     cluster: LocalCluster, tmp_path: Path
 ) -> None:
-    cluster.grpc_port = free_port("127.0.0.1", "127.0.0.2")
-    cluster.http_port = free_port("127.0.0.1", "127.0.0.2")
+    cluster.grpc_port = free_port_on("127.0.0.1", "127.0.0.2")
+    cluster.http_port = free_port_on("127.0.0.1", "127.0.0.2")
     cluster.start_master()
     both = "127.0.0.1,127.0.0.2"
     cluster.start_agent(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from edgesched.master.server import MasterServer
 from edgesched.masters import Leader
 from edgesched.tools.testing.inprocess_cluster import InProcessCluster
 from edgesched.tools.testing.pictures import png_bytes
+from edgesched.tools.testing.process_cluster import free_port_on
 from edgesched.wire import tasks
 
 
@@ -240,22 +240,6 @@ async def test_an_agent_whose_standby_names_itself_backs_off(standbys, tmp_path:
     assert 1 <= gateway.requests <= 40
 
 
-def free_port(*hosts: str) -> int:
-    """A port free on each of ``hosts`` (a master moving to another address keeps its ports)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind((hosts[0], 0))
-            port = int(probe.getsockname()[1])
-            try:
-                for host in hosts[1:]:
-                    with socket.socket() as other:
-                        other.bind((host, port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no port free on all of {hosts}")
-
-
 async def test_a_failover_to_another_address_is_followed_by_agent_and_client(
     make_cluster, tmp_path: Path
 ) -> None:
@@ -266,7 +250,10 @@ async def test_a_failover_to_another_address_is_followed_by_agent_and_client(
     # the first master moves onto fixed ports (the same on both addresses, as in production)
     await cluster.channel.close()
     await cluster.server.stop()
-    grpc_port, http_port = free_port("127.0.0.1", "127.0.0.2"), free_port("127.0.0.1", "127.0.0.2")
+    grpc_port, http_port = (
+        free_port_on("127.0.0.1", "127.0.0.2"),
+        free_port_on("127.0.0.1", "127.0.0.2"),
+    )
     cluster.settings.master.port, cluster.settings.master.http_port = grpc_port, http_port
     await cluster.start()
     agent = await cluster.add_agent(
@@ -334,7 +321,7 @@ async def test_the_operators_cli_asks_the_leader(make_cluster, standbys, tmp_pat
     gateway = await StandbyHttp("127.0.0.2", leader=leader_of(cluster)).start()
     nobody = await StandbyHttp("127.0.0.3").start()  # a standby that knows no leader yet
     standbys.extend([gateway, nobody])
-    down = f"http://127.0.0.1:{free_port('127.0.0.1')}"
+    down = f"http://127.0.0.1:{free_port_on('127.0.0.1')}"
 
     def run(masters: str) -> Any:
         # in a thread: the CLI's calls are synchronous, the masters run on this event loop

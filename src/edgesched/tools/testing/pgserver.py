@@ -14,11 +14,12 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from edgesched.tools.testing.process_cluster import free_port_on
 
 #: where Debian puts the server's programs (not on PATH); the newest version is taken
 DEBIAN_BINARIES = "/usr/lib/postgresql/*/bin"
@@ -69,12 +70,6 @@ def _unprivileged() -> pwd.struct_passwd | None:
         with contextlib.suppress(KeyError):
             return pwd.getpwnam(name)
     return None
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 class PgServer:
@@ -152,7 +147,7 @@ class PgServer:
         """Starts the server (initdb first, once); the port stays the same across restarts."""
         self._prepare()
         if not self.port:
-            self.port = _free_port(self.host)
+            self.port = free_port_on(self.host)
         options = [
             f"-p {self.port}",
             f"-k {self.root}",  # the Unix socket in our folder, not /var/run/postgresql

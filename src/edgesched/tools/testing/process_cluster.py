@@ -167,9 +167,9 @@ class LocalCluster:
         self.masters, self.journal = count, journal
         hosts = [self.master_host(i) for i in range(count)]
         if not self.grpc_port:
-            self.grpc_port = _free_port_on(hosts)
+            self.grpc_port = free_port_on(*hosts)
         while not self.http_port or self.http_port == self.grpc_port:
-            self.http_port = _free_port_on(hosts)
+            self.http_port = free_port_on(*hosts)
         for index in range(count):
             self.start_one_master(index, timeout)
         return self.wait_for_leader(timeout)
@@ -369,8 +369,9 @@ class LocalCluster:
         self.stop()
 
 
-def _free_port_on(hosts: list[str]) -> int:
-    """A port free on every one of ``hosts`` (the masters share their port numbers)."""
+def free_port_on(*hosts: str) -> int:
+    """A port free on every one of ``hosts`` (several masters share their port numbers; a
+    throwaway PostgreSQL takes one on loopback)."""
     for _ in range(100):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as first:
             first.bind((hosts[0], 0))
